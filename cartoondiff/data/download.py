@@ -1,0 +1,361 @@
+"""Download and safely extract the official Cartoon Set archives.
+
+    python -m cartoondiff.data.download cartoonset10k --dest data/
+    python -m cartoondiff.data.download cartoonset100k --dest data/ --url https://mirror/x.tgz
+
+The archive is streamed to ``DEST/<name>.tgz.part``; an interrupted download is resumed with
+an HTTP ``Range`` request (on this run's retry or the next run), and the file is renamed to
+``DEST/<name>.tgz`` only once its size matches what the server announced. Extraction refuses
+any member that could write or point outside ``DEST`` and happens in a temporary directory
+that is moved into place only when every member was extracted.
+
+Standard library only (urllib, tarfile, hashlib) plus tqdm for the progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from types import MappingProxyType
+
+from tqdm import tqdm
+
+
+class DownloadError(RuntimeError):
+    """A download or extraction failed; the message is one line naming the URL, file or member."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One downloadable archive: where it lives and what it unpacks to."""
+
+    url: str
+    filename: str  # archive name under DEST
+    folder: str  # top-level directory the archive unpacks to (used to skip re-extraction)
+    sha256: str | None  # None = not known yet: the digest is printed after download to pin it
+
+
+_BASE = "https://storage.cloud.google.com/cartoonset_public_files"
+# Sizes and digests of the official archives are not published; Content-Length is checked
+# instead and the sha256 is printed so that it can be filled in here.
+SOURCES: MappingProxyType[str, Source] = MappingProxyType(
+    {
+        "cartoonset10k": Source(f"{_BASE}/cartoonset10k.tgz", "cartoonset10k.tgz",
+                                "cartoonset10k", None),
+        "cartoonset100k": Source(f"{_BASE}/cartoonset100k.tgz", "cartoonset100k.tgz",
+                                 "cartoonset100k", None),
+    }
+)
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60.0
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def _resolve(name_or_url: str, url: str | None, expected_sha256: str | None
+             ) -> tuple[str, str, str | None]:
+    """Return (url, archive filename, expected sha256) for a table name or a plain URL."""
+    if name_or_url in SOURCES:
+        src = SOURCES[name_or_url]
+        return url or src.url, src.filename, expected_sha256 or src.sha256
+    if urllib.parse.urlsplit(name_or_url).scheme in ("http", "https"):
+        url = url or name_or_url
+        filename = PurePosixPath(urllib.parse.urlsplit(name_or_url).path).name
+        if not filename:
+            raise DownloadError(f"cannot derive an archive name from URL {name_or_url!r}")
+        return url, filename, expected_sha256
+    raise DownloadError(f"unknown dataset {name_or_url!r}: expected one of {sorted(SOURCES)} "
+                        "or an http(s) URL")
+
+
+def _say(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _RangeRefusedError(Exception):
+    """HTTP 416: the requested offset is at or past the end; carries the server's total size."""
+
+    def __init__(self, total: int | None) -> None:
+        super().__init__(total)
+        self.total = total
+
+
+def _open(url: str, offset: int) -> http.client.HTTPResponse:
+    """GET ``url`` (from byte ``offset`` when > 0); network failures become DownloadError."""
+    headers = {"User-Agent": "cartoondiff-download/1"}
+    if offset > 0:
+        headers["Range"] = f"bytes={offset}-"
+    req = urllib.request.Request(url, headers=headers)
+    host = urllib.parse.urlsplit(url).netloc or url
+    try:
+        return urllib.request.urlopen(req, timeout=_TIMEOUT_S)
+    except urllib.error.HTTPError as e:
+        with e:
+            if e.code == 416:
+                m = re.search(r"/(\d+)", e.headers.get("Content-Range", "") if e.headers else "")
+                raise _RangeRefusedError(int(m.group(1)) if m else None) from e
+        raise DownloadError(f"HTTP {e.code} {e.reason} from {url}") from e
+    except urllib.error.URLError as e:
+        raise DownloadError(f"could not reach {host}: {e.reason} (no network?)") from e
+    except http.client.HTTPException as e:
+        raise DownloadError(f"bad response from {host}: {e!r}") from e
+    except OSError as e:
+        raise DownloadError(f"could not reach {host}: {e} (no network?)") from e
+
+
+def _fetch_once(url: str, part: Path, label: str, progress: bool) -> tuple[int | None, bool]:
+    """One HTTP request writing to ``part``; returns (announced total size or None, got bytes).
+
+    206 = server honoured our Range: append. 200 = full body (server ignored Range, or fresh
+    start): truncate and write from byte 0. 416 = our offset is at/after the end: either the
+    .part is already complete or it belongs to a different file, in which case start over.
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    try:
+        resp = _open(url, offset)
+    except _RangeRefusedError as e:
+        if e.total == offset:
+            return offset, False  # .part already holds the whole file
+        _say(f"{label}: server refused resuming at byte {offset}; starting over", progress)
+        part.unlink()
+        return None, True
+    with resp:
+        status = resp.status
+        if resp.headers.get("Content-Type", "").startswith("text/html"):
+            # e.g. a sign-in or error page after a redirect: never save it as the archive
+            raise DownloadError(f"{resp.geturl()} returned an HTML page, not an archive "
+                                "(login or error page?); try --url with a direct link")
+        total: int | None
+        if status == 206:
+            m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+            if m is None or int(m.group(1)) != offset:
+                raise DownloadError(f"{url}: bad Content-Range "
+                                    f"{resp.headers.get('Content-Range')!r} for offset {offset}")
+            total = None if m.group(3) == "*" else int(m.group(3))
+            mode = "ab"
+            if offset:
+                _say(f"{label}: resuming at byte {offset}", progress)
+        elif status == 200:
+            if offset:
+                _say(f"{label}: server ignored the Range request; restarting from 0", progress)
+            offset, mode = 0, "wb"
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length is not None else None
+        else:
+            raise DownloadError(f"unexpected HTTP {status} from {url}")
+
+        received = 0
+        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc=label, disable=not progress)
+        with open(part, mode) as f, bar:
+            try:
+                while chunk := resp.read(_CHUNK):
+                    f.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException):
+                pass  # connection dropped: keep what arrived, the caller decides to resume
+    return total, received > 0
+
+
+def download(name_or_url: str, dest: str | Path, url: str | None = None,
+             expected_sha256: str | None = None, progress: bool = True,
+             attempts: int = 3) -> Path:
+    """Download an archive into ``dest`` and return the path of the complete ``.tgz``.
+
+    ``name_or_url`` is a key of SOURCES ("cartoonset10k", "cartoonset100k") or a URL; ``url``
+    overrides where a named archive is fetched from (mirrors, tests). An archive already in
+    ``dest`` is not fetched again (only checked against a known sha256). Up to ``attempts``
+    requests are made while bytes keep arriving; what arrived stays in ``<name>.part`` so a
+    later call resumes it.
+    """
+    url, filename, expected = _resolve(name_or_url, url, expected_sha256)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / filename
+    part = dest / (filename + ".part")
+
+    if archive.exists():
+        _say(f"{archive} already exists; skipping download", progress)
+        if expected and sha256_of(archive) != expected.lower():
+            raise DownloadError(f"{archive}: sha256 differs from the expected {expected}; "
+                                "delete it and rerun")
+        return archive
+
+    total: int | None = None
+    for _ in range(max(1, attempts)):
+        total, moved = _fetch_once(url, part, filename, progress)
+        size = part.stat().st_size if part.exists() else 0
+        if (total is not None and size == total) or (total is None and moved and size > 0):
+            break  # complete (or no size announced and the stream ended normally)
+        if not moved:
+            break  # no new bytes: retrying would not help
+    size = part.stat().st_size if part.exists() else 0
+    if size == 0:
+        raise DownloadError(f"no data received from {url}")
+    if total is None:
+        _say(f"{url}: server sent no size; cannot check the download is complete", progress)
+    elif size != total:
+        raise DownloadError(f"incomplete download of {url}: received {size} of {total} bytes "
+                            f"(partial data kept in {part}; rerun to resume)")
+
+    digest = sha256_of(part)
+    if expected and digest != expected.lower():
+        part.unlink()
+        raise DownloadError(f"{url}: sha256 {digest} does not match the expected {expected}")
+    os.replace(part, archive)
+    _say(f"sha256 {digest}  {archive}", progress)
+    return archive
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+# tarfile's "data" filter (Python >= 3.11.4 / 3.10.12) refuses links and paths leaving the
+# destination; our own checks come first so the error names the member, the filter backs them up.
+_FILTER: MappingProxyType[str, str] = MappingProxyType(
+    {"filter": "data"} if hasattr(tarfile, "data_filter") else {})
+_FILTER_ERRORS = getattr(tarfile, "FilterError", ())
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _check_member(member: tarfile.TarInfo, root: str) -> None:
+    """Raise DownloadError unless ``member`` stays inside ``root`` (a real, resolved directory).
+
+    Paths are resolved against what was already extracted, so a member (or a link target)
+    that walks through an earlier symlink is judged by where it really lands.
+    """
+    name = member.name
+
+    def refuse(why: str) -> DownloadError:
+        return DownloadError(f"unsafe archive member {name!r}: {why}")
+
+    if member.ischr() or member.isblk() or member.isfifo():
+        raise refuse("device or fifo files are not allowed")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise refuse(f"unsupported member type {member.type!r}")
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).anchor:
+        raise refuse("absolute path")
+    if ".." in PurePosixPath(name).parts or ".." in PureWindowsPath(name).parts:
+        raise refuse("'..' path component")
+    target = os.path.join(root, name)
+    if not _inside(os.path.realpath(os.path.dirname(target)), root):
+        raise refuse("its parent directory is a symlink leading outside the destination")
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if link.startswith(("/", "\\")) or PureWindowsPath(link).anchor:
+            raise refuse(f"link to absolute path {link!r}")
+        # symlinks are relative to the member's directory, hard links to the archive root
+        base = os.path.dirname(target) if member.issym() else root
+        if not _inside(os.path.realpath(os.path.join(base, link)), root):
+            raise refuse(f"link target {link!r} is outside the destination")
+
+
+def extract(archive: str | Path, dest: str | Path) -> Path:
+    """Extract ``archive`` (.tgz/.tar) into ``dest``; return the single top-level folder, else dest.
+
+    Members are extracted one by one into a temporary directory inside ``dest`` after our own
+    checks (see _check_member) and with tarfile's "data" filter as a second line of defence;
+    the top-level entries are moved into ``dest`` only when all members succeeded. Existing
+    entries in ``dest`` are never overwritten.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise DownloadError(f"archive not found: {archive}")
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".extract-", dir=dest)
+    try:
+        root = os.path.realpath(tmp)
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar:  # streaming: a .tgz is decompressed once
+                    _check_member(member, root)
+                    try:
+                        tar.extract(member, root, **_FILTER)
+                    except _FILTER_ERRORS as e:
+                        raise DownloadError(f"unsafe archive member {member.name!r}: {e}") from e
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise DownloadError(f"cannot extract {archive}: {e}") from e
+        entries = sorted(os.listdir(root))
+        if not entries:
+            raise DownloadError(f"archive {archive} is empty")
+        for entry in entries:
+            if (dest / entry).exists() or (dest / entry).is_symlink():
+                raise DownloadError(f"{dest / entry} already exists; remove it to extract again")
+        for entry in entries:
+            os.replace(os.path.join(root, entry), dest / entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if len(entries) == 1 and (dest / entries[0]).is_dir():
+        return dest / entries[0]
+    return dest
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the process exit code."""
+    p = argparse.ArgumentParser(
+        prog="python -m cartoondiff.data.download",
+        description="Download (resumable) and safely extract an official Cartoon Set archive.")
+    p.add_argument("name", choices=sorted(SOURCES), help="which archive")
+    p.add_argument("--dest", required=True, type=Path, help="directory to download into")
+    p.add_argument("--url", default=None, help="fetch from this URL instead (mirror)")
+    p.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    p.add_argument("--no-extract", action="store_true", help="only download the .tgz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or notes")
+    args = p.parse_args(argv)
+    progress = not args.no_progress
+    try:
+        archive = download(args.name, args.dest, url=args.url, expected_sha256=args.sha256,
+                           progress=progress)
+        if args.no_extract:
+            print(archive)
+            return 0
+        folder = args.dest / SOURCES[args.name].folder
+        if folder.is_dir():
+            _say(f"{folder} already exists; skipping extraction", progress)
+            print(folder)
+            return 0
+        print(extract(archive, args.dest))
+        return 0
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
