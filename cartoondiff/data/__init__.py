@@ -1,0 +1,1 @@
+"""Avatar data: the Cartoon Set reader, the memmap cache, the synthetic renderer, downloads."""
