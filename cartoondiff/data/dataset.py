@@ -1,0 +1,173 @@
+"""The training data as two tensors, and the pixel scaling used by training and sampling.
+
+``load_avatar_data`` returns uint8 images (N, 3, H, W) and attribute ids (N, 18), from a
+Cartoon Set directory or from the synthetic renderer, decoded once into the cache
+(``cache.py``) and memory-mapped on later runs. Training indexes ``data.images[idx]``
+directly and scales a batch with ``normalize``; no per-item Dataset/DataLoader, because a
+uint8 array in memory is already faster than any worker pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cartoondiff import attributes
+from cartoondiff.data import cache
+from cartoondiff.data.cartoonset import DataError, decode_files, default_workers, find_images
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("synthetic", "cartoonset")
+NORMALIZATIONS = ("pm1", "unit")
+DEFAULT_CACHE_DIR = "~/.cache/cartoondiff"
+REPORTED_REASONS = 5  # how many skipped files to name in the warning and in meta.json
+
+
+@dataclass(frozen=True)
+class AvatarData:
+    """Avatars ready for training.
+
+    images: uint8 (N, 3, H, W), memory-mapped from the cache (copy-on-write);
+    ids: long (N, 18) in ``attributes.NAMES`` order, or None for unlabeled data;
+    source: "synthetic" or "cartoonset"; skipped: bad files left out (on_error="skip");
+    cache_path: the cache folder the arrays come from.
+    """
+
+    images: torch.Tensor
+    ids: torch.Tensor | None
+    source: str
+    skipped: int = 0
+    cache_path: Path | None = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def load_avatar_data(
+    source: str,
+    root: str | Path | None = None,
+    image_size: int = 64,
+    crop: int | None = 360,
+    labeled: bool = True,
+    n: int = 10_000,
+    seed: int = 0,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    on_error: str = "raise",
+    limit: int | None = None,
+    progress: bool = True,
+) -> AvatarData:
+    """Load (decoding once, then from the cache) the avatars of ``source``.
+
+    source="cartoonset": every ``*.png`` under ``root`` (recursively), labels from the
+    matching CSVs when ``labeled``; ``limit`` keeps only the first ``limit`` files in sorted
+    order (quick runs and tests); ``n`` and ``seed`` are unused.
+    source="synthetic": ``n`` avatars of set ``seed`` from the renderer, at ``image_size``
+    as if cropped by ``crop``; ``root`` and ``limit`` are unused.
+    ``labeled=False`` gives ``ids=None`` either way. on_error="raise" stops at the first
+    bad file; "skip" leaves bad files out, warns with their count and first reasons, and
+    reports the count in ``AvatarData.skipped``.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    cache_dir = Path(cache_dir).expanduser()
+    if source == "synthetic":
+        entry = _synthetic_entry(n, seed, image_size, crop, cache_dir, progress)
+    elif source == "cartoonset":
+        if root is None:
+            raise DataError("source 'cartoonset' needs a root directory, got None")
+        entry = _cartoonset_entry(
+            Path(root), image_size, crop, labeled, cache_dir, on_error, limit, progress
+        )
+    else:
+        raise ValueError(f"unknown data source {source!r}; use one of {SOURCES}")
+
+    skipped = int(entry.info.get("skipped", 0))
+    if skipped:
+        reasons = entry.info.get("reasons", [])
+        if on_error == "raise":  # a cache built with "skip" must not hide bad files later
+            raise DataError(f"{skipped} bad file(s) in {root}; first: {reasons[0]}")
+        log.warning("skipped %d bad file(s) of %s; first: %s", skipped, root, "; ".join(reasons))
+
+    images = torch.from_numpy(entry.images)  # (N, 3, H, W) uint8, no copy
+    # ids were validated when the cache was built (read_labels / _synthetic_entry)
+    ids = torch.from_numpy(entry.ids) if labeled and entry.ids is not None else None  # (N, 18)
+    return AvatarData(images, ids, source, skipped=skipped, cache_path=entry.path)
+
+
+def _synthetic_entry(
+    n: int, seed: int, size: int, crop: int | None, cache_dir: Path, progress: bool
+) -> cache.CacheEntry:
+    """Rendered avatars, keyed by everything that changes the pixels."""
+    from cartoondiff.data import synthesize  # lazy: the renderer is only needed to build
+
+    key = {"source": "synthetic", "n": n, "seed": seed, "size": size, "crop": crop,
+           "renderer": synthesize.RENDERER_VERSION}
+
+    def build() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        images, ids = synthesize.render_arrays(n, seed, size, crop=crop, progress=progress)
+        return images, attributes.validate(torch.as_tensor(ids)).numpy(), {}  # int64 (n, 18)
+
+    return cache.build_or_load_cache(cache_dir, f"synthetic-{size}px", key, build)
+
+
+def _cartoonset_entry(
+    root: Path,
+    size: int,
+    crop: int | None,
+    labeled: bool,
+    cache_dir: Path,
+    on_error: str,
+    limit: int | None,
+    progress: bool,
+) -> cache.CacheEntry:
+    """Decoded Cartoon Set files, keyed by the files' names, sizes and mtimes."""
+    root = root.expanduser().resolve()
+    files = find_images(root)
+    if limit is not None:
+        files = files[:limit]
+    fingerprint = cache.files_fingerprint(files, root)
+    if labeled:
+        # a missing CSV is reported by the decoder, with the file's name; here it just
+        # must not crash the fingerprint
+        csvs = [f.with_suffix(".csv") for f in files]
+        fingerprint += cache.files_fingerprint([c for c in csvs if c.exists()], root)
+    key = {"source": "cartoonset", "root": str(root), "files": fingerprint, "size": size,
+           "crop": crop, "labeled": labeled}
+
+    def build() -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+        decoded = decode_files(files, crop=crop, size=size, labeled=labeled, on_error=on_error,
+                               workers=default_workers(), progress=progress)
+        info = {"skipped": len(decoded.skipped),
+                "reasons": [reason for _, reason in decoded.skipped[:REPORTED_REASONS]]}
+        return decoded.images, decoded.ids, info
+
+    return cache.build_or_load_cache(cache_dir, f"cartoonset-{size}px", key, build)
+
+
+def normalize(images: torch.Tensor, mode: str) -> torch.Tensor:
+    """uint8 images (B, 3, H, W) -> float32 in [-1, 1] ("pm1") or [0, 1] ("unit")."""
+    if images.dtype != torch.uint8:
+        raise ValueError(f"normalize expects uint8 images, got {images.dtype}")
+    x = images.float()  # the one new tensor; the in-place ops below avoid two more
+    if mode == "pm1":
+        return x.div_(127.5).sub_(1.0)
+    if mode == "unit":
+        return x.div_(255.0)
+    raise ValueError(f"unknown normalization {mode!r}; use one of {NORMALIZATIONS}")
+
+
+def denormalize(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Inverse of ``normalize``: float (B, 3, H, W) -> uint8, clamped and rounded."""
+    if mode == "pm1":
+        pixels = (x + 1.0) * 127.5
+    elif mode == "unit":
+        pixels = x * 255.0
+    else:
+        raise ValueError(f"unknown normalization {mode!r}; use one of {NORMALIZATIONS}")
+    return pixels.clamp(0, 255).round().to(torch.uint8)
