@@ -1,0 +1,181 @@
+"""The forward (noising) process and the training loss; the network is passed in, never held.
+
+Notation follows Ho et al. 2020 (DDPM): beta_t, alpha_t = 1 - beta_t,
+alpha_bar_t = prod_{s<=t} alpha_s. Steps are 0-indexed: t in [0, T), so alpha_bar[0] = alpha_0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import make_grid
+
+from cartoondiff.diffusion.schedules import check_betas
+
+PREDICTIONS: tuple[str, ...] = ("eps", "v")
+
+# model(x_t (B,C,H,W), t (B,), ids (B,18) | None, drop (B,) bool | None) -> (B,C,H,W)
+Model = Callable[..., torch.Tensor]
+
+
+def _rng_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
+    """Random numbers are drawn where the generator lives, then moved (keeps seeds portable)."""
+    return generator.device if generator is not None else fallback
+
+
+@dataclass(frozen=True, eq=False)
+class Diffusion:
+    """Gaussian diffusion defined by ``betas`` (T,); immutable, all derived tensors float64.
+
+    Args:
+        betas: (T,) values in (0, 1), e.g. from ``schedules.linear_betas``.
+        prediction: what the model predicts: "eps" (the noise, Ho et al. 2020) or
+            "v" = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4).
+    """
+
+    betas: torch.Tensor
+    prediction: str = "eps"
+    alphas: torch.Tensor = field(init=False, repr=False)
+    alpha_bar: torch.Tensor = field(init=False, repr=False)
+    alpha_bar_prev: torch.Tensor = field(init=False, repr=False)
+    sqrt_alpha_bar: torch.Tensor = field(init=False, repr=False)
+    sqrt_one_minus_alpha_bar: torch.Tensor = field(init=False, repr=False)
+    posterior_variance: torch.Tensor = field(init=False, repr=False)
+    posterior_mean_coef1: torch.Tensor = field(init=False, repr=False)
+    posterior_mean_coef2: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(
+                f"Diffusion: prediction={self.prediction!r} is not one of {PREDICTIONS}"
+            )
+        betas = check_betas(self.betas)  # (T,) float64
+        alphas = 1.0 - betas
+        alpha_bar = torch.cumprod(alphas, dim=0)
+        alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+        derived = {
+            "betas": betas,
+            "alphas": alphas,
+            "alpha_bar": alpha_bar,
+            "alpha_bar_prev": alpha_bar_prev,
+            "sqrt_alpha_bar": alpha_bar.sqrt(),
+            "sqrt_one_minus_alpha_bar": (1.0 - alpha_bar).sqrt(),
+            # q(x_{t-1} | x_t, x0) = N(coef1 x0 + coef2 x_t, beta_tilde_t I)  (Ho et al. eq. 6-7)
+            "posterior_variance": betas * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar),
+            "posterior_mean_coef1": betas * alpha_bar_prev.sqrt() / (1.0 - alpha_bar),
+            "posterior_mean_coef2": (1.0 - alpha_bar_prev) * alphas.sqrt() / (1.0 - alpha_bar),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def T(self) -> int:  # noqa: N802 -- the papers' symbol
+        """Number of diffusion steps."""
+        return self.betas.numel()
+
+    def to(self, device: torch.device | str) -> Diffusion:
+        """A new Diffusion with its tensors on ``device`` (this one is unchanged)."""
+        return Diffusion(self.betas.to(device), self.prediction)
+
+    def at(self, a: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """a[t] shaped (B, 1, 1, 1) in x's dtype and device, to broadcast against x (B, C, H, W)."""
+        return a.to(t.device)[t].to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps (Ho et al. eq. 4).
+
+        x0, noise: (B, C, H, W); t: (B,) long -> (B, C, H, W).
+        """
+        return (
+            self.at(self.sqrt_alpha_bar, t, x0) * x0
+            + self.at(self.sqrt_one_minus_alpha_bar, t, x0) * noise
+        )
+
+    def v_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022, sec. 4)."""
+        return (
+            self.at(self.sqrt_alpha_bar, t, x0) * noise
+            - self.at(self.sqrt_one_minus_alpha_bar, t, x0) * x0
+        )
+
+    def predict_x0_eps(
+        self, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model output (eps or v) at (x_t, t) -> (x0_hat, eps_hat), each (B, C, H, W).
+
+        eps: x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab)   (eq. 4 solved for x0)
+        v:   x0 = sqrt(ab) x_t - sqrt(1 - ab) v,  eps = sqrt(1 - ab) x_t + sqrt(ab) v
+        """
+        a = self.at(self.sqrt_alpha_bar, t, x_t)
+        s = self.at(self.sqrt_one_minus_alpha_bar, t, x_t)
+        if self.prediction == "eps":
+            return (x_t - s * model_out) / a, model_out
+        return a * x_t - s * model_out, s * x_t + a * model_out
+
+    def loss(
+        self,
+        model: Model,
+        x0: torch.Tensor,
+        ids: torch.Tensor | None,
+        p_uncond: float,
+        generator: torch.Generator | None = None,
+        t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Simple loss: E_{t, eps} || target - model(x_t, t, ids, drop) ||^2 (Ho et al. eq. 14).
+
+        Args:
+            model: called as model(x_t, t, ids, drop).
+            x0: (B, C, H, W) clean images in the data range.
+            ids: (B, 18) attribute ids, or None for an unconditional model.
+            p_uncond: probability that a sample's condition is dropped (classifier-free
+                guidance training, Ho & Salimans 2022 Algorithm 1); the model gets ``drop``.
+            generator: draws t, eps and the drop mask; None uses the global RNG.
+            t: (B,) steps to use instead of uniform random ones.
+        Returns:
+            scalar float32 mean squared error against eps, or against v for prediction="v".
+        """
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"Diffusion.loss: p_uncond={p_uncond} must lie in [0, 1]")
+        B, dev = x0.shape[0], x0.device
+        rd = _rng_device(generator, dev)
+        if t is None:
+            t = torch.randint(0, self.T, (B,), generator=generator, device=rd).to(dev)
+        noise = torch.randn(x0.shape, generator=generator, device=rd, dtype=x0.dtype).to(dev)
+        drop = None
+        if ids is not None and p_uncond > 0:
+            drop = (torch.rand(B, generator=generator, device=rd) < p_uncond).to(dev)  # (B,)
+        x_t = self.q_sample(x0, t, noise)  # (B, C, H, W)
+        target = noise if self.prediction == "eps" else self.v_target(x0, t, noise)
+        out = model(x_t, t, ids, drop)  # (B, C, H, W)
+        return F.mse_loss(out.float(), target.float())
+
+    def forward_picture(
+        self,
+        x0: torch.Tensor,
+        ts: Sequence[int],
+        generator: torch.Generator | None = None,
+        pad_value: float = 1.0,
+    ) -> torch.Tensor:
+        """A grid of x_t: one row per image, one column per step in ``ts``.
+
+        The same eps is used along a row, so a row shows one image drowning in its noise.
+        Values are left in the data range, unclipped.
+
+        Args:
+            x0: (B, C, H, W) clean images.
+            ts: steps in [0, T).
+        Returns:
+            (C, H', W') grid from torchvision.utils.make_grid with len(ts) columns.
+        """
+        bad = [t for t in ts if not 0 <= int(t) < self.T]
+        if not ts or bad:
+            raise ValueError(f"forward_picture: ts must be non-empty steps in [0, {self.T}): {bad}")
+        B, n = x0.shape[0], len(ts)
+        rd = _rng_device(generator, x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=rd, dtype=x0.dtype).to(x0.device)
+        t = torch.as_tensor(list(ts), device=x0.device).long().repeat(B)  # (B*n,) image-major
+        x_t = self.q_sample(x0.repeat_interleave(n, 0), t, noise.repeat_interleave(n, 0))
+        return make_grid(x_t, nrow=n, padding=2, pad_value=pad_value)  # (C, H', W')

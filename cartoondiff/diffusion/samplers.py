@@ -1,0 +1,229 @@
+"""Reverse-process samplers (DDPM, DDIM, DPM-Solver++(2M)) and classifier-free guidance.
+
+Each sampler is one function over a ``Diffusion`` and a ``denoise(x, t)`` closure that already
+applies guidance; ``sample`` wires them together. Steps are 0-indexed (t in [0, T)). DDPM visits
+all T steps; DDIM visits ``steps`` steps evenly spaced in t from T-1 down to 0, DPM-Solver++
+``steps`` steps evenly spaced in log-SNR; both then jump to clean data (alpha_bar = 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from cartoondiff.attributes import NUM_ATTRIBUTES
+from cartoondiff.diffusion.process import Diffusion, Model
+
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp2m")
+
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> eps or v
+Clip = Callable[[torch.Tensor], torch.Tensor]
+
+
+def guided_eps(
+    model: Model, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor | None, w: float
+) -> torch.Tensor:
+    """Classifier-free guidance: (1 + w) eps(x, c) - w eps(x, null) (Ho & Salimans 2022, eq. 6).
+
+    w = 0 is plain conditional sampling (one forward pass); with ids None (an unconditional
+    model or the null condition) w is ignored. Both branches run as one batch of 2B. The
+    combination is linear, so it is the same guidance when the model predicts v.
+
+    x: (B, C, H, W), t: (B,), ids: (B, 18) or None -> (B, C, H, W).
+    """
+    if ids is None or w == 0 or not getattr(model, "conditional", True):
+        return model(x, t, ids, None)
+    B = x.shape[0]
+    drop = torch.arange(2 * B, device=x.device) >= B  # second half: null context
+    out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([ids, ids]), drop)
+    cond, uncond = out.chunk(2)  # (B, C, H, W) each
+    return (1 + w) * cond - w * uncond
+
+
+def timesteps(T: int, steps: int) -> list[int]:  # noqa: N803 -- the papers' symbol
+    """``steps`` distinct steps evenly spaced from T-1 down to 0 (both ends included)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"sampler: steps={steps} must lie in [1, T={T}]")
+    return torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long().tolist()
+
+
+def logsnr_timesteps(alpha_bar: torch.Tensor, steps: int) -> list[int]:
+    """``steps`` distinct steps from T-1 down to 0, evenly spaced in log-SNR
+    lambda = log(sqrt(ab) / sqrt(1 - ab)) as far as integer steps allow (Lu et al. 2022, sec. 3.3
+    recommend this spacing for low-resolution images)."""
+    T = alpha_bar.numel()
+    if not 1 <= steps <= T:
+        raise ValueError(f"sampler: steps={steps} must lie in [1, T={T}]")
+    lam = 0.5 * torch.log(alpha_bar / (1 - alpha_bar))  # (T,), decreasing in t
+    targets = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
+    nearest = (lam[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()  # (steps,)
+    out: list[int] = []
+    for k, i in enumerate(nearest):  # strictly decreasing, leaving room for the steps after k
+        hi = T - 1 if k == 0 else out[-1] - 1
+        out.append(max(min(i, hi), steps - 1 - k))
+    return out
+
+
+def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    dev = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+
+
+def _eval(
+    d: Diffusion, denoise: Denoise, x: torch.Tensor, i: int, clip: Clip
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0_hat clipped, eps consistent with it) at step i; x: (B, C, H, W)."""
+    t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+    x0, _ = d.predict_x0_eps(denoise(x, t), x, t)
+    x0 = clip(x0)
+    eps = (x - float(d.sqrt_alpha_bar[i]) * x0) / float(d.sqrt_one_minus_alpha_bar[i])
+    return x0, eps
+
+
+def ddpm(
+    d: Diffusion, denoise: Denoise, x: torch.Tensor, generator: torch.Generator | None, clip: Clip
+) -> torch.Tensor:
+    """Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2).
+
+    x_{t-1} ~ q(x_{t-1} | x_t, x0_hat) = N(coef1 x0_hat + coef2 x_t, beta_tilde_t I) (eq. 6-7),
+    which equals Algorithm 2's mean when x0_hat is not clipped, with sigma_t^2 = beta_tilde_t.
+    """
+    for i in reversed(range(d.T)):
+        x0, _ = _eval(d, denoise, x, i, clip)
+        x = float(d.posterior_mean_coef1[i]) * x0 + float(d.posterior_mean_coef2[i]) * x
+        if i > 0:  # beta_tilde_0 = 0: the last step is the mean
+            x = x + float(d.posterior_variance[i]) ** 0.5 * _noise(x, generator)
+    return x
+
+
+def ddim(
+    d: Diffusion,
+    denoise: Denoise,
+    x: torch.Tensor,
+    generator: torch.Generator | None,
+    clip: Clip,
+    steps: int,
+    eta: float,
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12) on ``steps`` steps; eta = 0 is deterministic.
+
+    x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev - sigma^2) eps_hat + sigma z, with
+    sigma = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev)   (eq. 16).
+    """
+    ts = timesteps(d.T, steps)
+    for k, i in enumerate(ts):
+        x0, eps = _eval(d, denoise, x, i, clip)
+        ab = float(d.alpha_bar[i])
+        ab_prev = float(d.alpha_bar[ts[k + 1]]) if k + 1 < len(ts) else 1.0
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) ** 0.5
+        x = ab_prev**0.5 * x0 + max(1 - ab_prev - sigma**2, 0.0) ** 0.5 * eps
+        if sigma > 0:
+            x = x + sigma * _noise(x, generator)
+    return x
+
+
+def dpmpp_2m(
+    d: Diffusion, denoise: Denoise, x: torch.Tensor, clip: Clip, steps: int
+) -> torch.Tensor:
+    """DPM-Solver++(2M), multistep second order in data prediction (Lu et al. 2022, Alg. 2).
+
+    With alpha = sqrt(ab), sigma = sqrt(1 - ab), lambda = log(alpha / sigma), h = lambda' - lambda:
+        x' = (sigma' / sigma) x - alpha' (e^{-h} - 1) D,
+        D = (1 + 1/(2r)) x0_k - 1/(2r) x0_{k-1}, r = h_prev / h  (D = x0_k on the first step).
+    The final jump to clean data (sigma' = 0) gives x' = x0_hat, first order as in the paper.
+    Steps are evenly spaced in lambda (``logsnr_timesteps``).
+    """
+    ts = logsnr_timesteps(d.alpha_bar, steps)
+    x0_prev, h_prev = None, 0.0
+    for k, i in enumerate(ts):
+        x0, _ = _eval(d, denoise, x, i, clip)
+        if k + 1 == len(ts):
+            return x0
+        ab, ab_next = float(d.alpha_bar[i]), float(d.alpha_bar[ts[k + 1]])
+        h = 0.5 * (math.log(ab_next / (1 - ab_next)) - math.log(ab / (1 - ab)))  # > 0
+        D = x0
+        if x0_prev is not None:
+            r = h_prev / h
+            D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        x = ((1 - ab_next) / (1 - ab)) ** 0.5 * x - ab_next**0.5 * math.expm1(-h) * D
+        x0_prev, h_prev = x0, h
+    return x
+
+
+@torch.no_grad()
+def sample(
+    diffusion: Diffusion,
+    model: Model,
+    shape: Sequence[int],
+    ids: torch.Tensor | None = None,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    clip_range: tuple[float, float] | None = (-1.0, 1.0),
+    x_T: torch.Tensor | None = None,  # noqa: N803 -- the papers' symbol
+) -> torch.Tensor:
+    """Draw images from the reverse process.
+
+    Args:
+        diffusion: the process (any device; its scalars are read on the CPU).
+        model: called as model(x_t, t, ids, drop); put in eval mode for the call and restored.
+        shape: (B, C, H, W).
+        ids: (B, 18) attribute ids, or None for an unconditional model / null condition.
+        sampler: "ddpm" (always all T steps; ``steps`` unused), "ddim" or "dpmpp2m".
+        steps: model evaluations for ddim (evenly spaced in t) and dpmpp2m (in log-SNR).
+        eta: DDIM noise scale (0 deterministic, 1 DDPM-like); unused by the others.
+        guidance: classifier-free guidance weight w (see ``guided_eps``).
+        generator: seeds x_T and the sampler noise; same generator state, same images.
+        device: where the model runs; default: the model's parameters' device.
+        clip_range: (lo, hi) to clip each x0 prediction to the data range, None for no clipping.
+        x_T: (B, C, H, W) starting noise instead of drawing it.
+    Returns:
+        (B, C, H, W) float32 samples in the data range.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sample: sampler={sampler!r} is not one of {SAMPLERS}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"sample: eta={eta} must lie in [0, 1]")
+    if guidance < 0:
+        raise ValueError(f"sample: guidance={guidance} must be >= 0")
+    if device is None:
+        params = getattr(model, "parameters", None)
+        device = next(params()).device if params is not None else torch.device("cpu")
+    d = diffusion.to("cpu")
+    B = shape[0]
+    if ids is not None:
+        ids = torch.as_tensor(ids, device=device).long()
+        if ids.shape != (B, NUM_ATTRIBUTES):
+            raise ValueError(
+                f"sample: ids must have shape ({B}, {NUM_ATTRIBUTES}), got {tuple(ids.shape)}"
+            )
+    if x_T is None:
+        rd = generator.device if generator is not None else torch.device(device)
+        x_T = torch.randn(tuple(shape), generator=generator, device=rd)
+    elif tuple(x_T.shape) != tuple(shape):
+        raise ValueError(f"sample: x_T shape {tuple(x_T.shape)} != shape {tuple(shape)}")
+    x = x_T.to(device=device, dtype=torch.float32)
+
+    def clip(x0: torch.Tensor) -> torch.Tensor:
+        return x0 if clip_range is None else x0.clamp(*clip_range)
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return guided_eps(model, x_t, t, ids, guidance)
+
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
+    try:
+        if sampler == "ddpm":
+            return ddpm(d, denoise, x, generator, clip)
+        if sampler == "ddim":
+            return ddim(d, denoise, x, generator, clip, steps, eta)
+        return dpmpp_2m(d, denoise, x, clip, steps)
+    finally:
+        if was_training:
+            model.train()

@@ -1,0 +1,74 @@
+"""Attention blocks for the UNet: image features attend to context tokens (or to themselves).
+
+One block serves the blog's whole ablation: ``num_heads=1`` is its "single" attention,
+``num_heads=4`` its "multi-head cross attention" (``mha4``). Self-attention is the same block
+with keys and values taken from the image features instead of Tau's tokens.
+
+Block: x + W_o · softmax(Q Kᵀ / sqrt(d)) V (Vaswani et al. 2017, eq. 1) with
+Q = W_q · GroupNorm(x) and K, V = W_kv · context. W_o starts at zero, so each block starts as
+the identity and the UNet starts as if it had no attention (as in ADM's zero_module).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_KINDS: tuple[str, ...] = ("none", "single", "mha")
+
+
+class AttentionBlock(nn.Module):
+    """Residual multi-head attention over the H*W positions of a feature map.
+
+    Args:
+        channels: C, the feature map's channels (also the attention width).
+        num_heads: heads; must divide ``channels``.
+        context_dim: width D of the context tokens for cross-attention; ``None`` makes it
+            self-attention (keys and values from the image features).
+        norm_groups: GroupNorm groups; must divide ``channels``.
+    """
+
+    def __init__(
+        self, channels: int, num_heads: int, context_dim: int | None = None, norm_groups: int = 32
+    ) -> None:
+        super().__init__()
+        if num_heads < 1 or channels % num_heads:
+            raise ValueError(
+                f"AttentionBlock: num_heads={num_heads} must be >= 1 and divide channels={channels}"
+            )
+        if channels % norm_groups:
+            raise ValueError(
+                f"AttentionBlock: norm_groups={norm_groups} must divide channels={channels}"
+            )
+        self.num_heads = num_heads
+        self.is_cross = context_dim is not None
+        self.norm = nn.GroupNorm(norm_groups, channels)
+        if self.is_cross:
+            self.to_q = nn.Linear(channels, channels, bias=False)
+            self.to_kv = nn.Linear(context_dim, 2 * channels, bias=False)
+        else:  # one matmul for q, k and v
+            self.to_qkv = nn.Linear(channels, 3 * channels, bias=False)
+        self.to_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, H, W), context: (B, N, D) for cross-attention -> (B, C, H, W)."""
+        B, C, H, W = x.shape
+        nh = self.num_heads
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C); a view for channels_last x
+        if self.is_cross:
+            if context is None:
+                raise ValueError("AttentionBlock: cross-attention needs a context (B, N, D)")
+            q = self.to_q(h)  # (B, HW, C)
+            k, v = self.to_kv(context).chunk(2, dim=-1)  # (B, N, C) each
+        else:
+            q, k, v = self.to_qkv(h).chunk(3, dim=-1)  # (B, HW, C) each
+        # Split heads as strided views; SDPA accepts them without a copy.
+        q = q.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, HW, C/nh)
+        k = k.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, N, C/nh)
+        v = v.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, N, C/nh)
+        o = F.scaled_dot_product_attention(q, k, v)  # (B, nh, HW, C/nh)
+        o = self.to_out(o.transpose(1, 2).flatten(2))  # (B, HW, C)
+        return x + o.transpose(1, 2).unflatten(-1, (H, W))  # (B, C, H, W)

@@ -1,0 +1,69 @@
+"""Denoiser: the UNet plus its conditioning, the one module training and sampling call.
+
+``Denoiser(unet, tau)`` is the conditional model; ``Denoiser(unet, None)`` with an
+``attention="none"`` UNet is the vanilla (unconditional) model of the blog's first section.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cartoondiff.models.tau import Tau
+from cartoondiff.models.unet import UNet
+
+
+class Denoiser(nn.Module):
+    """eps (or v) prediction from (x_t, t) and optional attribute ids.
+
+    Args:
+        unet: the network; its ``context_dim`` must match ``tau.context_dim``.
+        tau: the conditioning module, or None for an unconditional model (then the UNet must
+            have ``attention="none"``).
+    """
+
+    def __init__(self, unet: UNet, tau: Tau | None) -> None:
+        super().__init__()
+        if tau is None and unet.context_dim is not None:
+            raise ValueError(
+                f"Denoiser: tau=None but the UNet has attention={unet.attention!r}; "
+                "use attention='none' for an unconditional model"
+            )
+        if tau is not None and unet.context_dim is None:
+            raise ValueError("Denoiser: a Tau was given but the UNet has attention='none'")
+        if tau is not None and tau.context_dim != unet.context_dim:
+            raise ValueError(
+                f"Denoiser: tau.context_dim={tau.context_dim} != unet context_dim="
+                f"{unet.context_dim}"
+            )
+        self.unet = unet
+        self.tau = tau
+
+    @property
+    def conditional(self) -> bool:
+        """True when the model reads attribute ids (has a Tau)."""
+        return self.tau is not None
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        drop: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict eps (or v) for a noisy batch.
+
+        Args:
+            x_t: (B, 3, H, W) noisy images.
+            t: (B,) diffusion steps.
+            ids: (B, 18) long attribute ids; None gives the null context (the unconditional
+                branch) to a conditional model and is the only input of an unconditional one.
+            drop: (B,) bool, True where the condition is replaced by the null context.
+        Returns:
+            (B, 3, H, W)
+        """
+        if self.tau is None:
+            return self.unet(x_t, t)  # (B, 3, H, W); ids and drop mean nothing here
+        # ids None: the null context, i.e. the unconditional branch of a conditional model.
+        context = self.tau.null(x_t.shape[0]) if ids is None else self.tau(ids, drop)  # (B, N, D)
+        return self.unet(x_t, t, context)  # (B, 3, H, W)

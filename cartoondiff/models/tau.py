@@ -1,0 +1,88 @@
+"""Tau, the conditioning module: 18 attribute ids -> context tokens for cross-attention.
+
+Like StyleGAN's mapping network (Karras et al. 2019, fig. 1b), Tau is a stack of linear
+projections with nonlinearities. Its output is split into ``n_tokens`` tokens because with a
+single token softmax attention is the constant 1: every query would read the same value and
+the heads could not differ.
+
+Classifier-free guidance (Ho & Salimans 2022) needs an unconditional model too. As in DiT's
+``LabelEmbedder.token_drop``, the dropout lives here: where ``drop`` is True the tokens are
+replaced by a learned null context, so one network learns both branches.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cartoondiff import attributes
+
+# Hidden Linear+GELU layers per setting; "2x" doubles "1x" (the blog's "doubled projections").
+PROJECTION_DEPTHS: dict[str, int] = {"1x": 2, "2x": 4}
+
+
+class Tau(nn.Module):
+    """Attribute ids (B, 18) -> context tokens (B, n_tokens, context_dim).
+
+    Layers, exactly:
+        encode: ids -> (B, E) with E = 18 ("raw") or 217 ("onehot"), via ``attributes.encode``;
+        hidden: ``depth`` x [Linear(in, hidden_dim), GELU], depth = 2 for "1x" and 4 for "2x";
+        tokens: Linear(hidden_dim, n_tokens * context_dim), reshaped to (B, n_tokens, context_dim).
+    So "1x" has 3 Linear layers and "2x" has 5: "2x" doubles the hidden projections, the final
+    token projection is shared by both.
+
+    Args:
+        encoding: "raw" or "onehot".
+        projections: "1x" or "2x".
+        hidden_dim: width of the hidden projections.
+        context_dim: width of each context token (the UNet's ``context_dim``).
+        n_tokens: number of context tokens.
+    """
+
+    def __init__(
+        self,
+        encoding: str = "onehot",
+        projections: str = "1x",
+        hidden_dim: int = 256,
+        context_dim: int = 256,
+        n_tokens: int = 18,
+    ) -> None:
+        super().__init__()
+        if encoding not in attributes.ENCODINGS:
+            raise ValueError(f"Tau: encoding={encoding!r} is not one of {attributes.ENCODINGS}")
+        if projections not in PROJECTION_DEPTHS:
+            raise ValueError(
+                f"Tau: projections={projections!r} is not one of {tuple(PROJECTION_DEPTHS)}"
+            )
+        for name, value in (
+            ("hidden_dim", hidden_dim),
+            ("context_dim", context_dim),
+            ("n_tokens", n_tokens),
+        ):
+            if value < 1:
+                raise ValueError(f"Tau: {name} must be >= 1, got {value}")
+        self.encoding = encoding
+        self.projections = projections
+        self.n_tokens = n_tokens
+        self.context_dim = context_dim
+        layers: list[nn.Module] = []
+        width = attributes.encoded_dim(encoding)  # 18 or 217
+        for _ in range(PROJECTION_DEPTHS[projections]):
+            layers += [nn.Linear(width, hidden_dim), nn.GELU()]
+            width = hidden_dim
+        self.hidden = nn.Sequential(*layers)
+        self.to_tokens = nn.Linear(hidden_dim, n_tokens * context_dim)
+        # The unconditional branch's context; small init like the token outputs at start.
+        self.null_context = nn.Parameter(0.02 * torch.randn(n_tokens, context_dim))
+
+    def null(self, batch: int) -> torch.Tensor:
+        """The null context for ``batch`` samples: (batch, n_tokens, context_dim)."""
+        return self.null_context.expand(batch, -1, -1)
+
+    def forward(self, ids: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """ids: (B, 18) long, drop: (B,) bool or None -> context (B, n_tokens, context_dim)."""
+        x = attributes.encode(ids, self.encoding)  # (B, E)
+        tokens = self.to_tokens(self.hidden(x)).view(-1, self.n_tokens, self.context_dim)
+        if drop is None:
+            return tokens  # (B, n_tokens, context_dim)
+        return torch.where(drop[:, None, None], self.null_context, tokens)  # (B, n_tokens, D)

@@ -1,0 +1,244 @@
+"""The denoising UNet f(x_t, t, context): a plain network that knows nothing of the schedule.
+
+Residual blocks with GroupNorm, SiLU and dropout, and the timestep embedding added in every
+block (DDPM, Ho et al. 2020, appendix B); a down path, a middle at the lowest resolution, and
+an up path that concatenates the down path's features (Ronneberger et al. 2015). At the
+resolutions in ``attention_resolutions`` each residual block is followed by optional
+self-attention and by cross-attention to Tau's context tokens (the blog's ablation:
+"none", "single" head, "mha" multi-head).
+
+Kept lean for CPU training: one skip per residual block (no extra skips from the stem or the
+downsamplers), as many up blocks as down blocks, SiLU of the time embedding computed once,
+attention only where asked. Channels-last inputs stay channels-last through the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cartoondiff.models.attention import ATTENTION_KINDS, AttentionBlock
+from cartoondiff.models.embeddings import TimestepEmbedder
+
+
+class ResBlock(nn.Module):
+    """x + [GN-SiLU-Conv3 -> + time -> GN-SiLU-Dropout-Conv3](x), with a 1x1 skip if C changes.
+
+    The second conv starts at zero, so the block starts as its skip path.
+    """
+
+    def __init__(
+        self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, norm_groups: int
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(norm_groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.time = nn.Linear(temb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(norm_groups, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """x: (B, in_ch, H, W), temb: (B, temb_dim) already through SiLU -> (B, out_ch, H, W)."""
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, out_ch, H, W)
+        h = h + self.time(temb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Stage(nn.Module):
+    """One residual block followed by the attention blocks of its resolution (maybe none)."""
+
+    def __init__(self, res: ResBlock, attns: Sequence[AttentionBlock]) -> None:
+        super().__init__()
+        self.res = res
+        self.attns = nn.ModuleList(attns)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None):
+        """x: (B, C_in, H, W) -> (B, C_out, H, W)."""
+        x = self.res(x, temb)
+        for attn in self.attns:
+            x = attn(x, context)
+        return x
+
+
+class UNet(nn.Module):
+    """Noise (or v) predictor for images (B, in_channels, image_size, image_size).
+
+    Args:
+        in_channels: image channels (3); the output has the same.
+        base_channels: width of the first level.
+        channel_mults: width of level i is base_channels * channel_mults[i]; one level each,
+            the resolution halves between levels.
+        num_res_blocks: residual blocks per level in the down path (the up path has as many).
+        attention_resolutions: feature-map sizes (e.g. 16, 8) that carry attention; the middle
+            carries it when the lowest resolution is listed.
+        attention: "none" (ignore context: the vanilla model), "single" (one head), or "mha".
+        num_heads: heads for "mha"; must divide the width of every attention level.
+        context_dim: width of the context tokens (required unless attention is "none").
+        dropout: dropout probability inside the residual blocks.
+        image_size: height = width of the input; divisible by 2**(levels - 1).
+        self_attention: add self-attention before cross-attention at attention resolutions.
+        norm_groups: GroupNorm groups; must divide every level's width.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        base_channels: int = 64,
+        channel_mults: Sequence[int] = (1, 2, 4),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (16, 8),
+        attention: str = "mha",
+        num_heads: int = 4,
+        context_dim: int | None = None,
+        dropout: float = 0.0,
+        image_size: int = 32,
+        self_attention: bool = False,
+        norm_groups: int = 32,
+    ) -> None:
+        super().__init__()
+        levels = len(channel_mults)
+        widths = [base_channels * m for m in channel_mults]
+        sizes = [image_size // 2**i for i in range(levels)]
+        heads = 1 if attention == "single" else num_heads
+        _validate(
+            attention=attention,
+            base_channels=base_channels,
+            channel_mults=channel_mults,
+            num_res_blocks=num_res_blocks,
+            image_size=image_size,
+            attention_resolutions=attention_resolutions,
+            sizes=sizes,
+            widths=widths,
+            norm_groups=norm_groups,
+            dropout=dropout,
+            context_dim=context_dim,
+            heads=heads,
+            self_attention=self_attention,
+        )
+        self.attention = attention
+        self.context_dim = context_dim if attention != "none" else None
+        self.image_size = image_size
+        temb_dim = 4 * base_channels
+
+        def stage(c_in: int, c_out: int, attend: bool) -> Stage:
+            attns = []
+            if attend:
+                if self_attention:
+                    attns.append(AttentionBlock(c_out, heads, None, norm_groups))
+                if attention != "none":
+                    attns.append(AttentionBlock(c_out, heads, context_dim, norm_groups))
+            return Stage(ResBlock(c_in, c_out, temb_dim, dropout, norm_groups), attns)
+
+        self.time_embed = TimestepEmbedder(base_channels, temb_dim)
+        self.stem = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down = nn.ModuleList()  # per level: stages, then a stride-2 conv (not the last)
+        self.downsample = nn.ModuleList()
+        c = base_channels
+        for i in range(levels):
+            self.down.append(nn.ModuleList())
+            for _ in range(num_res_blocks):
+                self.down[i].append(stage(c, widths[i], sizes[i] in attention_resolutions))
+                c = widths[i]
+            if i < levels - 1:
+                self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+        # Middle: res + attention (when the lowest level has it) + res, at the lowest resolution.
+        self.mid = nn.ModuleList(
+            [stage(c, c, sizes[-1] in attention_resolutions), stage(c, c, False)]
+        )
+        self.up = nn.ModuleList()  # per level (deepest first): stages, then upsampling conv
+        self.upsample = nn.ModuleList()
+        for i in reversed(range(levels)):
+            self.up.append(nn.ModuleList())
+            for _ in range(num_res_blocks):  # input: h concatenated with the matching skip
+                self.up[-1].append(
+                    stage(c + widths[i], widths[i], sizes[i] in attention_resolutions)
+                )
+                c = widths[i]
+            if i > 0:
+                self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
+        self.out_norm = nn.GroupNorm(norm_groups, c)
+        self.out_conv = nn.Conv2d(c, in_channels, 3, padding=1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: (B, C, H, W), t: (B,) long or float, context: (B, N, D) or None -> (B, C, H, W)."""
+        if self.context_dim is None:
+            context = None  # the vanilla model ignores any context
+        elif context is None:
+            raise ValueError(f"UNet: attention={self.attention!r} needs a context (B, N, D)")
+        temb = F.silu(self.time_embed(t))  # (B, temb_dim), SiLU once for all blocks
+        h = self.stem(x)  # (B, base, H, W)
+        skips = []
+        for i, stages in enumerate(self.down):
+            for s in stages:
+                h = s(h, temb, context)  # (B, width_i, H_i, W_i)
+                skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)  # (B, width_i, H_i / 2, W_i / 2)
+        for s in self.mid:
+            h = s(h, temb, context)
+        for i, stages in enumerate(self.up):
+            for s in stages:
+                h = s(torch.cat([h, skips.pop()], dim=1), temb, context)
+            if i < len(self.upsample):
+                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.out_conv(F.silu(self.out_norm(h)))  # (B, C, H, W)
+
+
+def _validate(
+    *,
+    attention: str,
+    base_channels: int,
+    channel_mults: Sequence[int],
+    num_res_blocks: int,
+    image_size: int,
+    attention_resolutions: Sequence[int],
+    sizes: list[int],
+    widths: list[int],
+    norm_groups: int,
+    dropout: float,
+    context_dim: int | None,
+    heads: int,
+    self_attention: bool,
+) -> None:
+    """One-line ValueErrors naming the UNet argument that is wrong."""
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"UNet: attention={attention!r} is not one of {ATTENTION_KINDS}")
+    if not widths or min(channel_mults) < 1 or base_channels < 1:
+        raise ValueError(
+            f"UNet: channel_mults={tuple(channel_mults)} and base_channels={base_channels} "
+            "must be non-empty and positive"
+        )
+    if num_res_blocks < 1:
+        raise ValueError(f"UNet: num_res_blocks={num_res_blocks} must be >= 1")
+    factor = 2 ** (len(widths) - 1)
+    if image_size < 1 or image_size % factor:
+        raise ValueError(
+            f"UNet: image_size={image_size} is not divisible by 2**(levels-1)={factor} "
+            f"for {len(widths)} levels"
+        )
+    bad = [r for r in attention_resolutions if r not in sizes]
+    if bad:
+        raise ValueError(f"UNet: attention_resolutions {bad} are not level sizes {tuple(sizes)}")
+    for w in widths:
+        if norm_groups < 1 or w % norm_groups:
+            raise ValueError(f"UNet: norm_groups={norm_groups} does not divide width {w}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"UNet: dropout={dropout} must be in [0, 1)")
+    if attention != "none" and (context_dim is None or context_dim < 1):
+        raise ValueError(f"UNet: attention={attention!r} needs context_dim >= 1, got {context_dim}")
+    if attention != "none" or self_attention:
+        for w, r in zip(widths, sizes):
+            if r in attention_resolutions and (heads < 1 or w % heads):
+                raise ValueError(f"UNet: num_heads={heads} does not divide width {w} at {r}x{r}")
