@@ -146,7 +146,9 @@ def parse(text: str) -> dict[str, int]:
         try:
             v = int(value)
         except ValueError:
-            raise SchemaError(f"attribute {name}: value {value.strip()!r} is not an integer") from None
+            raise SchemaError(
+                f"attribute {name}: value {value.strip()!r} is not an integer"
+            ) from None
         if not 0 <= v < count(name):
             raise SchemaError(f"attribute {name}={v} out of range 0..{count(name) - 1}")
         out[name] = v

@@ -1,0 +1,216 @@
+"""Crash-safe checkpoints: atomic writes, safe loading, keep-last-K, and resume lookup.
+
+A checkpoint is a plain dict of tensors and Python primitives, so it loads with
+``torch.load(weights_only=True)`` and can never run code. Files are written to a temporary
+name in the same folder, fsynced, then renamed: a crash mid-write leaves at worst a stray
+``*.tmp`` file, never a half-written ``ckpt-*.pt``. Loading checks every zip member's CRC32
+first, because ``torch.load`` silently returns flipped bytes inside a tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PREFIX, SUFFIX = "ckpt-step", ".pt"
+# Words in torch's weights_only refusals that mean "this pickle wants to build or call
+# something", as opposed to "these bytes are not a pickle".
+_UNSAFE = re.compile(r"GLOBAL|allowlist|reduce|safe_globals", re.IGNORECASE)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written, read, or applied; the message names the file."""
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"{PREFIX}{step:09d}{SUFFIX}"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints in ``folder``, oldest first (by the step in the name)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{PREFIX}*{SUFFIX}") if p.is_file())
+
+
+def save_atomic(state: Mapping[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path``: afterwards ``path`` is the old file or the whole new one.
+
+    Raises CheckpointError (naming ``path``) when the folder cannot be written or the disk
+    fills up; the old file at ``path`` and every other checkpoint are then left untouched.
+    """
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
+            stale.unlink(missing_ok=True)  # left by a process killed mid-write
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; checkpoints are shared
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    except BaseException as err:  # Ctrl-C included: never leave the temporary file behind
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if not isinstance(err, (OSError, RuntimeError)):
+            raise
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {err} (the existing checkpoints are unchanged)"
+        ) from err
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut could otherwise undo it)."""
+    with contextlib.suppress(OSError):  # not every platform can open a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (and stray temporary files)."""
+    for stray in folder.glob(f"{PREFIX}*.tmp"):
+        stray.unlink(missing_ok=True)
+    if keep > 0:
+        for old in list_checkpoints(folder)[:-keep]:
+            old.unlink(missing_ok=True)
+
+
+def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``); clear errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: the file is empty")
+    _check_crc(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = _reason(err)
+        if _UNSAFE.search(reason):
+            raise CheckpointError(
+                f"refusing to load {path}: it holds objects other than tensors and plain data "
+                f"(loading it could run code): {reason}"
+            ) from err
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {reason}") from err
+    except Exception as err:  # any other failure to parse the bytes means they are damaged
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: {type(err).__name__}: {_reason(err)}"
+        ) from err
+    if not isinstance(state, dict):
+        kind = type(state).__name__
+        raise CheckpointError(f"checkpoint {path} does not hold a dict (got {kind})")
+    return state
+
+
+def _check_crc(path: Path) -> None:
+    """Verify the CRC32 of every member of a zip-format checkpoint (torch.load does not)."""
+    if not zipfile.is_zipfile(path):
+        return  # truncated, or the legacy format: torch.load reports it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {err}") from err
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt: {bad} fails its CRC32 check")
+
+
+def _reason(err: BaseException) -> str:
+    """The informative sentence of a torch.load error (the rest is generic advice)."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)  # the unpickler's own words
+    if found:
+        line = found.group(1)
+    else:
+        generic = ("Weights only load failed", "Please file an issue", "Check the documentation",
+                   "(1)", "(2)")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        specific = [ln for ln in lines if not ln.startswith(generic)]
+        line = (specific or lines or [repr(err)])[0]
+    return line.strip().split(". ")[0]
+
+
+def load_latest(
+    folder: Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict] | None:
+    """Newest checkpoint in ``folder`` that loads; damaged ones are skipped with a warning.
+
+    None when the folder holds no checkpoint that loads.
+    """
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return path, load(path, map_location)
+        except CheckpointError as err:
+            log.warning("%s; falling back to the checkpoint before it", err)
+    return None
+
+
+def apply_state_dict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], source: Path | str, note: str = ""
+) -> None:
+    """``module.load_state_dict`` with a readable message when the architectures differ.
+
+    ``note`` is appended to that message (e.g. ``config_changes`` of the two configs).
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatch {_few(shapes)}")
+        raise CheckpointError(
+            f"checkpoint {source} was saved from a different model configuration: "
+            + "; ".join(parts) + (f"; {note}" if note else "")
+        )
+    module.load_state_dict(state)
+
+
+def config_changes(saved: object, current: object, prefix: str) -> list[str]:
+    """``key: saved -> current`` for each leaf where two nested config dicts differ."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        return [change for key in sorted(set(saved) | set(current), key=str)
+                for change in config_changes(saved.get(key), current.get(key),
+                                             f"{prefix}.{key}")]
+    if saved == current:
+        return []
+    short = [("{...}" if isinstance(v, Mapping) else repr(v)) for v in (saved, current)]
+    return [f"{prefix}: {short[0]} -> {short[1]}"]
+
+
+def _few(items: list[str], n: int = 4) -> str:
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return "[" + ", ".join(items[:n]) + "]" + more

@@ -1,0 +1,98 @@
+"""Shared test fixtures: the composed config, shrunk to run in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_SAMPLE = SHARED / "data" / "cartoonset_sample"
+
+# Tiny settings: every run in the tests uses these unless it overrides them.
+TINY = [
+    "model=tiny",
+    "data.image_size=16",
+    "data.n=48",
+    "data.batch_size=8",
+    "noise_schedule.T=40",
+    "sampler.steps=4",
+    "trainer.device=cpu",
+    "trainer.max_steps=2",
+    "trainer.sample_rows=2",
+    "trainer.sample_cols=2",
+    "trainer.log_every=1",
+    "trainer.progress_bar=false",
+    "logger.mode=disabled",
+]
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data cache for the whole session, so the tiny synthetic set is rendered once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_cfg(cache_dir: Path):  # noqa: ANN201
+    """``make_cfg(*overrides)`` composes conf/config.yaml with TINY settings plus overrides."""
+
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            return compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}", *overrides])
+
+    return make
+
+
+PRESET_SIZES = {"tiny": 16, "small": 32, "blog": 64}
+
+
+def compose_cfg(*overrides: str) -> DictConfig:
+    """conf/config.yaml composed with ``overrides`` (no TINY settings)."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def _override_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def preset_cfg(preset: str = "tiny", attention: str | None = None, tau: dict | None = None,
+               **unet: object) -> DictConfig:
+    """The model config of a preset (conf/model/PRESET.yaml, the one place presets live) at
+    its image size, with optional attention option, Tau arguments and UNet arguments."""
+    overrides = [f"model={preset}", f"data.image_size={PRESET_SIZES[preset]}"]
+    if preset == "blog":  # the blog's final model: one-hot, mha4, Tau 2x
+        overrides.append("tau.projections=2x")
+    if attention is not None:
+        overrides.append(f"attention={'mha4' if attention == 'mha' else attention}")
+    overrides += [f"tau.{k}={v}" for k, v in (tau or {}).items()]
+    overrides += [f"model.unet.{k}={_override_value(v)}" for k, v in unet.items()]
+    return compose_cfg(*overrides).model
+
+
+def build_denoiser(preset: str = "tiny", attention: str | None = None, tau: dict | None = None,
+                   **unet: object) -> torch.nn.Module:
+    """A fresh Denoiser from a preset; see ``preset_cfg``."""
+    from hydra.utils import instantiate
+
+    return instantiate(preset_cfg(preset, attention, tau, **unet))
+
+
+def unet_args(preset: str = "tiny") -> dict:
+    """The UNet keyword arguments of a preset."""
+    from omegaconf import OmegaConf
+
+    args = OmegaConf.to_container(preset_cfg(preset).unet, resolve=True)
+    args.pop("_target_")
+    return args

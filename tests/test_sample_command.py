@@ -1,0 +1,65 @@
+"""``python -m cartoondiff.sample``: writes a grid of the right size, refuses bad attributes."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from cartoondiff import sample
+from cartoondiff.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, cache_dir):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import REPO, TINY
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}"])
+    run_dir = tmp_path_factory.mktemp("run")
+    train(cfg, run_dir=run_dir)
+    return run_dir / "model_ema.pt"
+
+
+def test_writes_grid_and_attributes(tiny_checkpoint, tmp_path):
+    out = tmp_path / "grid.png"
+    sample.main(
+        [
+            f"checkpoint={tiny_checkpoint}",
+            "n=4",
+            "attributes=hair_color=3,glasses=11",
+            "steps=3",
+            f"out={out}",
+        ]
+    )
+    image = Image.open(out)
+    # 2x2 grid of 16 px images with make_grid's 2 px padding
+    assert image.size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
+    lines = out.with_suffix(".txt").read_text().splitlines()
+    assert len(lines) == 4 and all("hair_color=3" in ln and "glasses=11" in ln for ln in lines)
+
+
+def test_training_checkpoint_also_samples(tiny_checkpoint, tmp_path):
+    from cartoondiff.train.checkpoint import list_checkpoints
+
+    path = list_checkpoints(tiny_checkpoint.parent / "checkpoints")[-1]
+    out = tmp_path / "g.png"
+    sample.main([f"checkpoint={path}", "n=1", "sampler=ddpm", f"out={out}"])
+    assert Image.open(out).size == (16 + 4, 16 + 4)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("hair_colour=3", "unknown attribute 'hair_colour'"),
+        ("hair_color=10", "hair_color=10 out of range 0..9"),
+        ("glasses=x", "not an integer"),
+    ],
+)
+def test_refuses_bad_attributes(tiny_checkpoint, tmp_path, spec, message):
+    with pytest.raises(SystemExit, match=message):
+        sample.main(
+            [f"checkpoint={tiny_checkpoint}", f"attributes={spec}", f"out={tmp_path / 'x.png'}"]
+        )
+    assert not (tmp_path / "x.png").exists()
