@@ -1,0 +1,70 @@
+"""Every experiment config composes at both scales and trains two steps at its CPU scale;
+the figure command renders from a run directory."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from cartoondiff import figures
+from cartoondiff.train import train
+from tests.conftest import REPO
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+# The CPU scale, shrunk further to seconds: fewer images, smaller batch, fewer steps.
+QUICK = ["data.n=24", "data.batch_size=8", "noise_schedule.T=40", "sampler.steps=3",
+         "trainer.max_steps=2", "trainer.sample_rows=2", "trainer.sample_cols=2",
+         "trainer.device=cpu", "logger.mode=disabled", "trainer.progress_bar=false"]
+
+
+def test_there_is_one_experiment_per_blog_figure():
+    figures_covered = {"fig01_02", "fig03_05", "fig07_09", "fig10_11", "fig12", "fig13_14",
+                       "fig15_16"}
+    for prefix in figures_covered:
+        assert any(e.startswith(prefix) for e in EXPERIMENTS), prefix
+    assert any(e.startswith("noise_level") for e in EXPERIMENTS)
+    assert any(e.startswith("lr_") for e in EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_gpu_scale_composes_with_the_blog_model(make_cfg, tmp_path, name):
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(f"experiment={name}", f"data.root={tmp_path}")
+    assert cfg.data.source == "cartoonset" and cfg.data.image_size == 64
+    assert cfg.model.unet.base_channels == 128  # the blog preset
+    assert cfg.logger.group == name and cfg.logger.tags
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_cpu_scale_trains_two_steps(cache_dir, tmp_path, name):
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(f"experiment={name}", "scale=cpu", f"data.cache_dir={cache_dir}", *QUICK)
+    assert cfg.data.source == "synthetic" and cfg.logger.group == name
+    metrics = train(cfg, run_dir=tmp_path)
+    assert metrics["step"] == 2
+
+
+def test_figure_command_renders_grids_from_runs(make_cfg, tmp_path):
+    runs = []
+    for attention in ("single", "mha4"):
+        run = tmp_path / attention
+        # 48 images / batch 8 = 6 steps an epoch: two epochs give grids epoch000, epoch001
+        train(make_cfg(f"attention={attention}", "trainer.max_steps=12",
+                       f"logger.name={attention}"), run_dir=run)
+        runs.append(run)
+    assert sorted(figures.epoch_grids(runs[0])) == [0, 1]
+    one = figures.main(["grid", str(runs[0]), "epoch=0", f"out={tmp_path / 'g.png'}"])
+    grid = Image.open(runs[0] / "samples" / "epoch000.png")
+    assert Image.open(one).width == 2 * grid.width
+    both = figures.main(["compare", str(runs[0]), str(runs[1]), f"out={tmp_path / 'c.png'}"])
+    assert Image.open(both).width > 2 * Image.open(one).width
+    with pytest.raises(FileNotFoundError, match="epoch 7"):
+        figures.main(["grid", str(runs[0]), "epoch=7"])
+
+
+def test_forward_figure_without_training(cache_dir, tmp_path):
+    out = figures.main(["forward", f"out={tmp_path / 'f.png'}", "data.image_size=16",
+                        "data.n=8", f"data.cache_dir={cache_dir}"])
+    assert Image.open(out).height > 16 * 4
