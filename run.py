@@ -3,6 +3,8 @@
 A thin Hydra wrapper; the work happens in ``cartoondiff.train.train``.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -11,7 +13,11 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> None:
     from cartoondiff.train import train
 
-    train(cfg)
+    metrics = train(cfg)
+    if metrics.get("stopped_by_signal"):
+        # Exit as a killed process would, so retry wrappers (`until python run.py
+        # resume=auto ...; do ...`) see a preemption, not a finished run.
+        sys.exit(128 + metrics["stopped_by_signal"])
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ TINY = [
     "logger.mode=disabled",
 ]
 
-torch.set_num_threads(2)
+# One thread: the tests use tiny tensors, where a second OpenMP thread only adds waiting.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -45,8 +45,8 @@ def test_training_checkpoint_also_samples(tiny_checkpoint, tmp_path):
 
     path = list_checkpoints(tiny_checkpoint.parent / "checkpoints")[-1]
     out = tmp_path / "g.png"
-    sample.main([f"checkpoint={path}", "n=1", "sampler=ddpm", f"out={out}"])
-    assert Image.open(out).size == (16 + 4, 16 + 4)
+    sample.main([f"checkpoint={path}", "n=2", "nrow=2", "sampler=ddpm", f"out={out}"])
+    assert Image.open(out).size == (2 * 16 + 3 * 2, 16 + 2 * 2)
 
 
 @pytest.mark.parametrize(

@@ -199,8 +199,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
                                           generator=noise_gen)
                 scaler.scale(loss / tc.grad_accum).backward()
                 loss_value += loss.item() / tc.grad_accum
-            finite = math.isfinite(loss_value)
-            if finite:
+            if math.isfinite(loss_value):
                 scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 scaler.step(optimizer)
@@ -242,15 +241,16 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
                 epoch = epochs_done - 1  # 0-based, as the blog counts
                 path, rows = grids.sample(ema.shadow, step, name=f"epoch{epoch:03d}")
                 tracker.log_image("samples", path, step, f"epoch {epoch}", rows)
+            saved = None
             if step % tc.checkpoint_every == 0 or step == total_steps:
-                save(step)
+                saved = save(step)
             if stop.signal is not None:
-                path = save(step)
+                path = saved or save(step)
                 tracker.finish()
                 bar.close()
                 print(f"stopped by signal {stop.signal} at step {step}; checkpoint {path}\n"
                       f"resume with: {resume_command(run_dir)}", flush=True)
-                return {**metrics, "step": step, "stopped": True}
+                return {**metrics, "step": step, "stopped_by_signal": stop.signal}
     bar.close()
     path, rows = grids.sample(ema.shadow, step, name="final")
     tracker.log_image("samples", path, step, "final", rows)
