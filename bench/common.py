@@ -1,0 +1,159 @@
+"""Helpers shared by the benchmarks: the project's model from conf/, one training step, timing.
+
+Only torch and the project itself are needed here (the peers live in train_throughput.py).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+
+# forward(x_t (B,3,H,W), t (B,) long) -> (B,3,H,W): the one call a benchmark step makes.
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """conf/config.yaml composed with Hydra-style ``overrides`` (e.g. ``model=blog``)."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def project_config(overrides: Sequence[str], image_size: int) -> DictConfig:
+    """The composed config with the model at ``image_size``.
+
+    The yaml's attention resolutions are kept when they are level sizes at ``image_size``
+    (the blog preset at 64); otherwise attention stays at the same UNet levels as at the
+    config's own image size (the 32x32 small preset run at 64 gets it at 32 and 16 instead of
+    16 and 8), so the network and its parameter count are the same.
+    """
+    base = compose_config(overrides)
+    native = int(base.data.image_size)
+    levels = len(base.model.unet.channel_mults)
+    sizes = {image_size // 2**i for i in range(levels)}
+    res = [int(r) for r in base.model.unet.attention_resolutions]
+    if not set(res) <= sizes:
+        res = [r * image_size // native for r in res]
+    return compose_config([*overrides, f"data.image_size={image_size}",
+                           f"model.unet.attention_resolutions=[{','.join(map(str, res))}]"])
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def project_forward(model: torch.nn.Module, batch: int, device: torch.device) -> Forward:
+    """A Denoiser called as in training: random attribute ids, 10% of them dropped (CFG)."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.stack([torch.randint(0, 3, (batch,), generator=g) for _ in range(18)], 1)
+    ids, drop = ids.to(device), (torch.rand(batch, generator=g) < 0.1).to(device)
+    conditional = getattr(model, "conditional", False)
+    return lambda x, t: model(x, t, ids if conditional else None, drop if conditional else None)
+
+
+def build_project(overrides: Sequence[str], image_size: int, device: torch.device
+                  ) -> tuple[torch.nn.Module, DictConfig]:
+    """A fresh model from the preset yaml, on ``device``, in train mode."""
+    cfg = project_config(overrides, image_size)
+    torch.manual_seed(0)
+    return instantiate(cfg.model).to(device).train(), cfg
+
+
+def model_kwargs(cfg: DictConfig) -> dict:
+    """The UNet's keyword arguments, resolved, as printed in the tables."""
+    args = OmegaConf.to_container(cfg.model.unet, resolve=True)
+    args.pop("_target_", None)
+    return args
+
+
+@dataclass
+class Step:
+    """One training step (forward, MSE to the noise, backward, AdamW) on a fixed batch."""
+
+    forward: Forward
+    optimizer: torch.optim.Optimizer
+    x_t: torch.Tensor  # (B, 3, H, W)
+    t: torch.Tensor  # (B,)
+    noise: torch.Tensor  # (B, 3, H, W)
+    autocast: torch.dtype | None = None
+
+    def __call__(self) -> float:
+        ctx = (torch.autocast(self.x_t.device.type, dtype=self.autocast) if self.autocast
+               else nullcontext())
+        with ctx:
+            out = self.forward(self.x_t, self.t)
+        loss = F.mse_loss(out.float(), self.noise)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())  # also waits for the device
+
+
+def make_step(model: torch.nn.Module, forward: Forward, batch: int, image_size: int,
+              device: torch.device, autocast: torch.dtype | None = None,
+              memory_format: torch.memory_format | None = None) -> Step:
+    """A ``Step`` for ``model`` on a random batch (seeded, the same for every model).
+
+    ``memory_format``: convert the model's 4-d weights and the batch to it first
+    (``torch.channels_last``, or ``torch.contiguous_format`` for NCHW).
+    """
+    g = torch.Generator().manual_seed(1)
+    shape = (batch, 3, image_size, image_size)
+    x0, noise = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    x_t = (0.5 * x0 + 0.75**0.5 * noise).to(device)
+    if memory_format is not None:
+        model.to(memory_format=memory_format)
+        x_t = x_t.contiguous(memory_format=memory_format)
+    t = torch.randint(0, 1000, (batch,), generator=g).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return Step(forward, opt, x_t, t, noise.to(device), autocast)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_rounds(steps: dict[str, Callable[[], object]], rounds: int, per_round: int,
+                device: torch.device, warmup: int = 1) -> dict[str, tuple[float, float]]:
+    """Median (wall, process CPU) seconds per call of each function, interleaved by round.
+
+    Interleaving spreads the load of a shared machine evenly over all of them; the median of
+    the rounds drops the rounds that another process disturbed. The process CPU time is what
+    the threads of this process got: with one thread on a busy machine it stays close to the
+    idle-machine wall time while the wall time grows with the others' load.
+    """
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            sync(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(per_round):
+                fn()
+            sync(device)
+            times[name].append(((time.perf_counter() - wall) / per_round,
+                                (time.process_time() - cpu) / per_round))
+    return {name: (statistics.median(w for w, _ in ts), statistics.median(c for _, c in ts))
+            for name, ts in times.items()}
+
+
+def pick_device(name: str) -> torch.device:
+    """"auto" -> cuda when present, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

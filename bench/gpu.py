@@ -1,0 +1,254 @@
+"""GPU benchmark of the blog preset: images/s, peak memory, FLOPs, fraction of peak, sampling.
+
+One self-contained call on a CUDA machine (no network, nothing beyond the project's own
+requirements), finishing in well under 5 minutes on an H100:
+
+    bash bench/gpu.sh                       # blog preset, 64x64, batch 128
+    python bench/gpu.py --modes fp32 bf16 bf16+nchw bf16+compile   # nchw: weights NCHW
+    python bench/gpu.py --device cpu --preset tiny --image-size 16 --batch 4 --steps 2  # smoke
+
+Each mode builds a fresh model from conf/model/PRESET.yaml and runs the training loop's step:
+``Diffusion.loss`` (condition dropout included) under the mode's autocast, backward, gradient
+clipping, the configured optimizer, the EMA update. Peak memory is
+``torch.cuda.max_memory_allocated`` of the timed steps, reset between modes. Model FLOPs per
+image are counted with ``torch.utils.flop_counter.FlopCounterMode`` over one forward + backward
+(matmuls and convolutions; the optimizer and pointwise ops are not counted); the fraction of the
+card's peak is achieved FLOP/s over its dense bf16 tensor peak. Sampling: 64 avatars, DDIM 50
+steps with classifier-free guidance w=2 (each step one batch of 128).
+
+Goal on an H100: >= 3,000 images/s for the blog preset in bf16 and <= 8 GB peak at batch 128.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a file: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hydra.utils import instantiate  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from bench.common import pick_device, project_config, sync  # noqa: E402
+from cartoondiff.diffusion import Diffusion  # noqa: E402
+from cartoondiff.diffusion.samplers import sample  # noqa: E402
+from cartoondiff.train.ema import EMA  # noqa: E402
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendor spec sheets; the
+# first name that occurs in torch.cuda.get_device_name() wins, so specific names come first.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
+    ("GH200", 989.0), ("B200", 2250.0), ("A100", 312.0), ("A10G", 70.0), ("A10", 125.0),
+    ("L40S", 362.0), ("L4", 121.0), ("RTX 4090", 165.0), ("V100", 125.0),
+)
+OPTIONS = ("fp32", "bf16", "compile", "channels_last", "nchw")
+
+
+def card_peak(name: str) -> float | None:
+    """Dense bf16 peak TFLOP/s of a card named ``name``, or None if it is not in the table."""
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key in name:
+            return tflops
+    return None
+
+
+class Trainer:
+    """The training loop's step for one mode, on a fixed random batch."""
+
+    def __init__(self, args: argparse.Namespace, mode: str, device: torch.device) -> None:
+        opts = set(mode.split("+"))
+        self.cfg = project_config(args.overrides, args.image_size)
+        torch.manual_seed(0)
+        self.model = instantiate(self.cfg.model).to(device).train()
+        fmt = (torch.contiguous_format if "nchw" in opts
+               else torch.channels_last if "channels_last" in opts else None)
+        if fmt is not None:  # the UNet's conv weights are channels_last unless nchw
+            self.model.to(memory_format=fmt)
+        self.net = torch.compile(self.model) if "compile" in opts else self.model
+        self.amp = torch.bfloat16 if "bf16" in opts else None
+        self.diffusion = Diffusion(instantiate(self.cfg.noise_schedule)).to(device)
+        self.optimizer = instantiate(self.cfg.optim.optimizer)(params=self.model.parameters())
+        self.ema = EMA(self.model, float(self.cfg.trainer.ema_decay))
+        g = torch.Generator().manual_seed(0)
+        s = args.image_size
+        self.x0 = (torch.rand(args.batch, 3, s, s, generator=g) * 2 - 1).to(device)
+        if fmt is not None:
+            self.x0 = self.x0.contiguous(memory_format=fmt)
+        self.ids = torch.randint(0, 3, (args.batch, 18), generator=g).to(device)
+        self.device = device
+
+    def loss(self) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                            enabled=self.amp is not None):
+            return self.diffusion.loss(self.net, self.x0, self.ids,
+                                       float(self.cfg.diffusion.p_uncond))
+
+    def step(self) -> None:
+        self.loss().backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.trainer.grad_clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+
+    def flops_per_image(self, batch: int) -> float:
+        """FLOPs of one forward + backward per image, counted on ``batch`` images (linear)."""
+        x0, ids = self.x0, self.ids
+        self.x0, self.ids = x0[:batch], ids[:batch]
+        net, self.net = self.net, self.model  # count the eager model: same math, no tracing
+        with FlopCounterMode(display=False) as counter:
+            self.loss().backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.x0, self.ids, self.net = x0, ids, net
+        return counter.get_total_flops() / batch
+
+
+def train_row(args: argparse.Namespace, mode: str, device: torch.device, count_flops: bool
+              ) -> dict:
+    """images/s, ms/step and peak memory of ``mode``; FLOPs per image on the first mode."""
+    t0 = time.perf_counter()
+    trainer = Trainer(args, mode, device)
+    for _ in range(args.warmup):  # compiles here, when the mode compiles
+        trainer.step()
+    sync(device)
+    warm_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        trainer.step()
+    sync(device)
+    secs = (time.perf_counter() - start) / args.steps
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    row = {"mode": mode, "ms": 1000 * secs, "images_per_s": args.batch / secs,
+           "peak_bytes": peak, "warmup_s": warm_s,
+           "params": sum(p.numel() for p in trainer.model.parameters())}
+    if count_flops:
+        row["flops_per_image"] = trainer.flops_per_image(min(args.batch, 8))
+    del trainer
+    _free(device)
+    return row
+
+
+def sampling_row(args: argparse.Namespace, amp: torch.dtype | None, device: torch.device
+                 ) -> dict:
+    """Seconds to sample ``args.samples`` avatars with DDIM and guidance (fresh weights)."""
+    cfg = project_config(args.overrides, args.image_size)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(device).eval()
+    diffusion = Diffusion(instantiate(cfg.noise_schedule))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 3, (args.samples, 18), generator=g)
+    shape = (args.samples, 3, args.image_size, args.image_size)
+
+    def run() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            return sample(diffusion, model, shape, ids, sampler="ddim", steps=args.sample_steps,
+                          guidance=2.0, generator=torch.Generator().manual_seed(1),
+                          device=device)
+
+    run()  # warm-up: kernels, allocator
+    sync(device)
+    start = time.perf_counter()
+    x = run()
+    sync(device)
+    secs = time.perf_counter() - start
+    assert x.shape == shape and torch.isfinite(x).all()
+    return {"precision": "fp32" if amp is None else "bf16", "seconds": secs}
+
+
+def _free(device: torch.device) -> None:
+    torch._dynamo.reset()  # compiled graphs keep the old model's tensors alive
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Measure every mode and the sampling; print the tables; return the numbers."""
+    device = pick_device(args.device)
+    t0 = time.perf_counter()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = args.peak_tflops or (card_peak(name) if device.type == "cuda" else None)
+    if device.type == "cuda":  # fp32 mode: matmuls in fp32, convolutions TF32 (cuDNN default)
+        torch.backends.cuda.matmul.allow_tf32 = False
+    print(f"device: {name}; torch {torch.__version__}; preset overrides: "
+          f"{' '.join(args.overrides)}; {args.image_size}x{args.image_size}, batch {args.batch}")
+    print("card peak: " + (f"{peak:.0f} TFLOP/s dense bf16 (vendor spec sheets, dense)" if peak
+                           else "unknown (pass --peak-tflops)"))
+    rows, flops = [], None
+    for mode in args.modes:
+        if time.perf_counter() - t0 > args.budget_s:
+            print(f"skipping {mode}: over the {args.budget_s:.0f} s budget")
+            continue
+        row = train_row(args, mode, device, count_flops=flops is None)
+        flops = row.get("flops_per_image", flops)
+        row["tflops"] = flops * row["images_per_s"] / 1e12
+        rows.append(row)
+    print(f"\nparams {rows[0]['params']:,}; model FLOPs per image, forward + backward: "
+          f"{flops / 1e9:.2f} GFLOP (FlopCounterMode)")
+    print(f"{'mode':<28} {'img/s':>9} {'ms/step':>9} {'peak GiB':>9} {'TFLOP/s':>8} "
+          f"{'% peak':>7} {'warm-up s':>10}")
+    for r in rows:
+        mem = f"{r['peak_bytes'] / 2**30:.2f}" if r["peak_bytes"] is not None else "n/a"
+        frac = f"{100 * r['tflops'] / peak:.1f}" if peak else "n/a"
+        print(f"{r['mode']:<28} {r['images_per_s']:>9.1f} {r['ms']:>9.1f} {mem:>9} "
+              f"{r['tflops']:>8.2f} {frac:>7} {r['warmup_s']:>10.1f}")
+    samples = []
+    for amp in (None, torch.bfloat16):
+        if time.perf_counter() - t0 > args.budget_s:
+            print("skipping sampling: over budget")
+            break
+        samples.append(sampling_row(args, amp, device))
+        _free(device)
+    print(f"\nsampling {args.samples} avatars: DDIM {args.sample_steps} steps, guidance 2.0")
+    for s in samples:
+        print(f"{s['precision']:<8} {s['seconds']:8.2f} s")
+    total = time.perf_counter() - t0
+    print(f"\ntotal {total:.0f} s")
+    return {"device": name, "peak_tflops": peak, "flops_per_image": flops, "train": rows,
+            "sampling": samples, "seconds": total}
+
+
+def mode_type(text: str) -> str:
+    """argparse type: options joined by '+', e.g. ``bf16+compile``."""
+    bad = [o for o in text.split("+") if o not in OPTIONS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown option(s) {bad} in {text!r}: use {OPTIONS}")
+    return text
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    p.add_argument("--preset", default="blog", help="conf/model/PRESET.yaml")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps (compilation included)")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per mode")
+    p.add_argument("--modes", nargs="+", type=mode_type,
+                   default=["fp32", "bf16", "bf16+nchw", "bf16+compile"])
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense peak")
+    p.add_argument("--budget-s", type=float, default=240.0,
+                   help="skip what is left once this many seconds have passed")
+    p.add_argument("overrides", nargs="*", help="more Hydra overrides (after --)")
+    args = p.parse_args(argv)
+    # The blog's final model: one-hot attributes, 4-head cross-attention, Tau 2x.
+    preset = [f"model={args.preset}"] + (["tau.projections=2x"] if args.preset == "blog" else [])
+    args.overrides = preset + list(args.overrides)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(parse(argv))
+
+
+if __name__ == "__main__":
+    main()

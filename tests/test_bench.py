@@ -1,0 +1,129 @@
+"""The benchmarks and the memory anatomy, run on the CPU with the tiny preset."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from bench import gpu, train_throughput
+from bench.common import project_config
+from cartoondiff import memory
+from tests.conftest import REPO
+
+TINY = ["model=tiny", "data.image_size=16"]
+
+
+def test_memory_rows_come_from_the_model_and_the_estimate_is_linear_in_batch(capsys):
+    anatomy, measured = memory.main([*TINY, "data.batch_size=3", "trainer.device=cpu"])
+    n = anatomy.parameters
+    assert n == 193_459  # the tiny preset with its defaults (mha4, Tau 1x)
+    assert (anatomy.weights, anatomy.gradients, anatomy.adam, anatomy.ema) == (
+        4 * n, 4 * n, 8 * n, 4 * n)
+    # Extrapolated from batch 1 and 2, the estimate at batch 3 is what autograd really saves.
+    cfg = project_config(TINY, 16)
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    diffusion = memory.Diffusion(instantiate(cfg.noise_schedule))
+    saved3 = memory.saved_tensor_bytes(model, diffusion, 3, 16, None, 0.1)
+    assert anatomy.activations == saved3 > 0
+    assert anatomy.total == sum((4 * n, 4 * n, 8 * n, 4 * n, saved3))
+    peak, how = measured
+    assert "cpu" in how
+    # The rows are an upper bound of a steady step; weights + EMA + Adam state are a floor.
+    assert 16 * n < peak <= 1.5 * anatomy.total
+    out = capsys.readouterr().out
+    for row in ("model weights", "Adam state", "gradients", "activations (batch 3)", "total",
+                "measured peak"):
+        assert row in out
+    assert "193,459" in out
+
+
+def test_memory_rejects_a_bad_measure_flag():
+    with pytest.raises(SystemExit, match="measure='maybe'"):
+        memory.main([*TINY, "measure=maybe"])
+
+
+def test_gpu_benchmark_runs_on_cpu_with_a_tiny_setting(capsys):
+    result = gpu.main(["--device", "cpu", "--preset", "tiny", "--image-size", "16",
+                       "--batch", "4", "--warmup", "1", "--steps", "1", "--samples", "2",
+                       "--sample-steps", "2", "--modes", "fp32", "bf16"])
+    modes = [r["mode"] for r in result["train"]]
+    assert modes == ["fp32", "bf16"]
+    assert all(r["images_per_s"] > 0 and r["params"] == 193_459 for r in result["train"])
+    # Forward + backward of a conv net is about 3x its forward: check against a forward count.
+    cfg = project_config(["model=tiny"], 16)
+    from hydra.utils import instantiate
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = instantiate(cfg.model)
+    with FlopCounterMode(display=False) as fwd:
+        model(torch.randn(2, 3, 16, 16), torch.tensor([1, 2]), torch.zeros(2, 18).long())
+    ratio = result["flops_per_image"] / (fwd.get_total_flops() / 2)
+    assert 2.5 < ratio < 3.5, ratio
+    assert [s["precision"] for s in result["sampling"]] == ["fp32", "bf16"]
+    assert all(s["seconds"] > 0 for s in result["sampling"])
+    out = capsys.readouterr().out
+    assert "GFLOP" in out and "sampling 2 avatars" in out
+
+
+def test_gpu_card_peaks_pick_the_specific_name_first():
+    assert gpu.card_peak("NVIDIA H100 PCIe") == 756.0
+    assert gpu.card_peak("NVIDIA H100 80GB HBM3") == 989.0
+    assert gpu.card_peak("NVIDIA A10G") == 70.0
+    assert gpu.card_peak("Some Future Card") is None
+
+
+def test_gpu_sh_is_one_call_that_reaches_the_script():
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--modes" in proc.stdout and "--batch" in proc.stdout
+
+
+def test_train_throughput_times_the_project_model(capsys):
+    results = train_throughput.main(["--sizes", "16", "--batch", "2", "--rounds", "1",
+                                     "--steps", "1", "--warmup", "0", "--device", "cpu",
+                                     "--peers", "--variants", "fp32", "channels_last",
+                                     "--", *TINY[:1]])
+    assert [r["model"] for r in results] == ["cartoondiff fp32", "cartoondiff channels_last"]
+    assert results[0]["ratio"] == 1.0 and results[0]["params"] == 193_459
+    assert "16x16, batch 2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train_throughput.parse(["--variants", "fp64"])
+
+
+def test_small_preset_at_64_keeps_its_network():
+    at32, at64 = project_config(["model=small"], 32), project_config(["model=small"], 64)
+    assert list(at32.model.unet.attention_resolutions) == [16, 8]
+    assert list(at64.model.unet.attention_resolutions) == [32, 16]
+    blog = project_config(["model=blog"], 64)  # already valid at 64: unchanged
+    assert list(blog.model.unet.attention_resolutions) == [32, 16, 8]
+
+
+def test_peers_are_matched_to_the_project_within_ten_percent():
+    pytest.importorskip("diffusers", reason="bench-only: pip install -r bench/requirements.txt")
+    pytest.importorskip("denoising_diffusion_pytorch",
+                        reason="bench-only: pip install -r bench/requirements.txt")
+    with torch.device("meta"):
+        target = sum(p.numel() for p in instantiate_small().parameters())
+    for build in (train_throughput.ddpm_unet,
+                  lambda w: train_throughput.diffusers_unet(w, 32, 64)):
+        _, n = train_throughput.match_width(build, target)
+        assert abs(n / target - 1) <= 0.10
+
+
+def test_the_package_never_imports_the_peers():
+    for path in (REPO / "cartoondiff").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for peer in ("diffusers", "denoising_diffusion_pytorch"):
+            assert f"import {peer}" not in text and f"from {peer}" not in text, path
+
+
+def instantiate_small() -> torch.nn.Module:
+    from hydra.utils import instantiate
+
+    return instantiate(project_config(["model=small"], 32).model)
