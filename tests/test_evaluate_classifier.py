@@ -1,0 +1,144 @@
+"""The attribute classifier reads synthetic avatars; faithfulness spans chance..ceiling."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from cartoondiff.attributes import COUNTS, NAMES
+from cartoondiff.data.dataset import AvatarData, load_avatar_data
+from cartoondiff.evaluate import classifier as C
+from cartoondiff.evaluate.evaluator import EvaluationError, evaluate_generator, reference_set
+
+# 16 px keeps the test cheap; the 32 px numbers of the default settings are in
+# docs/evaluation.md. Accuracy is limited by optimizer steps, hence the small batch.
+SIZE, N, EPOCHS, BATCH = 16, 3000, 10, 32
+
+
+@pytest.fixture(scope="module")
+def data(cache_dir) -> AvatarData:
+    return load_avatar_data("synthetic", image_size=SIZE, crop=360, n=N, seed=0,
+                            cache_dir=cache_dir, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(data) -> tuple[C.TrainedClassifier, float]:
+    start = time.perf_counter()
+    clf = C.train_classifier(data.images, data.ids, epochs=EPOCHS, batch_size=BATCH,
+                             holdout=0.1, seed=0, data_key=C.data_identity(data))
+    return clf, time.perf_counter() - start
+
+
+def test_classifier_reads_the_visible_attributes(trained):
+    clf, seconds = trained
+    acc = clf.accuracy
+    print(f"\nclassifier {SIZE}px, {N} images, {EPOCHS} epochs: {seconds:.1f} s\n"
+          + " ".join(f"{k}={v:.2f}" for k, v in sorted(acc.items(), key=lambda kv: -kv[1])))
+    # colours and large shapes are plain even at 16 px (chance: 0.10, 0.09, 0.14, 0.14)
+    assert acc["hair_color"] > 0.95
+    for name in ("face_color", "glasses_color", "face_shape"):
+        assert acc[name] > 0.75, (name, acc[name])
+    for name in ("hair", "facial_hair", "glasses"):  # chance 0.009, 0.067, 0.083
+        assert acc[name] > 0.3, (name, acc[name])
+    # and every head learned something beyond guessing
+    chance = {n: 1 / c for n, c in zip(NAMES, COUNTS)}
+    assert sum(acc.values()) / 18 > sum(chance.values()) / 18 + 0.25
+    assert len(clf.heldout) == N // 10 and clf.settings["n_train"] == N - N // 10
+
+
+def test_perfect_generator_scores_the_ceiling(trained, data):
+    clf, _ = trained
+    ref = reference_set(data, clf, n=len(clf.heldout), seed=0)
+    lookup = {tuple(i.tolist()): img for i, img in zip(ref.ids, ref.images)}
+
+    def perfect(ids: torch.Tensor, seed: int) -> torch.Tensor:  # noqa: ARG001
+        return torch.stack([lookup[tuple(i.tolist())] for i in ids])
+
+    out = evaluate_generator(perfect, clf, ref, seed=0, diversity_groups=8, diversity_per_group=3)
+    # the very images that defined the ceiling: equal to it, attribute by attribute
+    for name in NAMES:
+        assert out[name] == pytest.approx(clf.accuracy[name]), name
+    assert out["faithfulness_relative"] == pytest.approx(1.0)
+    assert out["frechet_classifier"] < 1e-6
+    assert out["diversity_within"] == 0.0 and out["diversity_across"] > 0.1
+    assert out["coverage"] == pytest.approx(out["coverage_real"])
+
+
+def test_generator_ignoring_the_condition_scores_chance(trained, data):
+    clf, _ = trained
+    ref = reference_set(data, clf, n=len(clf.heldout), seed=0)
+
+    def ignoring(ids: torch.Tensor, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return ref.images[torch.randint(len(ref.images), (len(ids),), generator=g)]
+
+    out = evaluate_generator(ignoring, clf, ref, seed=0, diversity_groups=8,
+                             diversity_per_group=4)
+    n = len(ref.ids)
+    for name, count in zip(NAMES, COUNTS):
+        p = 1 / count
+        assert abs(out[name] - p) < 4 * (p * (1 - p) / n) ** 0.5 + 0.01, (name, out[name], p)
+    chance_mean = sum(1 / c for c in COUNTS) / 18
+    assert out["faithfulness_mean"] == pytest.approx(chance_mean, abs=0.03)
+    # real avatars, just for the wrong conditions: realistic, and as diverse per condition
+    # as across conditions
+    assert out["frechet_classifier"] < 0.2 * reference_frechet_scale(ref)
+    assert out["diversity_within"] == pytest.approx(out["diversity_across"], rel=0.15)
+
+
+def reference_frechet_scale(ref) -> float:
+    """Fréchet distance between the real features and a copy shifted by one std per dim."""
+    from cartoondiff.evaluate import metrics as M
+
+    f = ref.features
+    return M.frechet_from_features(f, f + f.std(0))
+
+
+def test_save_load_round_trip(trained, data, tmp_path):
+    clf, _ = trained
+    path = C.save_classifier(clf, tmp_path / "clf.pt")
+    back = C.load_classifier(path)
+    assert back.accuracy == clf.accuracy and torch.equal(back.heldout, clf.heldout)
+    x = data.images[:16]
+    assert torch.equal(back.net.predict(x), clf.net.predict(x))
+    assert torch.allclose(back.net.embed(x), clf.net.embed(x))
+
+
+def test_load_or_train_is_keyed_by_data_and_settings(cache_dir, tmp_path, monkeypatch):
+    small = load_avatar_data("synthetic", image_size=SIZE, crop=360, n=40, seed=5,
+                             cache_dir=cache_dir, progress=False)
+    first = C.load_or_train_classifier(small, tmp_path, epochs=1, progress=False)
+    assert first.path is not None and first.path.parent == tmp_path / "classifiers"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("should have loaded the saved classifier")
+
+    monkeypatch.setattr(C, "train_classifier", no_training)
+    again = C.load_or_train_classifier(small, tmp_path, epochs=1, progress=False)
+    assert again.path == first.path and again.accuracy == first.accuracy
+    monkeypatch.undo()
+    other_data = load_avatar_data("synthetic", image_size=SIZE, crop=360, n=40, seed=6,
+                                  cache_dir=cache_dir, progress=False)
+    assert C.load_or_train_classifier(other_data, tmp_path, epochs=1).path != first.path
+    assert C.load_or_train_classifier(small, tmp_path, epochs=2).path != first.path
+
+
+def test_bad_inputs_are_refused(trained, data):
+    clf, _ = trained
+    with pytest.raises(C.ClassifierError, match="uint8"):
+        clf.net.predict(data.images[:2].float())
+    with pytest.raises(C.ClassifierError, match=r"\(B, 3, 16, 16\)"):
+        clf.net.predict(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(C.ClassifierError, match="power of two"):
+        C.AttributeClassifier(24)
+    unlabeled = AvatarData(data.images[:10], None, "cartoonset")
+    with pytest.raises(C.ClassifierError, match="labels"):
+        C.load_or_train_classifier(unlabeled, "/nonexistent")
+    with pytest.raises(C.ClassifierError, match="unknown classifier setting"):
+        C.load_or_train_classifier(data, "/nonexistent", epoch=3)
+    with pytest.raises(C.ClassifierError, match="does not exist"):
+        C.load_classifier("/nonexistent/clf.pt")
+    with pytest.raises(EvaluationError, match="conditions"):
+        reference_set(data, clf, n=8, conditions="bogus")

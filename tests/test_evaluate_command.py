@@ -1,0 +1,116 @@
+"""``python -m cartoondiff.evaluate`` end to end, and ``quick_evaluate`` for the training loop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from cartoondiff.diffusion import Diffusion
+from cartoondiff.evaluate import classifier as C
+from cartoondiff.evaluate.__main__ import main, settings_grid
+from cartoondiff.evaluate.evaluator import quick_evaluate
+from cartoondiff.train import train
+
+QUICK_KEYS = ("eval/faithfulness_mean", "eval/faithfulness_relative", "eval/hair_color",
+              "eval/face_color", "eval/frechet_classifier", "eval/diversity_within",
+              "eval/diversity_across", "eval/diversity_real", "eval/coverage")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, cache_dir):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import REPO, TINY
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}"])
+    run_dir = tmp_path_factory.mktemp("run")
+    train(cfg, run_dir=run_dir)
+    return run_dir / "model_ema.pt"
+
+
+def strict_json(text: str) -> dict:
+    def refuse(name: str) -> None:
+        raise ValueError(f"invalid JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_command_sweeps_guidance_and_writes_valid_json(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    main([f"checkpoint={tiny_checkpoint}", "n=8", "guidance=0,2", "sampler=ddim", "steps=2",
+          "classifier_epochs=1", f"cache_dir={tmp_path / 'cache'}", "diversity_groups=2",
+          "diversity_per_group=2", "device=cpu", f"out={out}"])
+    result = strict_json(out.read_text())
+    assert [(r["sampler"], r["steps"], r["guidance"]) for r in result["runs"]] == [
+        ("ddim", 2, 0.0), ("ddim", 2, 2.0)]
+    assert result["n"] == 5  # the 48-image tiny set holds out 5 for the classifier
+    for run in result["runs"]:
+        m = run["metrics"]
+        assert all(0.0 <= m[name] <= 1.0 for name in C.NAMES)
+        assert m["faithfulness_mean"] == pytest.approx(sum(m[n] for n in C.NAMES) / 18)
+        assert m["frechet_classifier"] >= 0 and m["diversity_within"] >= 0
+        # relative: only attributes the (1-epoch) classifier reads better than chance
+        assert set(run["relative"]) == set(result["readable"]) <= set(C.NAMES)
+        m.pop("faithfulness_relative")  # null when no attribute is readable
+        assert all(math.isfinite(v) for v in m.values())
+    assert set(result["classifier"]["accuracy"]) == set(C.NAMES)
+    assert result["chance"]["hair"] == pytest.approx(1 / 111)
+    assert (tmp_path / "cache" / "classifiers").is_dir()
+    table = capsys.readouterr().out
+    lines = table.splitlines()
+    header = next(ln for ln in lines if ln.startswith("metric"))
+    assert "ddim2 w0" in header and "ddim2 w2" in header and "ceiling" in header
+    first_rows = [ln.split()[0] for ln in lines[lines.index(header) + 2:][:5]]
+    assert first_rows == ["hair_color", "face_color", "eye_color", "glasses", "hair"]
+
+
+def test_sweep_grid_runs_ddpm_once_per_guidance():
+    from omegaconf import OmegaConf
+
+    opts = OmegaConf.create({"sampler": "ddpm,dpmpp2m", "steps": "5,10", "guidance": [0, 1],
+                             "eta": 0.0})
+    grid = settings_grid(opts, T=40)
+    assert [(g["sampler"], g["steps"], g["guidance"]) for g in grid] == [
+        ("ddpm", 40, 0.0), ("ddpm", 40, 1.0),
+        ("dpmpp2m", 5, 0.0), ("dpmpp2m", 5, 1.0), ("dpmpp2m", 10, 0.0), ("dpmpp2m", 10, 1.0)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["colour=1"], "unknown option"),
+    (["sampler=euler"], "sampler='euler' is not one of"),
+    (["steps=0"], "steps"),
+    (["guidance=x"], "guidance"),
+    ([], "checkpoint=PATH is required"),
+])
+def test_bad_options_are_refused(tiny_checkpoint, tmp_path, args, message):
+    ckpt = [] if not args else [f"checkpoint={tiny_checkpoint}"]
+    with pytest.raises(SystemExit, match=message):
+        main([*ckpt, *args, f"out={tmp_path / 'x.json'}"])
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("attention", ["mha4", "none"])
+def test_quick_evaluate_for_the_training_loop(make_cfg, tmp_path, attention):
+    cfg = make_cfg(f"attention={attention}")
+    model = instantiate(cfg.model)  # untrained is fine: this checks the plumbing
+    model.train()
+    diffusion = Diffusion(instantiate(cfg.noise_schedule), prediction=cfg.diffusion.prediction)
+    data = instantiate(cfg.data).setup()
+    clf = C.load_or_train_classifier(data, tmp_path, epochs=1, progress=False)
+    sample_fn = instantiate(cfg.sampler)
+    rng = torch.get_rng_state()
+    out = quick_evaluate(model, diffusion, sample_fn, data, clf, n=8, seed=0, device="cpu")
+    assert set(QUICK_KEYS) <= set(out)
+    assert all(isinstance(v, float) for v in out.values())
+    assert all(math.isfinite(v) for k, v in out.items() if k != "eval/faithfulness_relative")
+    assert model.training  # restored
+    assert torch.equal(torch.get_rng_state(), rng)  # training's RNG stream untouched
+    again = quick_evaluate(model, diffusion, sample_fn, data, clf, n=8, seed=0, device="cpu")
+    assert again.keys() == out.keys()
+    assert all(again[k] == out[k] or (math.isnan(again[k]) and math.isnan(out[k])) for k in out)
+    # same seed, same weights: same numbers, so epochs compare
