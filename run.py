@@ -3,7 +3,9 @@
 A thin Hydra wrapper; the work happens in ``cartoondiff.train.train``.
 """
 
+import os
 import sys
+import tempfile
 
 import hydra
 from omegaconf import DictConfig
@@ -21,4 +23,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("RANK", "0") != "0":
+        # torchrun: Hydra would give every process its own output directory. Ranks > 0 get a
+        # throwaway one; train() uses rank 0's for everything.
+        sys.argv += ["hydra.output_subdir=null",
+                     f"hydra.run.dir={tempfile.gettempdir()}/cartoondiff-rank{os.environ['RANK']}"]
     main()

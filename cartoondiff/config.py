@@ -5,6 +5,7 @@ Every value is checked before any work starts; each problem is one line naming i
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -72,6 +73,7 @@ def validate_config(cfg: DictConfig) -> None:
         ("sampler.steps", lambda v: v is None or (_is_int(v) and v >= 1),
          "null or an integer >= 1"),
         ("trainer.device", lambda v: v in DEVICES, f"one of {DEVICES}"),
+        ("trainer.strategy", lambda v: v in ("single", "ddp"), "single or ddp"),
         ("trainer.precision", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
         ("trainer.grad_accum", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
         ("trainer.grad_clip", lambda v: _is_num(v) and v > 0, "a number > 0"),
@@ -90,6 +92,8 @@ def validate_config(cfg: DictConfig) -> None:
         ("trainer.sample_cols", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
         ("logger.mode", lambda v: v in ("offline", "online", "disabled"),
          "offline, online or disabled"),
+        ("evaluate.every_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: never)"),
+        ("evaluate.n", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ]
     for key, ok, expected in checks:
         if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
@@ -97,6 +101,11 @@ def validate_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         _require(ok(value), key, value, expected)
 
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if _get(cfg, "trainer.strategy") == "ddp":
+        batch = cfg.data.batch_size
+        _require(batch % world == 0, "data.batch_size", batch,
+                 f"a multiple of the {world} processes (it is the global batch)")
     _check_schedule(cfg)
     _check_unet(cfg)
     if _get(cfg, "data.source") == "synthetic":

@@ -160,3 +160,20 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return value.item()
     return value
+
+
+class NullTracker:
+    """Stands in for ``Tracker`` on processes that must not log (DDP ranks other than 0)."""
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_image(self, key: str, path: Path, step: int, caption: str = "",
+                  rows: Sequence[str] = ()) -> None:
+        pass
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

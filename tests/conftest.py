@@ -28,6 +28,7 @@ TINY = [
     "trainer.log_every=1",
     "trainer.progress_bar=false",
     "logger.mode=disabled",
+    "evaluate.every_epochs=0",
 ]
 
 # One thread: the tests use tiny tensors, where a second OpenMP thread only adds waiting.

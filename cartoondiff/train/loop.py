@@ -22,10 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from cartoondiff.diffusion import Diffusion
+from cartoondiff.tracking import NullTracker
 from cartoondiff.train import checkpoint as ckpt
+from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
 from cartoondiff.train.grids import SampleGridMaker
+from cartoondiff.train.periodic_eval import PeriodicEvaluator
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
@@ -38,9 +41,9 @@ class NonFiniteLossError(RuntimeError):
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("trainer.device=cuda but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
+    if name != "cpu" and not name.startswith("cuda"):
         raise ValueError(f"trainer.device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
@@ -92,16 +95,23 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
     ``run_dir`` defaults to Hydra's output directory for this run (or multirun job).
     """
-    from cartoondiff.config import (
-        ConfigError,
-        resolve_run_dir,
-        resume_command,
-        run_name,
-        validate_config,
-    )
+    from cartoondiff.config import validate_config
 
     validate_config(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else resolve_run_dir()
+    tc = cfg.trainer
+    ddp, device_name = distributed.setup(tc.strategy, tc.device)
+    try:
+        return _train(cfg, run_dir, ddp, pick_device(device_name))
+    finally:
+        distributed.teardown(ddp)
+
+
+def _train(cfg: DictConfig, run_dir: Path | str | None, ddp: distributed.Distributed,
+           device: torch.device) -> dict[str, Any]:
+    from cartoondiff.config import ConfigError, resolve_run_dir, resume_command, run_name
+
+    # One run directory for all ranks: rank 0's (Hydra makes one per process).
+    run_dir = Path(ddp.broadcast(str(run_dir if run_dir is not None else resolve_run_dir())))
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
     if not cfg.resume and ckpt.list_checkpoints(ckpt_dir):
@@ -109,13 +119,17 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
         raise ConfigError(f"resume=null but {ckpt_dir} already holds checkpoints: pass "
                           "resume=auto to continue that run, or choose a new run directory")
     tc = cfg.trainer
-    device = pick_device(tc.device)
     seed_everything(cfg.seed)
 
     # The model first: its constructor checks sizes and head counts in a second, before the
     # data (which may take minutes to cache on first use).
     model = instantiate(cfg.model).to(device)
-    data = instantiate(cfg.data).setup()
+    data = instantiate(cfg.data)
+    if not ddp.is_main:
+        ddp.barrier()  # rank 0 builds the data cache first; the others then read it
+    data.setup()
+    if ddp.is_main:
+        ddp.barrier()
     order = BatchOrder(len(data), cfg.data.batch_size, cfg.seed)
     steps_per_epoch = order.batches_per_epoch / tc.grad_accum
     total_steps = tc.max_steps or math.ceil(tc.max_epochs * steps_per_epoch)
@@ -131,8 +145,17 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     ema = EMA(model, tc.ema_decay)
     amp_dtype = autocast_dtype(tc.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    noise_gen = torch.Generator(device).manual_seed(cfg.seed)
-    forward_model = torch.compile(model) if tc.compile else model
+    noise_gen = torch.Generator(device).manual_seed(cfg.seed + ddp.rank)
+    forward_model = model
+    if ddp.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        forward_model = torch.compile(forward_model)
+    evaluator = PeriodicEvaluator(data, diffusion, instantiate(cfg.sampler), device,
+                                  run_dir / "model_best.pt", **cfg.evaluate)
 
     step = 0
     resumed = _resume(cfg.resume, ckpt_dir)
@@ -148,32 +171,41 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
         scaler.load_state_dict(state["scaler"])
         noise_gen.set_state(state["noise_rng"].to(noise_gen.get_state().device))
         restore_rng(state["rng"])
+        evaluator.load_state_dict(state.get("best", {}))
         step = int(state["step"])
+        if ddp.rank > 0:  # only rank 0's noise stream is saved: give the others fresh ones
+            noise_gen.manual_seed(cfg.seed + ddp.rank * 1_000_003 + step)
         print(f"resumed from {path} at step {step}")
 
     n_params = count_parameters(model)
-    print(f"trainable parameters: {n_params:,}")
-    print(f"output directory: {run_dir}")
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
-    tracker = instantiate(cfg.logger.tracker)(
-        run_dir=run_dir, config=config_dict, name=run_name(cfg),
-        resume_step=step if resumed else None,
-    )
+    if ddp.is_main:
+        print(f"trainable parameters: {n_params:,}")
+        print(f"output directory: {run_dir}")
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        tracker = instantiate(cfg.logger.tracker)(
+            run_dir=run_dir, config=config_dict, name=run_name(cfg),
+            resume_step=step if resumed else None,
+        )
+    else:
+        tracker = NullTracker()
     grids = SampleGridMaker(diffusion, instantiate(cfg.sampler), data, run_dir / "samples", device,
                             rows=tc.sample_rows, cols=tc.sample_cols, seed=tc.sample_seed)
-    if not resumed:
+    if not resumed and ddp.is_main:
         tracker.summary({"parameters": n_params})
         tracker.log({"parameters": n_params}, step=0)
         tracker.log_image("forward_process", grids.forward_process(), step=0)
 
-    def save(at_step: int) -> Path:
+    def save(at_step: int) -> Path | None:
+        if not ddp.is_main:
+            return None
         path = ckpt.checkpoint_path(ckpt_dir, at_step)
         ckpt.save_atomic({
             "model": model.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "step": at_step, "epoch": at_step / steps_per_epoch,
             "rng": capture_rng(), "noise_rng": noise_gen.get_state(), "config": config_dict,
+            "best": evaluator.state_dict(),
         }, path)
         ckpt.prune(ckpt_dir, tc.keep_checkpoints)
         return path
@@ -183,14 +215,14 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
     bad_steps = 0
     bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True,
-               disable=not tc.progress_bar)
+               disable=not (tc.progress_bar and ddp.is_main))
     with _StopFlag() as stop:
         while step < total_steps:
             loss_value = 0.0
             for micro in range(tc.grad_accum):
                 batch_index = step * tc.grad_accum + micro
                 epoch, b = divmod(batch_index, order.batches_per_epoch)
-                idx = order.indices(epoch, b)
+                idx = ddp.shard(order.indices(epoch, b))  # this rank's part of the batch
                 x0, ids = data.batch(idx, device)
                 autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype
                             else nullcontext())
@@ -199,6 +231,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
                                           generator=noise_gen)
                 scaler.scale(loss / tc.grad_accum).backward()
                 loss_value += loss.item() / tc.grad_accum
+            loss_value = ddp.mean(loss_value, device)  # ranks agree on NaN and on the log
             if math.isfinite(loss_value):
                 scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -236,28 +269,35 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
                 window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
 
             epochs_done = int(step / steps_per_epoch)
-            if (epochs_done > int((step - 1) / steps_per_epoch) and tc.sample_every_epochs
+            new_epoch = epochs_done > int((step - 1) / steps_per_epoch)
+            if (new_epoch and ddp.is_main and tc.sample_every_epochs
                     and epochs_done % tc.sample_every_epochs == 0):
                 epoch = epochs_done - 1  # 0-based, as the blog counts
                 path, rows = grids.sample(ema.shadow, step, name=f"epoch{epoch:03d}")
                 tracker.log_image("samples", path, step, f"epoch {epoch}", rows)
+            if new_epoch and ddp.is_main and evaluator.due(epochs_done):
+                tracker.log(evaluator.run(ema.shadow, step, config_dict), step)
             saved = None
             if step % tc.checkpoint_every == 0 or step == total_steps:
                 saved = save(step)
-            if stop.signal is not None:
+            if ddp.any(stop.signal is not None, device):
                 path = saved or save(step)
                 tracker.finish()
                 bar.close()
                 print(f"stopped by signal {stop.signal} at step {step}; checkpoint {path}\n"
                       f"resume with: {resume_command(run_dir)}", flush=True)
-                return {**metrics, "step": step, "stopped_by_signal": stop.signal}
+                return {**metrics, "step": step, "stopped_by_signal": stop.signal or signal.SIGTERM}
     bar.close()
+    metrics = {**metrics, "step": step, "parameters": n_params, "run_dir": str(run_dir)}
+    if ddp.enabled:  # DDP keeps replicas identical; check it rather than trust it
+        metrics["ddp/max_param_diff"] = ddp.max_param_difference(model)
+        tracker.log({"ddp/max_param_diff": metrics["ddp/max_param_diff"]}, step)
+    if not ddp.is_main:
+        return metrics
     path, rows = grids.sample(ema.shadow, step, name="final")
     tracker.log_image("samples", path, step, "final", rows)
     export = ckpt_dir.parent / "model_ema.pt"
-    ckpt.save_atomic({"model": ema.shadow.state_dict(),
-                      "config": OmegaConf.to_container(cfg, resolve=True)}, export)
-    metrics = {**metrics, "step": step, "parameters": n_params, "run_dir": str(run_dir)}
+    ckpt.save_atomic({"model": ema.shadow.state_dict(), "config": config_dict}, export)
     tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     tracker.finish()
     return metrics
