@@ -102,3 +102,19 @@ def test_multirun_makes_separate_runs(tmp_path):
     for job in jobs:
         assert (job / "metrics.jsonl").is_file() and (job / "config.yaml").is_file()
     assert "attention=single" in jobs[0].name and "attention=mha4" in jobs[1].name
+
+
+def test_parallel_multirun_with_the_local_launcher(tmp_path):
+    """Two jobs at once through hydra-joblib-launcher (conf/hydra/launcher/local.yaml)."""
+    from tests.conftest import TINY
+
+    cmd = [sys.executable, "run.py", "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2",
+           "tau.projections=1x,2x", *TINY, f"data.cache_dir={tmp_path / 'cache'}",
+           "trainer.max_steps=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Joblib.Parallel" in out.stdout + out.stderr
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert [("projections=1x" in j.name, "projections=2x" in j.name) for j in jobs] == [
+        (True, False), (False, True)]
+    assert all((j / "model_ema.pt").is_file() for j in jobs)
