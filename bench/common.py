@@ -5,6 +5,7 @@ Only torch and the project itself are needed here (the peers live in train_throu
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -157,3 +158,15 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+# Step variants both benchmarks accept, joined by "+", e.g. "channels_last+bf16".
+OPTIONS = ("fp32", "bf16", "compile", "channels_last", "nchw")
+
+
+def option_combo(text: str) -> str:
+    """argparse type for a variant: options from OPTIONS joined by '+'."""
+    bad = [o for o in text.split("+") if o not in OPTIONS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown option(s) {bad} in {text!r}: use {OPTIONS}")
+    return text

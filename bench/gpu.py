@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 from hydra.utils import instantiate  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bench.common import pick_device, project_config, sync  # noqa: E402
+from bench.common import option_combo, pick_device, project_config, sync  # noqa: E402
 from cartoondiff.diffusion import Diffusion  # noqa: E402
 from cartoondiff.diffusion.samplers import sample  # noqa: E402
 from cartoondiff.train.ema import EMA  # noqa: E402
@@ -47,7 +47,6 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("GH200", 989.0), ("B200", 2250.0), ("A100", 312.0), ("A10G", 70.0), ("A10", 125.0),
     ("L40S", 362.0), ("L4", 121.0), ("RTX 4090", 165.0), ("V100", 125.0),
 )
-OPTIONS = ("fp32", "bf16", "compile", "channels_last", "nchw")
 
 
 def card_peak(name: str) -> float | None:
@@ -215,14 +214,6 @@ def run(args: argparse.Namespace) -> dict:
             "sampling": samples, "seconds": total}
 
 
-def mode_type(text: str) -> str:
-    """argparse type: options joined by '+', e.g. ``bf16+compile``."""
-    bad = [o for o in text.split("+") if o not in OPTIONS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown option(s) {bad} in {text!r}: use {OPTIONS}")
-    return text
-
-
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="auto | cuda | cpu")
@@ -231,7 +222,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--warmup", type=int, default=5, help="untimed steps (compilation included)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps per mode")
-    p.add_argument("--modes", nargs="+", type=mode_type,
+    p.add_argument("--modes", nargs="+", type=option_combo,
                    default=["fp32", "bf16", "bf16+nchw", "bf16+compile"])
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--sample-steps", type=int, default=50)

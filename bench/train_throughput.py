@@ -36,12 +36,12 @@ from bench.common import (  # noqa: E402
     build_project,
     count_params,
     make_step,
+    option_combo,
     pick_device,
     project_forward,
     time_rounds,
 )
 
-OPTIONS = ("fp32", "channels_last", "nchw", "bf16", "compile")
 PEERS = ("ddpm", "diffusers")
 
 
@@ -167,14 +167,6 @@ def memory_format(parts: set[str]) -> torch.memory_format | None:
     return torch.channels_last if "channels_last" in parts else None
 
 
-def variant(text: str) -> str:
-    """argparse type: options joined by '+', e.g. ``channels_last+bf16``."""
-    bad = [o for o in text.split("+") if o not in OPTIONS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown option(s) {bad} in {text!r}: use {OPTIONS}")
-    return text
-
-
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
@@ -184,10 +176,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=2, help="timed steps per model per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--variants", nargs="+", default=["fp32"], type=variant,
+    p.add_argument("--variants", nargs="+", default=["fp32"], type=option_combo,
                    help="ways to run the project's model, the first one the reference: fp32, "
                         "or options joined by '+' from channels_last, nchw, bf16, compile")
-    p.add_argument("--peer-variant", default="fp32", type=variant,
+    p.add_argument("--peer-variant", default="fp32", type=option_combo,
                    help="how the peers run (compile is not applied to them)")
     p.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS,
                    help="peer models (none: --peers with no names)")

@@ -41,6 +41,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """``model_ema.pt`` of a two-step TINY run, shared by the sampling and evaluation tests."""
+    from cartoondiff.train import train
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}"])
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    train(cfg, run_dir=run_dir)
+    return run_dir / "model_ema.pt"
+
+
 @pytest.fixture
 def make_cfg(cache_dir: Path):  # noqa: ANN201
     """``make_cfg(*overrides)`` composes conf/config.yaml with TINY settings plus overrides."""

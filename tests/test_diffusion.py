@@ -29,16 +29,6 @@ SAMPLER_ARGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny tensors gain nothing from threads, and on a shared 2-core machine
-    OpenMP threads waiting on each other make steps 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _diffusion100(prediction: str = "eps") -> Diffusion:
     """DDPM's linear schedule rescaled to T = 100 (the same beta_t * T as at T = 1000)."""
     return Diffusion(linear_betas(100, 1e-3, 0.2), prediction)

@@ -13,24 +13,10 @@ from cartoondiff.diffusion import Diffusion
 from cartoondiff.evaluate import classifier as C
 from cartoondiff.evaluate.__main__ import main, settings_grid
 from cartoondiff.evaluate.evaluator import quick_evaluate
-from cartoondiff.train import train
 
 QUICK_KEYS = ("eval/faithfulness_mean", "eval/faithfulness_relative", "eval/hair_color",
               "eval/face_color", "eval/frechet_classifier", "eval/diversity_within",
               "eval/diversity_across", "eval/diversity_real", "eval/coverage")
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, cache_dir):
-    from hydra import compose, initialize_config_dir
-
-    from tests.conftest import REPO, TINY
-
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}"])
-    run_dir = tmp_path_factory.mktemp("run")
-    train(cfg, run_dir=run_dir)
-    return run_dir / "model_ema.pt"
 
 
 def strict_json(text: str) -> dict:

@@ -14,16 +14,6 @@ from tests.conftest import PRESET_SIZES, build_denoiser, preset_cfg, unet_args
 BLOG_PARAMS = 76_464_439  # the blog's "trainable parameters of the avatar diffusion model"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny tensors gain nothing from threads, and on a shared 2-core machine
-    OpenMP threads waiting on each other make steps 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(b: int = 4, size: int = 16, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, 3, size, size, generator=g)

@@ -6,20 +6,6 @@ import pytest
 from PIL import Image
 
 from cartoondiff import sample
-from cartoondiff.train import train
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, cache_dir):
-    from hydra import compose, initialize_config_dir
-
-    from tests.conftest import REPO, TINY
-
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}"])
-    run_dir = tmp_path_factory.mktemp("run")
-    train(cfg, run_dir=run_dir)
-    return run_dir / "model_ema.pt"
 
 
 def test_writes_grid_and_attributes(tiny_checkpoint, tmp_path):
