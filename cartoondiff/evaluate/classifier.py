@@ -22,6 +22,8 @@ import inspect
 import json
 import logging
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,9 +250,15 @@ def save_classifier(clf: TrainedClassifier, path: Path | str) -> Path:
              "width": clf.net.width, "feature_dim": clf.net.feature_dim,
              "accuracy": clf.accuracy, "heldout": clf.heldout, "data_key": clf.data_key,
              "settings": clf.settings}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # a crash never leaves half a file under the real name
+    # a unique temporary name, then a rename: a crash never leaves half a file under the
+    # real name, and processes training the same classifier at once (DDP ranks) cannot clash
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     clf.path = path
     return path
 
