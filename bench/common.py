@@ -153,13 +153,6 @@ def time_rounds(steps: dict[str, Callable[[], object]], rounds: int, per_round: 
             for name, ts in times.items()}
 
 
-def pick_device(name: str) -> torch.device:
-    """"auto" -> cuda when present, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 # Step variants both benchmarks accept, joined by "+", e.g. "channels_last+bf16".
 OPTIONS = ("fp32", "bf16", "compile", "channels_last", "nchw")
 

@@ -35,7 +35,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 from hydra.utils import instantiate  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bench.common import option_combo, pick_device, project_config, sync  # noqa: E402
+from bench.common import option_combo, project_config, sync  # noqa: E402
+from cartoondiff.devices import pick_device  # noqa: E402
 from cartoondiff.diffusion import Diffusion  # noqa: E402
 from cartoondiff.diffusion.samplers import sample  # noqa: E402
 from cartoondiff.train.ema import EMA  # noqa: E402

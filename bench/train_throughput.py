@@ -37,10 +37,10 @@ from bench.common import (  # noqa: E402
     count_params,
     make_step,
     option_combo,
-    pick_device,
     project_forward,
     time_rounds,
 )
+from cartoondiff.devices import pick_device  # noqa: E402
 
 PEERS = ("ddpm", "diffusers")
 

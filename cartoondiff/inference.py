@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cartoondiff.data.module import NORMALIZATIONS
+from cartoondiff.data.dataset import NORMALIZATIONS
 from cartoondiff.diffusion import Diffusion
 from cartoondiff.train import checkpoint as ckpt
 

@@ -33,9 +33,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Diffusion
 from cartoondiff.train.ema import EMA
-from cartoondiff.train.loop import autocast_dtype, pick_device
+from cartoondiff.train.loop import autocast_dtype
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MiB = 2**20

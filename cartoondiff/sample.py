@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from cartoondiff import attributes
 from cartoondiff.data.dataset import denormalize
+from cartoondiff.devices import pick_device
 from cartoondiff.diffusion.samplers import SAMPLERS
 from cartoondiff.diffusion.samplers import sample as run_sampler
 from cartoondiff.inference import load_trained
@@ -78,10 +79,10 @@ def main(argv: list[str]) -> Path:
         raise SystemExit(f"error: attributes: {err}") from None
     if not Path(opts.checkpoint).is_file():
         raise SystemExit(f"error: checkpoint={opts.checkpoint} is not a file")
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: device=cuda but no CUDA device is available")
-    device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if opts.device == "auto" else opts.device))
+    try:
+        device = pick_device(opts.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     try:
         trained = load_trained(opts.checkpoint, device)
     except CheckpointError as err:

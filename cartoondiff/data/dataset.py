@@ -24,7 +24,8 @@ from cartoondiff.data.cartoonset import DataError, decode_files, default_workers
 log = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "cartoonset")
-NORMALIZATIONS = ("pm1", "unit")
+# Normalisation name -> the range of the model's data space (the blog's first ablation).
+NORMALIZATIONS = {"pm1": (-1.0, 1.0), "unit": (0.0, 1.0)}
 DEFAULT_CACHE_DIR = "~/.cache/cartoondiff"
 REPORTED_REASONS = 5  # how many skipped files to name in the warning and in meta.json
 
@@ -159,7 +160,7 @@ def normalize(images: torch.Tensor, mode: str) -> torch.Tensor:
         return x.div_(127.5).sub_(1.0)
     if mode == "unit":
         return x.div_(255.0)
-    raise ValueError(f"unknown normalization {mode!r}; use one of {NORMALIZATIONS}")
+    raise ValueError(f"unknown normalization {mode!r}; use one of {tuple(NORMALIZATIONS)}")
 
 
 def denormalize(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -169,5 +170,5 @@ def denormalize(x: torch.Tensor, mode: str) -> torch.Tensor:
     elif mode == "unit":
         pixels = x * 255.0
     else:
-        raise ValueError(f"unknown normalization {mode!r}; use one of {NORMALIZATIONS}")
+        raise ValueError(f"unknown normalization {mode!r}; use one of {tuple(NORMALIZATIONS)}")
     return pixels.clamp(0, 255).round().to(torch.uint8)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from cartoondiff.data.dataset import AvatarData, denormalize, load_avatar_data, normalize
-
-NORMALIZATIONS = {"pm1": (-1.0, 1.0), "unit": (0.0, 1.0)}
+from cartoondiff.data.dataset import (
+    NORMALIZATIONS,
+    AvatarData,
+    denormalize,
+    load_avatar_data,
+    normalize,
+)
 
 
 class AvatarDataModule:

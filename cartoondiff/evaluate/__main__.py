@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cartoondiff import attributes
+from cartoondiff.devices import pick_device
 from cartoondiff.diffusion.samplers import SAMPLERS
 from cartoondiff.diffusion.samplers import sample as run_sampler
 from cartoondiff.evaluate import metrics as M
@@ -138,8 +138,10 @@ def main(argv: list[str]) -> dict[str, Any]:
         raise SystemExit("error: checkpoint=PATH is required")
     if opts.n < 2:
         raise SystemExit(f"error: n={opts.n}: need n >= 2")
-    device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if opts.device == "auto" else opts.device))
+    try:
+        device = pick_device(str(opts.device))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     trained = load_trained(opts.checkpoint, device)
     grid = settings_grid(opts, trained.diffusion.T)
 

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Diffusion
 from cartoondiff.tracking import NullTracker
 from cartoondiff.train import checkpoint as ckpt
@@ -36,16 +37,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the message names the step."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("trainer.device=cuda but no CUDA device is available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"trainer.device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
