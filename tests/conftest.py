@@ -41,15 +41,42 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def compose_tiny(cache_dir: Path, *overrides: str) -> DictConfig:
+    """conf/config.yaml with TINY settings, the given data cache and ``overrides``."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}", *overrides])
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps of the checkpoints a run directory holds, oldest first."""
+    from cartoondiff.train import checkpoint as ckpt
+
+    return [int(ckpt.load(p)["step"]) for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
+
+
+def on_step(monkeypatch: pytest.MonkeyPatch, n: int, action) -> None:  # noqa: ANN001
+    """Call ``action(loss)`` inside the n-th step's loss; it returns the loss to use."""
+    from cartoondiff.diffusion import Diffusion
+
+    real = Diffusion.loss
+    calls = 0
+
+    def loss(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        nonlocal calls
+        calls += 1
+        value = real(self, *args, **kwargs)
+        return action(value) if calls == n else value
+
+    monkeypatch.setattr(Diffusion, "loss", loss)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """``model_ema.pt`` of a two-step TINY run, shared by the sampling and evaluation tests."""
     from cartoondiff.train import train
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}"])
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    train(cfg, run_dir=run_dir)
+    train(compose_tiny(cache_dir), run_dir=run_dir)
     return run_dir / "model_ema.pt"
 
 
@@ -58,8 +85,7 @@ def make_cfg(cache_dir: Path):  # noqa: ANN201
     """``make_cfg(*overrides)`` composes conf/config.yaml with TINY settings plus overrides."""
 
     def make(*overrides: str) -> DictConfig:
-        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-            return compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}", *overrides])
+        return compose_tiny(cache_dir, *overrides)
 
     return make
 

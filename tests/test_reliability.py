@@ -1,9 +1,6 @@
-"""Fault injection: kills, signals, damaged and hostile checkpoints, failed writes, NaN losses,
-no network. Each test injects one fault and checks what was lost (at most one checkpoint
-interval) and what the user was told. docs/reliability.md tabulates them.
-
-Subprocess tests run ``python -m tests.faults`` (run.py with one fault patched in from
-outside); the rest call ``train`` in this process.
+"""Damaged and hostile checkpoints, failed writes, NaN losses, bad sample options and no
+network: each test injects one fault and checks what was lost and what the user was told.
+docs/reliability.md tabulates them (the crash tests are in test_crash_resume.py).
 """
 
 from __future__ import annotations
@@ -13,213 +10,30 @@ import errno
 import logging
 import os
 import re
-import shlex
 import shutil
-import signal
 import struct
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 from cartoondiff import sample, tracking
 from cartoondiff.config import ConfigError
-from cartoondiff.diffusion import Diffusion
 from cartoondiff.inference import load_trained
 from cartoondiff.tracking import read_metrics
 from cartoondiff.train import checkpoint as ckpt
 from cartoondiff.train import train
 from cartoondiff.train.loop import NonFiniteLossError
-from tests.conftest import REPO, TINY
-
-# Eight steps, a checkpoint every two: a crash may cost at most two steps of work.
-RUN = ("trainer.max_steps=8", "trainer.checkpoint_every=2")
-# One thread per process: on a shared 2-core machine two OpenMP threads spin against other
-# work and run ~10x slower; one thread is also what makes the subprocess runs comparable.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _compose(cache_dir: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[*TINY, f"data.cache_dir={cache_dir}", *overrides])
-
-
-def _launch(cache_dir: Path, run_dir: Path, *overrides: str,
-            fault: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """run.py with ``overrides``, under tests/faults.py with the ``fault`` flags."""
-    cmd = [sys.executable, "-m", "tests.faults", *fault, "--", *TINY,
-           f"data.cache_dir={cache_dir}", *RUN, f"hydra.run.dir={run_dir}", *overrides]
-    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=180)
-
-
-def _steps(run_dir: Path) -> list[int]:
-    return [int(ckpt.load(p)["step"]) for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
-
-
-def _resumed_at(output: str) -> int:
-    match = re.search(r"resumed from \S+ at step (\d+)", output)
-    assert match, output
-    return int(match.group(1))
-
-
-def _same(a: object, b: object, where: str = "") -> None:
-    """Exact equality of two nested checkpoint values (tensors bit for bit)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
-def _assert_same_run(reference: Path, run: Path) -> None:
-    """Same final weights, EMA, optimizer, RNG states and per-step losses."""
-    final = ckpt.list_checkpoints(reference / "checkpoints")[-1]
-    a, b = ckpt.load(final), ckpt.load(run / "checkpoints" / final.name)
-    for key in a.keys() - {"config"}:
-        _same(a[key], b[key], key)
-    _same(ckpt.load(reference / "model_ema.pt")["model"], ckpt.load(run / "model_ema.pt")["model"])
-
-    def losses(d: Path) -> list[tuple[int, float]]:
-        rows = read_metrics(d / "metrics.jsonl")
-        return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
-
-    assert losses(run) == losses(reference) and len(losses(run)) == 8
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache_dir) -> Path:
-    """The same run, uninterrupted (in this process: it computes exactly as run.py does)."""
-    run_dir = tmp_path_factory.mktemp("reference")
-    train(_compose(cache_dir, *RUN), run_dir=run_dir)
-    return run_dir
-
-
-# ---------------------------------------------------------------------------------------------
-# Crashes
-
-
-def test_sigkill_at_three_points_loses_nothing(reference, cache_dir, tmp_path):
-    run = tmp_path / "run"
-    ckpt_dir = run / "checkpoints"
-
-    # 1. SIGKILL in the middle of step 3, one step after checkpoint 2.
-    result = _launch(cache_dir, run, fault=("--kill-in-step", "3"))
-    assert result.returncode == -signal.SIGKILL
-    assert _steps(run) == [2]
-
-    # 2. SIGKILL half-way through writing checkpoint 6 (half its bytes are on disk).
-    result = _launch(cache_dir, run, "resume=auto",
-                     fault=("--kill-in-save", "ckpt-step000000006.pt"))
-    assert result.returncode == -signal.SIGKILL
-    assert _resumed_at(result.stdout) == 2
-    assert _steps(run) == [2, 4], "the half-written checkpoint never takes a checkpoint's name"
-    assert len(list(ckpt_dir.glob("ckpt-step000000006.pt.*.tmp"))) == 1
-
-    # 3. SIGKILL half-way through exporting model_ema.pt, after the last checkpoint.
-    result = _launch(cache_dir, run, "resume=auto", fault=("--kill-in-save", "model_ema.pt"))
-    assert result.returncode == -signal.SIGKILL
-    assert _resumed_at(result.stdout) == 4, "resume=auto ignores the half-written file"
-    assert _steps(run) == [4, 6, 8]
-    assert not (run / "model_ema.pt").exists()
-
-    # 4. Finish: nothing before the last completed checkpoint was redone differently.
-    result = _launch(cache_dir, run, "resume=auto")
-    assert result.returncode == 0, result.stderr
-    assert _resumed_at(result.stdout) == 8
-    assert not list(run.rglob("*.tmp")), "temporary files of killed writes are cleaned up"
-    _assert_same_run(reference, run)
-
-
-def test_sigterm_checkpoints_and_prints_a_resume_command_that_works(reference, cache_dir,
-                                                                     tmp_path):
-    run = tmp_path / "run"
-    result = _launch(cache_dir, run, fault=("--term-in-step", "3"))
-    assert result.returncode == 128 + signal.SIGTERM, "exits as a preempted process would"
-    assert "stopped by signal 15 at step 3" in result.stdout
-    assert _steps(run) == [2, 3], "the step in flight finishes and is checkpointed"
-
-    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("resume with: "))
-    command = shlex.split(line.removeprefix("resume with: "))
-    assert command[:2] == ["python", "run.py"]
-    assert "resume=auto" in command and f"hydra.run.dir={run}" in command
-    resumed = subprocess.run([sys.executable, *command[1:]], cwd=REPO, env=ENV,
-                             capture_output=True, text=True, timeout=180)
-    assert resumed.returncode == 0, resumed.stderr
-    assert _resumed_at(resumed.stdout) == 3
-    _assert_same_run(reference, run)
-
-
-def _on_step(monkeypatch, n: int, action) -> None:  # noqa: ANN001
-    """Call ``action(loss)`` inside the n-th step's loss; it returns the loss to use."""
-    real = Diffusion.loss
-    calls = 0
-
-    def loss(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        nonlocal calls
-        calls += 1
-        value = real(self, *args, **kwargs)
-        return action(value) if calls == n else value
-
-    monkeypatch.setattr(Diffusion, "loss", loss)
-
-
-def _send(sig: int, times: int = 1):  # noqa: ANN202
-    def action(loss: torch.Tensor) -> torch.Tensor:
-        for _ in range(times):
-            os.kill(os.getpid(), sig)
-        return loss
-
-    return action
-
-
-def test_ctrl_c_checkpoints_and_says_how_to_resume(make_cfg, tmp_path, monkeypatch, capsys):
-    _on_step(monkeypatch, 3, _send(signal.SIGINT))
-    metrics = train(make_cfg(*RUN), run_dir=tmp_path)
-    assert metrics["stopped_by_signal"] == 2 and metrics["step"] == 3
-    assert _steps(tmp_path) == [2, 3]
-    out = capsys.readouterr().out
-    assert "stopped by signal 2 at step 3" in out
-    assert f"resume with: train(cfg, run_dir='{tmp_path}') with resume=auto" in out
-    monkeypatch.undo()
-    assert train(make_cfg(*RUN, "resume=auto"), run_dir=tmp_path)["step"] == 8
-    assert _resumed_at(capsys.readouterr().out) == 3
-
-
-def test_second_ctrl_c_stops_at_once_and_loses_only_the_interval(make_cfg, tmp_path,
-                                                                 monkeypatch):
-    _on_step(monkeypatch, 3, _send(signal.SIGINT, times=2))
-    with pytest.raises(KeyboardInterrupt):
-        train(make_cfg(*RUN), run_dir=tmp_path)
-    assert _steps(tmp_path) == [2]
-    assert not list(tmp_path.rglob("*.tmp"))
+from tests.conftest import REPO, checkpoint_steps, compose_tiny, on_step
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, cache_dir) -> Path:
     """A finished 3-step run with checkpoints at steps 1, 2 and 3."""
     run_dir = tmp_path_factory.mktemp("trained")
-    cfg = _compose(cache_dir, "trainer.max_steps=3", "trainer.checkpoint_every=1",
+    cfg = compose_tiny(cache_dir, "trainer.max_steps=3", "trainer.checkpoint_every=1",
                    "trainer.keep_checkpoints=0")
     train(cfg, run_dir=run_dir)
     return run_dir
@@ -440,17 +254,17 @@ def test_absurd_learning_rate_stops_naming_the_step(make_cfg, tmp_path):
 
 
 def test_nan_loss_stops_and_the_last_checkpoint_stays_good(make_cfg, tmp_path, monkeypatch):
-    _on_step(monkeypatch, 3, lambda loss: loss * float("nan"))
+    on_step(monkeypatch, 3, lambda loss: loss * float("nan"))
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 3") as info:
         train(make_cfg("trainer.max_steps=4", "trainer.checkpoint_every=2"), run_dir=tmp_path)
     assert "ckpt-step000000002.pt" in str(info.value)
-    assert _steps(tmp_path) == [2]
+    assert checkpoint_steps(tmp_path) == [2]
     state = ckpt.load(ckpt.list_checkpoints(tmp_path / "checkpoints")[-1])
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
 def test_a_bounded_number_of_bad_steps_is_skipped(make_cfg, tmp_path, monkeypatch, caplog):
-    _on_step(monkeypatch, 3, lambda loss: loss * float("inf"))
+    on_step(monkeypatch, 3, lambda loss: loss * float("inf"))
     with caplog.at_level(logging.WARNING, logger="cartoondiff.train.loop"):
         metrics = train(make_cfg("trainer.max_steps=4", "trainer.checkpoint_every=2",
                                  "trainer.max_bad_steps=1"), run_dir=tmp_path)
