@@ -3,24 +3,32 @@
     python -m cartoondiff.figures grid RUN_DIR [epoch=N] [out=fig.png]
     python -m cartoondiff.figures compare RUN_DIR RUN_DIR ... [epoch=N] [out=fig.png]
     python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]
+    python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] [out=fig.png]
 
 ``grid`` takes a run's sample grid after epoch N (0-based, as the blog counts: "epoch 0" is
 the grid after the first pass over the data; default: the last epoch), adds a title and
 writes it. ``compare`` puts several runs' grids at the same epoch side by side, titled with
 each run's name. ``forward`` draws the forward-process picture for a config without training
-(the blog's advice: look at the noise level first).
+(the blog's advice: look at the noise level first). ``curves`` plots one logged metric
+against step, one line per experiment (runs of the same W&B group, i.e. seeds, are
+averaged), smoothed like W&B's slider; losses get a log axis.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 import sys
 import tempfile
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
+
+from cartoondiff.plots import ema, line_chart
+from cartoondiff.tracking import read_metrics
 
 GRID_NAME = re.compile(r"epoch(\d+)\.png$")
 
@@ -113,12 +121,41 @@ def forward_figure(overrides: Sequence[str]) -> Image.Image:
     return titled(image, f"forward process {schedule} {columns}")
 
 
+def metric_series(run_dir: Path, key: str) -> dict[int, float]:
+    """Step -> value of ``key`` in a run's metrics.jsonl; errors name the run directory."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
+    values = {int(r["step"]): float(r[key]) for r in read_metrics(path) if key in r}
+    if not values:
+        raise ValueError(f"{path} has no {key!r} values")
+    return values
+
+
+def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss",
+                  smooth: float = 0.6) -> Image.Image:
+    """``key`` against step, one line per experiment, averaged over its seeds."""
+    groups: dict[str, list[dict[int, float]]] = defaultdict(list)
+    for d in run_dirs:
+        groups[run_title(Path(d))].append(metric_series(Path(d), key))
+    series = {}
+    for group, runs in groups.items():
+        steps = sorted(set.intersection(*(set(r) for r in runs)))
+        mean = [statistics.fmean(r[s] for r in runs) for s in steps]
+        name = f"{group} (mean of {len(runs)})" if len(runs) > 1 else group
+        series[name] = list(zip(steps, ema(mean, smooth), strict=True))
+    title = f"{key}, smoothed {smooth:g}" if smooth else key
+    return line_chart(series, title, log_y=key.endswith("loss"))
+
+
+OPTIONS = ("epoch", "out", "key", "smooth")
+
+
 def main(argv: Sequence[str]) -> Path:
-    if not argv or argv[0] not in ("grid", "compare", "forward"):
+    if not argv or argv[0] not in ("grid", "compare", "forward", "curves"):
         raise SystemExit(__doc__)
     command, rest = argv[0], list(argv[1:])
-    opts = {k: v for k, _, v in (a.partition("=") for a in rest if a.split("=")[0] in
-                                 ("epoch", "out"))}
+    opts = {k: v for k, _, v in (a.partition("=") for a in rest if a.split("=")[0] in OPTIONS)}
     positional = [a for a in rest if "=" not in a]
     epoch = int(opts["epoch"]) if "epoch" in opts else None
     out = Path(opts.get("out", f"{command}.png"))
@@ -130,8 +167,13 @@ def main(argv: Sequence[str]) -> Path:
         if len(positional) < 2:
             raise SystemExit("usage: python -m cartoondiff.figures compare RUN_DIR RUN_DIR ...")
         figure = compare_figure([Path(p) for p in positional], epoch)
+    elif command == "curves":
+        if not positional:
+            raise SystemExit("usage: python -m cartoondiff.figures curves RUN_DIR ... [key=K]")
+        figure = curves_figure([Path(p) for p in positional], opts.get("key", "train/loss"),
+                               float(opts.get("smooth", 0.6)))
     else:
-        overrides = [a for a in rest if a.split("=")[0] not in ("epoch", "out")]
+        overrides = [a for a in rest if a.split("=")[0] not in OPTIONS]
         figure = forward_figure(overrides)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.save(out)

@@ -1,0 +1,123 @@
+"""Tables that compare training runs, grouped by experiment, averaged over seeds.
+
+    python -m cartoondiff.report RUN_DIR ... [keys=eval/hair_color,eval/faithfulness_mean]
+        [loss_tail=0.2] [out=table.md]
+
+Each run directory is read from its ``metrics.jsonl`` and ``config.yaml``. Runs with the same
+W&B group (the experiment name) are one row; numbers are ``mean ± sd`` over their seeds (sd
+only where there are two or more). Columns: the final training loss (the mean of the last
+``loss_tail`` fraction of logged losses, so one noisy batch does not decide it) and each key
+at every step where it was evaluated. Prints a Markdown table (docs/results.md is built
+from these).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from cartoondiff.figures import run_title
+from cartoondiff.tracking import read_metrics
+
+DEFAULT_KEYS = ("eval/faithfulness_mean", "eval/hair_color", "eval/frechet_classifier")
+
+
+@dataclass
+class RunSummary:
+    """What one run directory logged: its group, seed, losses and evaluations by step."""
+
+    group: str
+    seed: int | None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    evals: dict[int, dict[str, float]] = field(default_factory=dict)
+    steps_per_epoch: float | None = None
+
+    def final_loss(self, tail: float) -> float:
+        if not self.losses:
+            raise ValueError(f"run of group {self.group!r} logged no train/loss")
+        values = [v for _, v in self.losses]
+        return statistics.fmean(values[-max(1, round(len(values) * tail)):])
+
+
+def summarize_run(run_dir: Path) -> RunSummary:
+    """Read one run directory; errors name the directory."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
+    cfg_path = run_dir / "config.yaml"
+    seed = OmegaConf.select(OmegaConf.load(cfg_path), "seed") if cfg_path.is_file() else None
+    run = RunSummary(group=run_title(run_dir), seed=seed)
+    for row in read_metrics(metrics):
+        step = int(row["step"])
+        if "train/loss" in row:
+            run.losses.append((step, float(row["train/loss"])))
+            if row.get("train/epoch"):
+                run.steps_per_epoch = step / float(row["train/epoch"])
+        evals = {k: float(v) for k, v in row.items() if k.startswith("eval/")}
+        if evals:
+            run.evals.setdefault(step, {}).update(evals)
+    return run
+
+
+def mean_sd(values: Sequence[float], digits: int = 3) -> str:
+    """``0.412 ± 0.013`` (population-free sample sd), or just the mean for one value."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_KEYS,
+                     loss_tail: float = 0.2) -> str:
+    """A Markdown table: one row per group, loss and ``key@step`` columns (mean ± sd)."""
+    groups: dict[str, list[RunSummary]] = defaultdict(list)
+    for run in runs:
+        groups[run.group].append(run)
+    steps = sorted({s for run in runs for s, ev in run.evals.items() if set(keys) & set(ev)})
+    columns = [(key, step) for key in keys for step in steps]
+    per_epoch = next((r.steps_per_epoch for r in runs if r.steps_per_epoch), None)
+
+    def when(step: int) -> str:
+        return f"ep{step / per_epoch:.0f}" if per_epoch else f"step {step}"
+
+    header = ["experiment", "seeds", "final loss"] + [f"{k.removeprefix('eval/')} {when(s)}"
+                                                       for k, s in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group, members in groups.items():
+        seeds = ",".join(str(r.seed) for r in members)
+        cells = [group, seeds, mean_sd([r.final_loss(loss_tail) for r in members], 4)]
+        for key, step in columns:
+            values = [r.evals[step][key] for r in members if key in r.evals.get(step, {})]
+            digits = 0 if "frechet" in key else 3
+            cells.append(mean_sd(values, digits) if values else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> str:
+    opts = {k: v for k, _, v in (a.partition("=") for a in argv if "=" in a)}
+    unknown = set(opts) - {"keys", "loss_tail", "out"}
+    if unknown:
+        raise SystemExit(f"unknown option(s) {sorted(unknown)}; see python -m cartoondiff.report")
+    dirs = [Path(a) for a in argv if "=" not in a]
+    if not dirs:
+        raise SystemExit(__doc__)
+    keys = [k if k.startswith("eval/") else f"eval/{k}"
+            for k in opts.get("keys", ",".join(DEFAULT_KEYS)).split(",")]
+    table = comparison_table([summarize_run(d) for d in dirs], keys,
+                             float(opts.get("loss_tail", 0.2)))
+    if "out" in opts:
+        Path(opts["out"]).write_text(table + "\n", encoding="utf-8")
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
