@@ -3,7 +3,8 @@
     python -m cartoondiff.figures grid RUN_DIR [epoch=N] [out=fig.png]
     python -m cartoondiff.figures compare RUN_DIR RUN_DIR ... [epoch=N] [out=fig.png]
     python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]
-    python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] [out=fig.png]
+    python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] [from_step=0]
+        [out=fig.png]
 
 ``grid`` takes a run's sample grid after epoch N (0-based, as the blog counts: "epoch 0" is
 the grid after the first pass over the data; default: the last epoch), adds a title and
@@ -11,7 +12,8 @@ writes it. ``compare`` puts several runs' grids at the same epoch side by side, 
 each run's name. ``forward`` draws the forward-process picture for a config without training
 (the blog's advice: look at the noise level first). ``curves`` plots one logged metric
 against step, one line per experiment (runs of the same W&B group, i.e. seeds, are
-averaged), smoothed like W&B's slider; losses get a log axis.
+averaged), smoothed like W&B's slider; losses get a log axis. ``from_step`` drops the
+first steps, whose large early losses otherwise flatten the differences that matter.
 """
 
 from __future__ import annotations
@@ -132,8 +134,8 @@ def metric_series(run_dir: Path, key: str) -> dict[int, float]:
     return values
 
 
-def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss",
-                  smooth: float = 0.6) -> Image.Image:
+def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss", smooth: float = 0.6,
+                  from_step: int = 0) -> Image.Image:
     """``key`` against step, one line per experiment, averaged over its seeds."""
     groups: dict[str, list[dict[int, float]]] = defaultdict(list)
     for d in run_dirs:
@@ -143,12 +145,13 @@ def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss",
         steps = sorted(set.intersection(*(set(r) for r in runs)))
         mean = [statistics.fmean(r[s] for r in runs) for s in steps]
         name = f"{group} (mean of {len(runs)})" if len(runs) > 1 else group
-        series[name] = list(zip(steps, ema(mean, smooth), strict=True))
+        series[name] = [(s, v) for s, v in zip(steps, ema(mean, smooth), strict=True)
+                        if s >= from_step]
     title = f"{key}, smoothed {smooth:g}" if smooth else key
     return line_chart(series, title, log_y=key.endswith("loss"))
 
 
-OPTIONS = ("epoch", "out", "key", "smooth")
+OPTIONS = ("epoch", "out", "key", "smooth", "from_step")
 
 
 def main(argv: Sequence[str]) -> Path:
@@ -171,7 +174,7 @@ def main(argv: Sequence[str]) -> Path:
         if not positional:
             raise SystemExit("usage: python -m cartoondiff.figures curves RUN_DIR ... [key=K]")
         figure = curves_figure([Path(p) for p in positional], opts.get("key", "train/loss"),
-                               float(opts.get("smooth", 0.6)))
+                               float(opts.get("smooth", 0.6)), int(opts.get("from_step", 0)))
     else:
         overrides = [a for a in rest if a.split("=")[0] not in OPTIONS]
         figure = forward_figure(overrides)
