@@ -1,18 +1,21 @@
 """Tables that compare training runs, grouped by experiment, averaged over seeds.
 
     python -m cartoondiff.report RUN_DIR ... [keys=eval/hair_color,eval/faithfulness_mean]
-        [loss_tail=0.2] [out=table.md]
+        [loss_tail=0.2] [final=eval.json] [out=table.md]
 
 Each run directory is read from its ``metrics.jsonl`` and ``config.yaml``. Runs with the same
 W&B group (the experiment name) are one row; numbers are ``mean ± sd`` over their seeds (sd
 only where there are two or more). Columns: the final training loss (the mean of the last
 ``loss_tail`` fraction of logged losses, so one noisy batch does not decide it) and each key
-at every step where it was evaluated. Prints a Markdown table (docs/results.md is built
-from these).
+at every step where it was evaluated. ``final=NAME`` adds each key from ``RUN_DIR/NAME``, the
+JSON that ``python -m cartoondiff.evaluate ... out=RUN_DIR/NAME`` wrote (its first setting),
+usually a larger, less noisy evaluation of the final EMA model. Prints a Markdown table
+(docs/results.md is built from these).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 from collections import defaultdict
@@ -37,6 +40,7 @@ class RunSummary:
     losses: list[tuple[int, float]] = field(default_factory=list)
     evals: dict[int, dict[str, float]] = field(default_factory=dict)
     steps_per_epoch: float | None = None
+    final: dict[str, float] = field(default_factory=dict)
 
     def final_loss(self, tail: float) -> float:
         if not self.losses:
@@ -45,8 +49,8 @@ class RunSummary:
         return statistics.fmean(values[-max(1, round(len(values) * tail)):])
 
 
-def summarize_run(run_dir: Path) -> RunSummary:
-    """Read one run directory; errors name the directory."""
+def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
+    """Read one run directory (and its ``final`` evaluation JSON); errors name the file."""
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
@@ -63,6 +67,14 @@ def summarize_run(run_dir: Path) -> RunSummary:
         evals = {k: float(v) for k, v in row.items() if k.startswith("eval/")}
         if evals:
             run.evals.setdefault(step, {}).update(evals)
+    if final:
+        path = run_dir / final
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))["runs"][0]["metrics"]
+        except (OSError, ValueError, KeyError, IndexError) as err:
+            raise ValueError(f"{path}: not an evaluation JSON ({err!r})") from err
+        run.final = {f"eval/{k}": float(v) for k, v in metrics.items()
+                     if isinstance(v, int | float)}
     return run
 
 
@@ -72,6 +84,11 @@ def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     if len(values) < 2:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def metric_cell(key: str, values: Sequence[float]) -> str:
+    """Distances are large numbers (no decimals); accuracies get three."""
+    return mean_sd(values, 0 if "frechet" in key else 3) if values else "-"
 
 
 def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_KEYS,
@@ -87,23 +104,26 @@ def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_K
     def when(step: int) -> str:
         return f"ep{step / per_epoch:.0f}" if per_epoch else f"step {step}"
 
+    finals = [key for key in keys if any(key in r.final for r in runs)]
     header = ["experiment", "seeds", "final loss"] + [f"{k.removeprefix('eval/')} {when(s)}"
                                                        for k, s in columns]
+    header += [f"{k.removeprefix('eval/')} final" for k in finals]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group, members in groups.items():
         seeds = ",".join(str(r.seed) for r in members)
         cells = [group, seeds, mean_sd([r.final_loss(loss_tail) for r in members], 4)]
         for key, step in columns:
-            values = [r.evals[step][key] for r in members if key in r.evals.get(step, {})]
-            digits = 0 if "frechet" in key else 3
-            cells.append(mean_sd(values, digits) if values else "-")
+            cells.append(metric_cell(key, [r.evals[step][key] for r in members
+                                           if key in r.evals.get(step, {})]))
+        cells += [metric_cell(key, [r.final[key] for r in members if key in r.final])
+                  for key in finals]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str]) -> str:
     opts = {k: v for k, _, v in (a.partition("=") for a in argv if "=" in a)}
-    unknown = set(opts) - {"keys", "loss_tail", "out"}
+    unknown = set(opts) - {"keys", "loss_tail", "out", "final"}
     if unknown:
         raise SystemExit(f"unknown option(s) {sorted(unknown)}; see python -m cartoondiff.report")
     dirs = [Path(a) for a in argv if "=" not in a]
@@ -111,7 +131,7 @@ def main(argv: Sequence[str]) -> str:
         raise SystemExit(__doc__)
     keys = [k if k.startswith("eval/") else f"eval/{k}"
             for k in opts.get("keys", ",".join(DEFAULT_KEYS)).split(",")]
-    table = comparison_table([summarize_run(d) for d in dirs], keys,
+    table = comparison_table([summarize_run(d, opts.get("final")) for d in dirs], keys,
                              float(opts.get("loss_tail", 0.2)))
     if "out" in opts:
         Path(opts["out"]).write_text(table + "\n", encoding="utf-8")

@@ -45,6 +45,17 @@ def test_table_groups_seeds_and_reports_mean_and_sd(runs):
     assert lines[3] == "| raw | 0 | 0.4000 | 0.100 |"
 
 
+def test_table_adds_the_final_evaluation_json(runs):
+    for run, hair in zip(runs, (0.4, 0.6, 0.2), strict=True):
+        (run / "eval.json").write_text(json.dumps({"runs": [{"metrics": {"hair_color": hair}}]}))
+    table = report.main([str(r) for r in runs] + ["keys=hair_color", "final=eval.json"])
+    assert table.splitlines()[0].endswith("| hair_color ep2 | hair_color final |")
+    assert table.splitlines()[2].endswith("| 0.500 ± 0.141 |")
+    (runs[2] / "eval.json").write_text("{not json")
+    with pytest.raises(ValueError, match="raw_s0/eval.json: not an evaluation JSON"):
+        report.main([str(r) for r in runs] + ["final=eval.json"])
+
+
 def test_table_errors_name_the_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="not_a_run"):
         report.main([str(tmp_path / "not_a_run")])
