@@ -67,8 +67,8 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
         evals = {k: float(v) for k, v in row.items() if k.startswith("eval/")}
         if evals:
             run.evals.setdefault(step, {}).update(evals)
-    if final:
-        path = run_dir / final
+    path = run_dir / final if final else None
+    if path is not None and path.exists():  # not evaluated yet: its cells show "-"
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))["runs"][0]["metrics"]
         except (OSError, ValueError, KeyError, IndexError) as err:

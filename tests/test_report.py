@@ -51,6 +51,9 @@ def test_table_adds_the_final_evaluation_json(runs):
     table = report.main([str(r) for r in runs] + ["keys=hair_color", "final=eval.json"])
     assert table.splitlines()[0].endswith("| hair_color ep2 | hair_color final |")
     assert table.splitlines()[2].endswith("| 0.500 ± 0.141 |")
+    (runs[2] / "eval.json").unlink()  # not evaluated yet
+    assert report.main([str(r) for r in runs] + ["keys=hair_color", "final=eval.json"]
+                       ).splitlines()[3].endswith("| 0.100 | - |")
     (runs[2] / "eval.json").write_text("{not json")
     with pytest.raises(ValueError, match="raw_s0/eval.json: not an evaluation JSON"):
         report.main([str(r) for r in runs] + ["final=eval.json"])
