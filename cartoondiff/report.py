@@ -70,16 +70,16 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     path = run_dir / final if final else None
     if path is not None and path.exists():  # not evaluated yet: its cells show "-"
         try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))["runs"][0]["metrics"]
+            evaluation = json.loads(path.read_text(encoding="utf-8"))["runs"][0]["metrics"]
         except (OSError, ValueError, KeyError, IndexError) as err:
             raise ValueError(f"{path}: not an evaluation JSON ({err!r})") from err
-        run.final = {f"eval/{k}": float(v) for k, v in metrics.items()
+        run.final = {f"eval/{k}": float(v) for k, v in evaluation.items()
                      if isinstance(v, int | float)}
     return run
 
 
 def mean_sd(values: Sequence[float], digits: int = 3) -> str:
-    """``0.412 ± 0.013`` (population-free sample sd), or just the mean for one value."""
+    """``0.412 ± 0.013`` (sample standard deviation), or just the mean for one value."""
     mean = statistics.fmean(values)
     if len(values) < 2:
         return f"{mean:.{digits}f}"
@@ -93,7 +93,8 @@ def metric_cell(key: str, values: Sequence[float]) -> str:
 
 def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_KEYS,
                      loss_tail: float = 0.2) -> str:
-    """A Markdown table: one row per group, loss and ``key@step`` columns (mean ± sd)."""
+    """A Markdown table: one row per group, the final loss, ``key epN`` columns
+    (evaluated after N epochs) and ``key final`` columns; cells are mean ± sd over seeds."""
     groups: dict[str, list[RunSummary]] = defaultdict(list)
     for run in runs:
         groups[run.group].append(run)
