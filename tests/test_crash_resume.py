@@ -141,7 +141,9 @@ def test_sigterm_checkpoints_and_prints_a_resume_command_that_works(reference, c
 def _send(sig: int, times: int = 1):  # noqa: ANN202
     def action(loss: torch.Tensor) -> torch.Tensor:
         for _ in range(times):
-            os.kill(os.getpid(), sig)
+            # raise_signal runs the Python handler before returning; os.kill may be delivered
+            # to another (torch) thread and two quick kills can merge into one under load.
+            signal.raise_signal(sig)
         return loss
 
     return action
