@@ -123,14 +123,19 @@ def forward_figure(overrides: Sequence[str]) -> Image.Image:
     return titled(image, f"forward process {schedule} {columns}")
 
 
-def metric_series(run_dir: Path, key: str) -> dict[int, float]:
-    """Step -> value of ``key`` in a run's metrics.jsonl; errors name the run directory."""
+def run_metrics(run_dir: Path) -> list[dict]:
+    """The rows of a run directory's metrics.jsonl; the error names the directory."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
-    values = {int(r["step"]): float(r[key]) for r in read_metrics(path) if key in r}
+    return read_metrics(path)
+
+
+def metric_series(run_dir: Path, key: str) -> dict[int, float]:
+    """Step -> value of ``key`` in a run's metrics.jsonl."""
+    values = {int(r["step"]): float(r[key]) for r in run_metrics(run_dir) if key in r}
     if not values:
-        raise ValueError(f"{path} has no {key!r} values")
+        raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'} has no {key!r} values")
     return values
 
 

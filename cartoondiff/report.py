@@ -25,8 +25,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cartoondiff.figures import run_title
-from cartoondiff.tracking import read_metrics
+from cartoondiff.figures import run_metrics, run_title
 
 DEFAULT_KEYS = ("eval/faithfulness_mean", "eval/hair_color", "eval/frechet_classifier")
 
@@ -52,13 +51,11 @@ class RunSummary:
 def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     """Read one run directory (and its ``final`` evaluation JSON); errors name the file."""
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
+    rows = run_metrics(run_dir)
     cfg_path = run_dir / "config.yaml"
     seed = OmegaConf.select(OmegaConf.load(cfg_path), "seed") if cfg_path.is_file() else None
     run = RunSummary(group=run_title(run_dir), seed=seed)
-    for row in read_metrics(metrics):
+    for row in rows:
         step = int(row["step"])
         if "train/loss" in row:
             run.losses.append((step, float(row["train/loss"])))
