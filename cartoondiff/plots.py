@@ -27,7 +27,7 @@ def ema(values: Sequence[float], weight: float) -> list[float]:
 
 
 def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str,
-               x_label: str = "step", y_label: str = "", log_y: bool = False,
+               x_label: str = "step", log_y: bool = False,
                size: tuple[int, int] = (720, 420)) -> Image.Image:
     """One line per named series, a legend, axis ticks at the ends and midpoint."""
     points = [p for s in series.values() for p in s]
@@ -62,7 +62,7 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str,
         py = height - bottom - frac * (height - top - bottom)
         draw.text((4, py - 6), f"{y:.3g}", fill="black", font=font)
     draw.text((width // 2 - 20, height - 18), x_label, fill="black", font=font)
-    draw.text((left, 8), f"{title}  {y_label}{' (log scale)' if log_y else ''}", fill="black",
+    draw.text((left, 8), f"{title}{'  (log scale)' if log_y else ''}", fill="black",
               font=font)
     for i, (name, pts) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
