@@ -1,6 +1,8 @@
 """Train a cartoon-avatar diffusion model: ``python run.py [group=option ...] [key=value ...]``.
 
-A thin Hydra wrapper; the work happens in ``cartoondiff.train.train``.
+A thin Hydra wrapper; the work happens in ``cartoondiff.train.train``. A mistake in a config
+value, a data file or a checkpoint prints one line naming it and exits with status 2
+(``CARTOONDIFF_DEBUG=1`` or ``HYDRA_FULL_ERROR=1`` keeps the traceback).
 """
 
 import os
@@ -13,13 +15,17 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from cartoondiff.cli import run
     from cartoondiff.train import train
 
-    metrics = train(cfg)
-    if metrics.get("stopped_by_signal"):
-        # Exit as a killed process would, so retry wrappers (`until python run.py
-        # resume=auto ...; do ...`) see a preemption, not a finished run.
-        sys.exit(128 + metrics["stopped_by_signal"])
+    def train_and_exit(argv: list[str]) -> None:  # noqa: ARG001 -- Hydra parsed the command
+        metrics = train(cfg)
+        if metrics.get("stopped_by_signal"):
+            # Exit as a killed process would, so retry wrappers (`until python run.py
+            # resume=auto ...; do ...`) see a preemption, not a finished run.
+            sys.exit(128 + metrics["stopped_by_signal"])
+
+    run(train_and_exit, [])
 
 
 if __name__ == "__main__":

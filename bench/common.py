@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from cartoondiff.cli import compose
+from cartoondiff.config import build
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,27 +28,13 @@ Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """conf/config.yaml composed with Hydra-style ``overrides`` (e.g. ``model=blog``)."""
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(overrides)
 
 
 def project_config(overrides: Sequence[str], image_size: int) -> DictConfig:
-    """The composed config with the model at ``image_size``.
-
-    The yaml's attention resolutions are kept when they are level sizes at ``image_size``
-    (the blog preset at 64); otherwise attention stays at the same UNet levels as at the
-    config's own image size (the 32x32 small preset run at 64 gets it at 32 and 16 instead of
-    16 and 8), so the network and its parameter count are the same.
-    """
-    base = compose_config(overrides)
-    native = int(base.data.image_size)
-    levels = len(base.model.unet.channel_mults)
-    sizes = {image_size // 2**i for i in range(levels)}
-    res = [int(r) for r in base.model.unet.attention_resolutions]
-    if not set(res) <= sizes:
-        res = [r * image_size // native for r in res]
-    return compose_config([*overrides, f"data.image_size={image_size}",
-                           f"model.unet.attention_resolutions=[{','.join(map(str, res))}]"])
+    """The composed config with the model at ``image_size``: attention stays at the preset's
+    UNet levels at any size, so the network and its parameter count are the same."""
+    return compose_config([*overrides, f"data.image_size={image_size}"])
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -69,7 +56,7 @@ def build_project(overrides: Sequence[str], image_size: int, device: torch.devic
     """A fresh model from the preset yaml, on ``device``, in train mode."""
     cfg = project_config(overrides, image_size)
     torch.manual_seed(0)
-    return instantiate(cfg.model).to(device).train(), cfg
+    return build(cfg, "model").to(device).train(), cfg
 
 
 def model_kwargs(cfg: DictConfig) -> dict:

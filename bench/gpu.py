@@ -32,12 +32,11 @@ import torch
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hydra.utils import instantiate  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench.common import option_combo, project_config, sync  # noqa: E402
+from cartoondiff.config import build  # noqa: E402
 from cartoondiff.devices import pick_device  # noqa: E402
-from cartoondiff.diffusion import Diffusion  # noqa: E402
 from cartoondiff.diffusion.samplers import sample  # noqa: E402
 from cartoondiff.train.ema import EMA  # noqa: E402
 
@@ -65,15 +64,15 @@ class Trainer:
         opts = set(mode.split("+"))
         self.cfg = project_config(args.overrides, args.image_size)
         torch.manual_seed(0)
-        self.model = instantiate(self.cfg.model).to(device).train()
+        self.model = build(self.cfg, "model").to(device).train()
         fmt = (torch.contiguous_format if "nchw" in opts
                else torch.channels_last if "channels_last" in opts else None)
         if fmt is not None:  # the UNet's conv weights are channels_last unless nchw
             self.model.to(memory_format=fmt)
         self.net = torch.compile(self.model) if "compile" in opts else self.model
         self.amp = torch.bfloat16 if "bf16" in opts else None
-        self.diffusion = Diffusion(instantiate(self.cfg.noise_schedule)).to(device)
-        self.optimizer = instantiate(self.cfg.optim.optimizer)(params=self.model.parameters())
+        self.diffusion = build(self.cfg, "diffusion").to(device)
+        self.optimizer = build(self.cfg, "optim.optimizer", params=self.model.parameters())
         self.ema = EMA(self.model, float(self.cfg.trainer.ema_decay))
         g = torch.Generator().manual_seed(0)
         s = args.image_size
@@ -86,8 +85,7 @@ class Trainer:
     def loss(self) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
                             enabled=self.amp is not None):
-            return self.diffusion.loss(self.net, self.x0, self.ids,
-                                       float(self.cfg.diffusion.p_uncond))
+            return self.diffusion.loss(self.net, self.x0, self.ids)
 
     def step(self) -> None:
         self.loss().backward()
@@ -140,8 +138,8 @@ def sampling_row(args: argparse.Namespace, amp: torch.dtype | None, device: torc
     """Seconds to sample ``args.samples`` avatars with DDIM and guidance (fresh weights)."""
     cfg = project_config(args.overrides, args.image_size)
     torch.manual_seed(0)
-    model = instantiate(cfg.model).to(device).eval()
-    diffusion = Diffusion(instantiate(cfg.noise_schedule))
+    model = build(cfg, "model").to(device).eval()
+    diffusion = build(cfg, "diffusion")
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 3, (args.samples, 18), generator=g)
     shape = (args.samples, 3, args.image_size, args.image_size)

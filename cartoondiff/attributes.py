@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from cartoondiff.errors import UserError
+
 # (name, number of variants), in Cartoon Set's CSV order.
 ATTRIBUTES: tuple[tuple[str, int], ...] = (
     ("eye_angle", 3),
@@ -49,7 +51,7 @@ Encoding = Literal["raw", "onehot"]
 ENCODINGS: tuple[str, ...] = ("raw", "onehot")
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """An attribute name, value or vector that does not fit the schema."""
 
 

@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import re
 import statistics
-import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
+from cartoondiff import cli
+from cartoondiff.config import build
+from cartoondiff.errors import ArgumentError
+from cartoondiff.inference.grids import forward_process_image
 from cartoondiff.plots import ema, line_chart
-from cartoondiff.tracking import read_metrics
+from cartoondiff.tracking import RunFolderError, read_run_metrics
 
 GRID_NAME = re.compile(r"epoch(\d+)\.png$")
 
@@ -40,7 +43,7 @@ def epoch_grids(run_dir: Path) -> dict[int, Path]:
     found = {int(m.group(1)): p for p in (Path(run_dir) / "samples").glob("epoch*.png")
              if (m := GRID_NAME.search(p.name))}
     if not found:
-        raise FileNotFoundError(f"no samples/epochNNN.png grids in {run_dir}")
+        raise RunFolderError(f"{run_dir}: no samples/epochNNN.png grids (is this a run folder?)")
     return dict(sorted(found.items()))
 
 
@@ -49,7 +52,7 @@ def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:
     if epoch is None:
         epoch = max(grids)
     if epoch not in grids:
-        raise FileNotFoundError(f"{run_dir} has no grid for epoch {epoch}; it has {list(grids)}")
+        raise RunFolderError(f"{run_dir} has no grid for epoch {epoch}; it has {list(grids)}")
     return epoch, grids[epoch]
 
 
@@ -101,41 +104,21 @@ def compare_figure(run_dirs: Sequence[Path], epoch: int | None = None) -> Image.
 
 def forward_figure(overrides: Sequence[str]) -> Image.Image:
     """The forward-process picture of the config given by ``overrides`` (no training)."""
-    import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from cartoondiff.diffusion import Diffusion
-    from cartoondiff.train.grids import SampleGridMaker
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(str(conf), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    data = instantiate(cfg.data).setup()
-    diffusion = Diffusion(instantiate(cfg.noise_schedule))
-    with tempfile.TemporaryDirectory() as tmp:
-        maker = SampleGridMaker(diffusion, instantiate(cfg.sampler), data, Path(tmp),
-                                torch.device("cpu"))
-        path = maker.forward_process()
-        columns = path.with_suffix(".txt").read_text().strip()
-        image = Image.open(path).copy()
-    schedule = OmegaConf.to_container(cfg.noise_schedule)
-    return titled(image, f"forward process {schedule} {columns}")
-
-
-def run_metrics(run_dir: Path) -> list[dict]:
-    """The rows of a run directory's metrics.jsonl; the error names the directory."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no metrics.jsonl (is this a run directory?)")
-    return read_metrics(path)
+    cfg = cli.compose(overrides)
+    data = build(cfg, "data").setup(labeled=False)
+    diffusion = build(cfg, "diffusion")
+    images = torch.as_tensor(data.data.images[:4])  # uint8 (4, 3, H, W)
+    picture, ts = forward_process_image(diffusion, images, data.normalize)
+    schedule = {k: v for k, v in OmegaConf.to_container(cfg.noise_schedule).items()
+                if k != "_target_"}
+    return titled(picture, f"forward process {schedule} columns: t = {ts}")
 
 
 def metric_series(run_dir: Path, key: str) -> dict[int, float]:
     """Step -> value of ``key`` in a run's metrics.jsonl."""
-    values = {int(r["step"]): float(r[key]) for r in run_metrics(run_dir) if key in r}
+    values = {int(r["step"]): float(r[key]) for r in read_run_metrics(run_dir) if key in r}
     if not values:
-        raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'} has no {key!r} values")
+        raise RunFolderError(f"{Path(run_dir) / 'metrics.jsonl'} has no {key!r} values")
     return values
 
 
@@ -156,33 +139,32 @@ def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss", smooth: flo
     return line_chart(series, title, log_y=key.endswith("loss"))
 
 
-OPTIONS = ("epoch", "out", "key", "smooth", "from_step")
+USAGE = "python -m cartoondiff.figures grid|compare|forward|curves ... (see --help)"
+OPTIONS = {"epoch": None, "out": None, "key": "train/loss", "smooth": 0.6, "from_step": 0}
 
 
 def main(argv: Sequence[str]) -> Path:
     if not argv or argv[0] not in ("grid", "compare", "forward", "curves"):
-        raise SystemExit(__doc__)
-    command, rest = argv[0], list(argv[1:])
-    opts = {k: v for k, _, v in (a.partition("=") for a in rest if a.split("=")[0] in OPTIONS)}
-    positional = [a for a in rest if "=" not in a]
-    epoch = int(opts["epoch"]) if "epoch" in opts else None
-    out = Path(opts.get("out", f"{command}.png"))
+        raise cli.UsageError(f"the first argument is grid, compare, forward or curves\n{__doc__}")
+    command = argv[0]
+    args = cli.parse(argv[1:], OPTIONS, USAGE, overrides=command == "forward")
+    opts, runs = args.options, [Path(p) for p in args.positional]
+    if opts["epoch"] is not None and not (isinstance(opts["epoch"], int) and opts["epoch"] >= 0):
+        raise ArgumentError("epoch", opts["epoch"], "an integer >= 0 (0-based, as the blog)")
+    out = Path(str(opts["out"] or f"{command}.png"))
+    needed = {"grid": 1, "compare": 2, "curves": 1, "forward": 0}[command]
+    if len(runs) < needed or (command == "grid" and len(runs) > 1):
+        raise cli.UsageError(f"{command} takes {'one' if command == 'grid' else 'run folders'}"
+                             f" RUN_DIR{'' if command == 'grid' else ' ...'}; got {len(runs)}")
     if command == "grid":
-        if len(positional) != 1:
-            raise SystemExit("usage: python -m cartoondiff.figures grid RUN_DIR [epoch=N]")
-        figure = grid_figure(Path(positional[0]), epoch)
+        figure = grid_figure(runs[0], opts["epoch"])
     elif command == "compare":
-        if len(positional) < 2:
-            raise SystemExit("usage: python -m cartoondiff.figures compare RUN_DIR RUN_DIR ...")
-        figure = compare_figure([Path(p) for p in positional], epoch)
+        figure = compare_figure(runs, opts["epoch"])
     elif command == "curves":
-        if not positional:
-            raise SystemExit("usage: python -m cartoondiff.figures curves RUN_DIR ... [key=K]")
-        figure = curves_figure([Path(p) for p in positional], opts.get("key", "train/loss"),
-                               float(opts.get("smooth", 0.6)), int(opts.get("from_step", 0)))
+        figure = curves_figure(runs, str(opts["key"]), float(opts["smooth"]),
+                               int(opts["from_step"]))
     else:
-        overrides = [a for a in rest if a.split("=")[0] not in OPTIONS]
-        figure = forward_figure(overrides)
+        figure = forward_figure(args.overrides + [str(r) for r in runs])
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.save(out)
     print(f"wrote {out}")
@@ -190,4 +172,4 @@ def main(argv: Sequence[str]) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -23,22 +23,21 @@ sees torch's allocations only, not the allocator's or the libraries' own buffers
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from cartoondiff import cli
+from cartoondiff.config import build, named
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Diffusion
 from cartoondiff.train.ema import EMA
 from cartoondiff.train.loop import autocast_dtype
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+USAGE = "python -m cartoondiff.memory [measure=true|false] [hydra overrides ...]"
 MiB = 2**20
 
 
@@ -69,15 +68,15 @@ class _Batch:
                     else None)
 
 
-def _loss(model: torch.nn.Module, diffusion: Diffusion, b: _Batch, amp: torch.dtype | None,
-          p_uncond: float) -> torch.Tensor:
+def _loss(model: torch.nn.Module, diffusion: Diffusion, b: _Batch, amp: torch.dtype | None
+          ) -> torch.Tensor:
     """The training loss of one batch, as the training loop computes it."""
     with torch.autocast(b.x0.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        return diffusion.loss(model, b.x0, b.ids, p_uncond, generator=None)
+        return diffusion.loss(model, b.x0, b.ids, generator=None)
 
 
 def saved_tensor_bytes(model: torch.nn.Module, diffusion: Diffusion, batch: int, image_size: int,
-                       amp: torch.dtype | None, p_uncond: float) -> int:
+                       amp: torch.dtype | None) -> int:
     """Bytes autograd keeps for backward after one training forward at ``batch``.
 
     Each storage is counted once (a tensor saved by two ops, or views of one buffer); the
@@ -96,17 +95,16 @@ def saved_tensor_bytes(model: torch.nn.Module, diffusion: Diffusion, batch: int,
     b = _Batch(batch, image_size, getattr(model, "conditional", False), device)
     torch.manual_seed(0)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = _loss(model, diffusion, b, amp, p_uncond)
+        loss = _loss(model, diffusion, b, amp)
     del loss  # frees the graph and what it saved
     return sum(seen.values())
 
 
 def estimate(model: torch.nn.Module, diffusion: Diffusion, batch: int, image_size: int,
-             amp: torch.dtype | None, p_uncond: float, ema: bool) -> Anatomy:
+             amp: torch.dtype | None, ema: bool) -> Anatomy:
     """The rows of the table for ``model`` trained with Adam at ``batch``."""
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    one, two = (saved_tensor_bytes(model, diffusion, b, image_size, amp, p_uncond)
-                for b in (1, 2))
+    one, two = (saved_tensor_bytes(model, diffusion, b, image_size, amp) for b in (1, 2))
     activations = one + (two - one) * (batch - 1)  # a + b * B through (1, one) and (2, two)
     return Anatomy(parameters=n, batch=batch, weights=4 * n, gradients=4 * n, adam=8 * n,
                    ema=4 * n if ema else 0, activations=activations)
@@ -120,10 +118,10 @@ def measure_peak(model: torch.nn.Module, diffusion: Diffusion, cfg: DictConfig, 
     device = next(model.parameters()).device
     b = _Batch(batch, int(cfg.data.image_size), getattr(model, "conditional", False), device)
     ema = EMA(model, float(cfg.trainer.ema_decay)) if cfg.trainer.ema_decay else None
-    optimizer = instantiate(cfg.optim.optimizer)(params=model.parameters())
+    optimizer = build(cfg, "optim.optimizer", params=model.parameters())
 
     def step() -> None:
-        _loss(model, diffusion, b, amp, float(cfg.diffusion.p_uncond)).backward()
+        _loss(model, diffusion, b, amp).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
@@ -193,26 +191,21 @@ def _available_bytes() -> int | None:
 
 def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
     """Compose the config from ``argv``, print the table, return (estimate, measured)."""
-    measure = True
-    overrides = []
-    for arg in argv:
-        if arg.startswith("measure="):
-            value = arg.split("=", 1)[1].lower()
-            if value not in ("true", "false"):
-                raise SystemExit(f"error: measure={value!r} is invalid: expected true or false")
-            measure = value == "true"
-        else:
-            overrides.append(arg)
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    device = pick_device(cfg.trainer.device)
-    amp = autocast_dtype(cfg.trainer.precision, device)
+    args = cli.parse(argv, {"measure": True}, USAGE, overrides=True)
+    measure = args.options["measure"]
+    if not isinstance(measure, bool):
+        raise cli.UsageError(f"measure={measure!r} is invalid: expected true or false")
+    overrides = args.overrides + args.positional
+    cfg = cli.compose(overrides)
+    with named("trainer.device"):
+        device = pick_device(cfg.trainer.device)
+    with named("trainer.precision"):
+        amp = autocast_dtype(cfg.trainer.precision, device)
     torch.manual_seed(cfg.seed)
-    model = instantiate(cfg.model).to(device).train()
-    diffusion = Diffusion(instantiate(cfg.noise_schedule)).to(device)
+    model = build(cfg, "model").to(device).train()
+    diffusion = build(cfg, "diffusion").to(device)
     batch, size = int(cfg.data.batch_size), int(cfg.data.image_size)
-    a = estimate(model, diffusion, batch, size, amp, float(cfg.diffusion.p_uncond),
-                 ema=bool(cfg.trainer.ema_decay))
+    a = estimate(model, diffusion, batch, size, amp, ema=bool(cfg.trainer.ema_decay))
     measured = None
     free = _available_bytes() if device.type == "cpu" else None
     if measure and free is not None and a.total > 0.6 * free:
@@ -230,4 +223,4 @@ def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cartoondiff.figures import run_metrics, run_title
+from cartoondiff import cli
+from cartoondiff.figures import run_title
+from cartoondiff.tracking import RunFolderError, read_run_metrics
 
 DEFAULT_KEYS = ("eval/faithfulness_mean", "eval/hair_color", "eval/frechet_classifier")
 
@@ -51,7 +52,7 @@ class RunSummary:
 def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     """Read one run directory (and its ``final`` evaluation JSON); errors name the file."""
     run_dir = Path(run_dir)
-    rows = run_metrics(run_dir)
+    rows = read_run_metrics(run_dir)
     cfg_path = run_dir / "config.yaml"
     seed = OmegaConf.select(OmegaConf.load(cfg_path), "seed") if cfg_path.is_file() else None
     run = RunSummary(group=run_title(run_dir), seed=seed)
@@ -69,7 +70,7 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
         try:
             evaluation = json.loads(path.read_text(encoding="utf-8"))["runs"][0]["metrics"]
         except (OSError, ValueError, KeyError, IndexError) as err:
-            raise ValueError(f"{path}: not an evaluation JSON ({err!r})") from err
+            raise RunFolderError(f"{path}: not an evaluation JSON ({err!r})") from err
         run.final = {f"eval/{k}": float(v) for k, v in evaluation.items()
                      if isinstance(v, int | float)}
     return run
@@ -119,23 +120,23 @@ def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_K
     return "\n".join(lines)
 
 
+USAGE = "python -m cartoondiff.report RUN_DIR ... [keys=...] [loss_tail=0.2] [final=eval.json]"
+OPTIONS = {"keys": ",".join(DEFAULT_KEYS), "loss_tail": 0.2, "out": None, "final": None}
+
+
 def main(argv: Sequence[str]) -> str:
-    opts = {k: v for k, _, v in (a.partition("=") for a in argv if "=" in a)}
-    unknown = set(opts) - {"keys", "loss_tail", "out", "final"}
-    if unknown:
-        raise SystemExit(f"unknown option(s) {sorted(unknown)}; see python -m cartoondiff.report")
-    dirs = [Path(a) for a in argv if "=" not in a]
+    args = cli.parse(argv, OPTIONS, USAGE)
+    opts, dirs = args.options, [Path(a) for a in args.positional]
     if not dirs:
-        raise SystemExit(__doc__)
-    keys = [k if k.startswith("eval/") else f"eval/{k}"
-            for k in opts.get("keys", ",".join(DEFAULT_KEYS)).split(",")]
-    table = comparison_table([summarize_run(d, opts.get("final")) for d in dirs], keys,
-                             float(opts.get("loss_tail", 0.2)))
-    if "out" in opts:
-        Path(opts["out"]).write_text(table + "\n", encoding="utf-8")
+        raise cli.UsageError(f"no run folders given (usage: {USAGE})")
+    keys = [k if k.startswith("eval/") else f"eval/{k}" for k in str(opts["keys"]).split(",")]
+    table = comparison_table([summarize_run(d, opts["final"]) for d in dirs], keys,
+                             float(opts["loss_tail"]))
+    if opts["out"]:
+        Path(str(opts["out"])).write_text(table + "\n", encoding="utf-8")
     print(table)
     return table
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -1,35 +1,35 @@
 """Sample avatars from a trained checkpoint.
 
     python -m cartoondiff.sample checkpoint=PATH n=16 attributes=random \\
-        sampler=ddim steps=50 guidance=2.0 seed=0 out=samples.png
+        sampler=ddim steps=50 eta=0 guidance=2.0 seed=0 out=samples.png
 
 ``attributes`` is ``random`` or ``"hair_color=3,glasses=11"`` (attributes not named are drawn
 at random per image). Writes a PNG grid and, beside it, a text file with each image's
-attributes.
+attributes. Every option is checked before the checkpoint is read.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from cartoondiff import attributes
-from cartoondiff.data.dataset import denormalize
+from cartoondiff import attributes, cli
 from cartoondiff.devices import pick_device
-from cartoondiff.diffusion.samplers import SAMPLERS
-from cartoondiff.diffusion.samplers import sample as run_sampler
-from cartoondiff.inference import load_trained
-from cartoondiff.train.checkpoint import CheckpointError
-from cartoondiff.train.grids import save_grid
+from cartoondiff.diffusion import Sampler
+from cartoondiff.errors import ArgumentError, is_int
+from cartoondiff.inference import generate, load_trained
+from cartoondiff.inference.grids import save_grid
 
-DEFAULTS = {"checkpoint": None, "n": 16, "attributes": "random", "sampler": "ddim",
-            "steps": 50, "eta": 0.0, "guidance": 2.0, "seed": 0, "out": "samples.png",
-            "device": "auto", "nrow": None}
+USAGE = ("python -m cartoondiff.sample checkpoint=PATH [n=16] [attributes=random|NAME=V,...] "
+         "[sampler=ddim] [steps=50] [eta=0] [guidance=2] [seed=0] [out=samples.png]")
+OPTIONS = {"checkpoint": None, "n": 16, "attributes": "random", "sampler": "ddim",
+           "steps": 50, "eta": 0.0, "guidance": 2.0, "seed": 0, "out": "samples.png",
+           "device": "auto", "nrow": None}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
 
 
 def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
@@ -39,73 +39,53 @@ def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
     return torch.tensor([attributes.complete(fixed, rng) for _ in range(n)])
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def sampler_option(method: object, steps: object, eta: object, guidance: object) -> Sampler:
+    """``Sampler`` from command-line options; its errors name the option (``sampler=``)."""
+    try:
+        return Sampler(method, steps, eta, guidance)
+    except ArgumentError as err:
+        raise ArgumentError("sampler" if err.name == "method" else err.name, err.value,
+                            err.expected) from None
 
 
-def _is_num(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def check_options(opts: dict) -> tuple[Sampler, torch.Tensor, torch.device]:
+    """Every option checked before any work: the sampler, the ids, the device, the paths."""
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise ArgumentError(key, opts[key], expected)
 
-
-# Each option's test and what it expects, checked before the checkpoint is read.
-CHECKS = {
-    "n": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "sampler": (lambda v: v in SAMPLERS, f"one of {SAMPLERS}"),
-    "steps": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
-    "eta": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "guidance": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    "seed": (lambda v: _is_int(v), "an integer"),
-    "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-    "nrow": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
-}
+    need(opts["checkpoint"] is not None, "checkpoint", "the path of a checkpoint file")
+    need(Path(str(opts["checkpoint"])).is_file(), "checkpoint", "an existing checkpoint file")
+    need(is_int(opts["n"]) and opts["n"] >= 1, "n", "an integer >= 1")
+    need(is_int(opts["seed"]) and 0 <= opts["seed"] <= MAX_SEED, "seed",
+         f"an integer in [0, {MAX_SEED}]")
+    need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
+         "null or an integer >= 1")
+    need(Path(str(opts["out"])).suffix.lower() in IMAGE_SUFFIXES, "out",
+         f"an image path ending in one of {IMAGE_SUFFIXES}")
+    sampler = sampler_option(opts["sampler"], opts["steps"], opts["eta"], opts["guidance"])
+    ids = attribute_ids(str(opts["attributes"]), opts["n"], opts["seed"])
+    return sampler, ids, pick_device(str(opts["device"]))
 
 
 def main(argv: list[str]) -> Path:
-    try:
-        opts = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
-    except Exception as err:  # e.g. an argument without "="
-        raise SystemExit(f"error: cannot parse {argv}: {str(err).splitlines()[0]}") from None
-    unknown = set(opts) - set(DEFAULTS)
-    if unknown:
-        raise SystemExit(f"error: unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    if not opts.checkpoint:
-        raise SystemExit("error: checkpoint=PATH is required")
-    for key, (ok, expected) in CHECKS.items():
-        if not ok(opts[key]):
-            raise SystemExit(f"error: {key}={opts[key]!r} is invalid: expected {expected}")
-    try:
-        ids = attribute_ids(opts.attributes, opts.n, opts.seed)
-    except attributes.SchemaError as err:
-        raise SystemExit(f"error: attributes: {err}") from None
-    if not Path(opts.checkpoint).is_file():
-        raise SystemExit(f"error: checkpoint={opts.checkpoint} is not a file")
-    try:
-        device = pick_device(opts.device)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    try:
-        trained = load_trained(opts.checkpoint, device)
-    except CheckpointError as err:
-        raise SystemExit(f"error: {err}") from None
-    if opts.sampler != "ddpm" and opts.steps is not None and opts.steps > trained.diffusion.T:
-        raise SystemExit(f"error: steps={opts.steps} is invalid: expected at most the model's "
-                         f"T={trained.diffusion.T}")
-    conditional = bool(getattr(trained.model, "conditional", False))
-    g = torch.Generator(device).manual_seed(opts.seed)
-    size = trained.image_size
-    x = run_sampler(diffusion=trained.diffusion, model=trained.model, shape=(opts.n, 3, size, size),
-                    ids=ids.to(device) if conditional else None, sampler=opts.sampler,
-                    steps=opts.steps, eta=opts.eta, guidance=opts.guidance, generator=g,
-                    device=device, clip_range=trained.value_range)
-    out = Path(opts.out)
-    nrow = opts.nrow or math.ceil(math.sqrt(opts.n))
-    save_grid(denormalize(x, trained.cfg.data.normalize), out, nrow=nrow)
-    lines = [f"{i}: {attributes.format_ids(r) if conditional else 'unconditional'}"
-             for i, r in enumerate(ids)]
-    out.with_suffix(".txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = cli.parse(argv, OPTIONS, USAGE)
+    if args.positional:
+        raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
+    opts = args.options
+    sampler, ids, device = check_options(opts)
+    trained = load_trained(opts["checkpoint"], device)
+    sampler.check_steps(trained.diffusion.T)
+    images = generate(trained.model, trained.diffusion, ids, sampler,
+                      image_size=trained.image_size, normalize=trained.normalize,
+                      seed=opts["seed"], device=device)
+    captions = [f"{i}: {attributes.format_ids(r) if trained.conditional else 'unconditional'}"
+                for i, r in enumerate(ids)]
+    out = save_grid(images, Path(str(opts["out"])), opts["nrow"] or math.ceil(math.sqrt(len(ids))),
+                    captions)
     print(f"wrote {out} and {out.with_suffix('.txt')}")
     return out
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

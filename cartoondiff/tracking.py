@@ -18,10 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from cartoondiff.errors import ArgumentError, UserError
+
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
 WANDB_HOST = ("api.wandb.ai", 443)
+
+
+class RunFolderError(UserError, FileNotFoundError):
+    """A folder given as a run folder that lacks what a run writes; the message names it."""
 
 
 def network_reachable(address: tuple[str, int] = WANDB_HOST, timeout: float = 3.0) -> bool:
@@ -54,7 +60,7 @@ class Tracker:
         resume_step: int | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"logger.mode must be one of {MODES}, got {mode!r}")
+            raise ArgumentError("mode", mode, f"one of {MODES}")
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._truncate_after(resume_step)
@@ -141,6 +147,14 @@ class Tracker:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl`` file (a last line cut short by a crash is left out)."""
     return _rows(Path(path))
+
+
+def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a run folder's metrics.jsonl; the error names the folder."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir}: no metrics.jsonl (is this a run folder?)")
+    return read_metrics(path)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

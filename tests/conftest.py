@@ -49,7 +49,7 @@ def compose_tiny(cache_dir: Path, *overrides: str) -> DictConfig:
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Steps of the checkpoints a run directory holds, oldest first."""
-    from cartoondiff.train import checkpoint as ckpt
+    from cartoondiff.inference import checkpoint as ckpt
 
     return [int(ckpt.load(p)["step"]) for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
 
@@ -107,26 +107,32 @@ def _override_value(value: object) -> str:
     return "null" if value is None else str(value)
 
 
-def preset_cfg(preset: str = "tiny", attention: str | None = None, tau: dict | None = None,
-               **unet: object) -> DictConfig:
-    """The model config of a preset (conf/model/PRESET.yaml, the one place presets live) at
-    its image size, with optional attention option, Tau arguments and UNet arguments."""
+def preset_config(preset: str = "tiny", attention: str | None = None,
+                  tau: dict | None = None, **unet: object) -> DictConfig:
+    """conf/config.yaml with a model preset (conf/model/PRESET.yaml, the one place presets
+    live) at its image size, with optional attention option, Tau and UNet arguments."""
     overrides = [f"model={preset}", f"data.image_size={PRESET_SIZES[preset]}"]
     if preset == "blog":  # the blog's final model: one-hot, mha4, Tau 2x
         overrides.append("tau.projections=2x")
     if attention is not None:
-        overrides.append(f"attention={'mha4' if attention == 'mha' else attention}")
+        overrides.append(f"attention={attention}")
     overrides += [f"tau.{k}={v}" for k, v in (tau or {}).items()]
     overrides += [f"model.unet.{k}={_override_value(v)}" for k, v in unet.items()]
-    return compose_cfg(*overrides).model
+    return compose_cfg(*overrides)
+
+
+def preset_cfg(preset: str = "tiny", attention: str | None = None, tau: dict | None = None,
+               **unet: object) -> DictConfig:
+    """The model node of ``preset_config``."""
+    return preset_config(preset, attention, tau, **unet).model
 
 
 def build_denoiser(preset: str = "tiny", attention: str | None = None, tau: dict | None = None,
                    **unet: object) -> torch.nn.Module:
-    """A fresh Denoiser from a preset; see ``preset_cfg``."""
-    from hydra.utils import instantiate
+    """A fresh Denoiser from a preset; see ``preset_config``."""
+    from cartoondiff.config import build
 
-    return instantiate(preset_cfg(preset, attention, tau, **unet))
+    return build(preset_config(preset, attention, tau, **unet), "model")
 
 
 def unet_args(preset: str = "tiny") -> dict:

@@ -119,7 +119,8 @@ def test_real_sample_loads_unlabeled(tmp_path: Path) -> None:
 
 
 def test_real_sample_needs_labels_in_labeled_mode(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"cs\d+\.csv: label file missing"):
+    with pytest.raises(DataError, match=r"has PNGs but no attribute labels \(cs\d+\.csv is "
+                                        r"missing\).*experiment=fig01_02_vanilla_unit"):
         load_avatar_data("cartoonset", sample_dir(), labeled=True, cache_dir=tmp_path, limit=3,
                          progress=False)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.tracking import read_metrics
-from cartoondiff.train import checkpoint as ckpt
 from cartoondiff.train import train
 from tests.conftest import REPO, TINY, checkpoint_steps, compose_tiny, on_step
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
-from cartoondiff.diffusion import Diffusion
+from cartoondiff.config import build
+from cartoondiff.errors import UserError
 from cartoondiff.evaluate import classifier as C
 from cartoondiff.evaluate.__main__ import main, settings_grid
 from cartoondiff.evaluate.evaluator import quick_evaluate
@@ -56,39 +57,41 @@ def test_command_sweeps_guidance_and_writes_valid_json(tiny_checkpoint, tmp_path
 
 
 def test_sweep_grid_runs_ddpm_once_per_guidance():
-    from omegaconf import OmegaConf
-
-    opts = OmegaConf.create({"sampler": "ddpm,dpmpp2m", "steps": "5,10", "guidance": [0, 1],
-                             "eta": 0.0})
-    grid = settings_grid(opts, T=40)
-    assert [(g["sampler"], g["steps"], g["guidance"]) for g in grid] == [
-        ("ddpm", 40, 0.0), ("ddpm", 40, 1.0),
+    opts = {"sampler": "ddpm,dpmpp2m", "steps": "5,10", "guidance": [0, 1], "eta": 0.0}
+    grid = settings_grid(opts)
+    assert [(g.method, g.steps, g.guidance) for g in grid] == [
+        ("ddpm", None, 0.0), ("ddpm", None, 1.0),
         ("dpmpp2m", 5, 0.0), ("dpmpp2m", 5, 1.0), ("dpmpp2m", 10, 0.0), ("dpmpp2m", 10, 1.0)]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["colour=1"], "unknown option"),
-    (["sampler=euler"], "sampler='euler' is not one of"),
-    (["steps=0"], "steps"),
-    (["guidance=x"], "guidance"),
-    ([], "checkpoint=PATH is required"),
+    (["colour=1"], "unknown option colour"),
+    (["sampler=euler"], "sampler='euler' is invalid: expected one of"),
+    (["steps=0"], "steps=0 is invalid"),
+    (["steps=41"], "steps=41 is invalid: expected at most the diffusion's T=40"),
+    (["guidance=x"], "guidance='x' is invalid"),
+    (["guidance=nan"], "guidance=nan is invalid"),  # would write meaningless metrics
+    (["seed=99999999999999999999"], "seed=99999999999999999999 is invalid"),
+    (["n=two"], "n='two' is invalid"),
+    (["out=result"], "out='result' is invalid: expected a path ending in .json"),
+    ([], "checkpoint=None is invalid"),
 ])
 def test_bad_options_are_refused(tiny_checkpoint, tmp_path, args, message):
     ckpt = [] if not args else [f"checkpoint={tiny_checkpoint}"]
-    with pytest.raises(SystemExit, match=message):
-        main([*ckpt, *args, f"out={tmp_path / 'x.json'}"])
+    with pytest.raises(UserError, match=re.escape(message)):
+        main([*ckpt, f"out={tmp_path / 'x.json'}", *args])
     assert not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.parametrize("attention", ["mha4", "none"])
 def test_quick_evaluate_for_the_training_loop(make_cfg, tmp_path, attention):
     cfg = make_cfg(f"attention={attention}")
-    model = instantiate(cfg.model)  # untrained is fine: this checks the plumbing
+    model = build(cfg, "model")  # untrained is fine: this checks the plumbing
     model.train()
-    diffusion = Diffusion(instantiate(cfg.noise_schedule), prediction=cfg.diffusion.prediction)
-    data = instantiate(cfg.data).setup()
+    diffusion = build(cfg, "diffusion")
+    data = build(cfg, "data").setup()
     clf = C.load_or_train_classifier(data, tmp_path, epochs=1, progress=False)
-    sample_fn = instantiate(cfg.sampler)
+    sample_fn = build(cfg, "sampler")
     rng = torch.get_rng_state()
     out = quick_evaluate(model, diffusion, sample_fn, data, clf, n=8, seed=0, device="cpu")
     assert set(QUICK_KEYS) <= set(out)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from cartoondiff import attributes
+from cartoondiff.config import build
 from cartoondiff.models import AttentionBlock, Denoiser, Tau, TimestepEmbedder, UNet
-from tests.conftest import PRESET_SIZES, build_denoiser, preset_cfg, unet_args
+from tests.conftest import PRESET_SIZES, build_denoiser, compose_cfg, preset_cfg, unet_args
 
 BLOG_PARAMS = 76_464_439  # the blog's "trainable parameters of the avatar diffusion model"
 
@@ -33,7 +34,7 @@ def _n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-CONDITIONAL = list(itertools.product(("single", "mha"), ("1x", "2x"), ("raw", "onehot")))
+CONDITIONAL = list(itertools.product(("single", "mha4"), ("1x", "2x"), ("raw", "onehot")))
 
 
 @pytest.mark.parametrize(("attention", "projections", "encoding"), CONDITIONAL)
@@ -140,8 +141,8 @@ def test_batched_rows_are_independent():
     [
         ({"num_heads": 3}, "num_heads=3"),
         ({"image_size": 20, "channel_mults": (1, 2, 2, 2)}, "image_size=20"),
-        ({"attention": "cross"}, "attention='cross'"),
-        ({"attention_resolutions": (4,)}, "attention_resolutions"),
+        ({"cross_attention": "yes"}, "cross_attention='yes'"),
+        ({"attention_levels": (2,)}, "attention_levels"),  # tiny has levels 0 and 1
         ({"norm_groups": 5}, "norm_groups=5"),
         ({"context_dim": None}, "context_dim"),
         ({"dropout": 1.0}, "dropout=1.0"),
@@ -154,11 +155,12 @@ def test_unet_rejects_bad_arguments(kwargs, message):
         UNet(**args)
 
 
-def test_single_attention_ignores_num_heads():
-    args = unet_args("tiny")
-    unet = UNet(**(args | {"attention": "single", "num_heads": 3}))
-    heads = {m.num_heads for m in unet.modules() if isinstance(m, AttentionBlock)}
-    assert heads == {1}
+@pytest.mark.parametrize(("option", "heads"), [("single", {1}), ("mha4", {4}), ("none", set())])
+def test_attention_options_build_the_heads_they_name(option, heads):
+    model = build_denoiser("tiny", attention=option)
+    found = {m.num_heads for m in model.unet.modules() if isinstance(m, AttentionBlock)}
+    assert found == heads
+    assert model.conditional == (option != "none")
 
 
 def test_tau_and_denoiser_reject_bad_arguments():
@@ -167,12 +169,12 @@ def test_tau_and_denoiser_reject_bad_arguments():
     with pytest.raises(ValueError, match="encoding='binary'"):
         Tau(encoding="binary")
     args = unet_args("tiny")
-    with pytest.raises(ValueError, match="tau=None"):
+    with pytest.raises(ValueError, match="^tau='null' .*cross_attention=True"):
         Denoiser(UNet(**args), None)
-    with pytest.raises(ValueError, match="context_dim"):
+    with pytest.raises(ValueError, match="^tau.context_dim=7 .*context_dim=32"):
         Denoiser(UNet(**args), Tau(context_dim=7))
-    with pytest.raises(ValueError, match="attention='none'"):
-        Denoiser(UNet(**(args | {"attention": "none"})), Tau(context_dim=32))
+    with pytest.raises(ValueError, match="^tau='a Tau' .*cross_attention=False"):
+        Denoiser(UNet(**(args | {"cross_attention": False})), Tau(context_dim=32))
 
 
 def test_preset_sizes():
@@ -182,8 +184,7 @@ def test_preset_sizes():
     assert 2_000_000 <= counts["small"] <= 4_000_000
     assert abs(counts["blog"] / BLOG_PARAMS - 1) < 0.02, counts["blog"]
     blog = preset_cfg("blog")
-    assert blog.unet.image_size == 64 and blog.unet.attention == "mha"
-    assert blog.unet.num_heads == 4
+    assert blog.unet.image_size == 64 and blog.unet.cross_attention and blog.unet.num_heads == 4
     assert blog.tau.encoding == "onehot" and blog.tau.projections == "2x"
 
 
@@ -196,3 +197,14 @@ def test_presets_run_at_their_image_size(name):
         x = torch.randn(2, 3, size, size)
         out = model(x, torch.tensor([0, 999]), torch.zeros(2, 18, dtype=torch.long))
     assert out.shape == x.shape
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+@pytest.mark.parametrize("name", ["small", "blog"])
+def test_presets_build_at_every_data_size(name, size):
+    """Attention levels count from the full resolution, so no size needs a preset rewritten."""
+    with torch.device("meta"):
+        model = build(compose_cfg(f"model={name}", f"data.image_size={size}"), "model")
+        out = model(torch.randn(1, 3, size, size), torch.tensor([5]),
+                    torch.zeros(1, 18, dtype=torch.long))
+    assert out.shape == (1, 3, size, size)

@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from cartoondiff import sample, tracking
-from cartoondiff.config import ConfigError
+from cartoondiff.errors import ConfigError, UserError
+from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
 from cartoondiff.tracking import read_metrics
-from cartoondiff.train import checkpoint as ckpt
 from cartoondiff.train import train
 from cartoondiff.train.loop import NonFiniteLossError
 from tests.conftest import REPO, checkpoint_steps, compose_tiny, on_step
@@ -105,7 +105,7 @@ def test_checkpoint_that_would_run_code_is_refused_everywhere(run_copy, make_cfg
         ckpt.load(path)
     with pytest.raises(ckpt.CheckpointError, match="refusing"):
         load_trained(path)
-    with pytest.raises(SystemExit, match="refusing"):
+    with pytest.raises(ckpt.CheckpointError, match="refusing"):
         sample.main([f"checkpoint={path}", "n=1", f"out={tmp_path / 'x.png'}"])
     with pytest.raises(ckpt.CheckpointError, match="refusing"):
         train(make_cfg(f"resume={path}"), run_dir=tmp_path / "new")
@@ -133,7 +133,7 @@ def test_resume_auto_skips_damaged_and_hostile_checkpoints(run_copy, make_cfg, t
     _hostile(middle, tmp_path / "marker")
     with open(run_copy / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": 3, "train/lo')  # a row cut short by the crash
-    with caplog.at_level(logging.WARNING, logger="cartoondiff.train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="cartoondiff.inference.checkpoint"):
         metrics = train(make_cfg("trainer.max_steps=4", "resume=auto"), run_dir=run_copy)
     warnings = [r.getMessage() for r in caplog.records if r.name == ckpt.__name__]
     assert any(str(newest) in w and "truncated or corrupt" in w for w in warnings), warnings
@@ -162,7 +162,8 @@ def test_fresh_start_never_overwrites_a_runs_checkpoints(run_copy, make_cfg):
 @pytest.mark.parametrize("override, expected", [
     ("model.unet.base_channels=8", r"shape mismatch \[unet\.\S+: checkpoint \(64, 16\) vs model "
                                    r"\(32, 8\).*model\.unet\.base_channels: 16 -> 8"),
-    ("attention=none", r"unexpected keys \[tau\.\S+.*model\.unet\.attention: 'mha' -> 'none'"),
+    ("attention=none", r"unexpected keys \[tau\.\S+.*model\.unet\.cross_attention: True -> "
+                       "False"),
     ("tau.projections=2x", r"missing keys \[tau\..*model\.tau\.projections: '1x' -> '2x'"),
 ])
 def test_checkpoint_of_another_model_names_keys_and_shapes(trained, make_cfg, tmp_path,
@@ -290,14 +291,16 @@ def test_a_bounded_number_of_bad_steps_is_skipped(make_cfg, tmp_path, monkeypatc
     ("device=tpu", "device='tpu' is invalid"),
     ("attributes=hair_colour=3", "unknown attribute 'hair_colour'"),
     ("attributes=hair_color=10", "hair_color=10 out of range 0..9"),
-    ("colour=3", "unknown option(s) ['colour']"),
+    ("colour=3", "unknown option colour"),
+    ("seed=-1", "seed=-1 is invalid"),
+    ("out=grid", "out='grid' is invalid"),  # no image extension: found before sampling
 ])
 def test_sample_command_checks_every_option_before_loading(tmp_path, arg, message):
     damaged = tmp_path / "model_ema.pt"
     damaged.write_bytes(b"not a checkpoint")  # never read: the options fail first
-    with pytest.raises(SystemExit, match=re.escape(message)):
-        sample.main([f"checkpoint={damaged}", arg, f"out={tmp_path / 'x.png'}"])
-    with pytest.raises(SystemExit, match=f"error: checkpoint {damaged} is truncated or corrupt"):
+    with pytest.raises(UserError, match=re.escape(message)):
+        sample.main([f"checkpoint={damaged}", f"out={tmp_path / 'x.png'}", arg])
+    with pytest.raises(ckpt.CheckpointError, match=f"checkpoint {damaged} is truncated or corrupt"):
         sample.main([f"checkpoint={damaged}", f"out={tmp_path / 'x.png'}"])
     assert not (tmp_path / "x.png").exists()
 

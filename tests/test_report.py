@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from cartoondiff import figures, report
+from cartoondiff.errors import UserError
 from cartoondiff.plots import ema
 
 
@@ -55,14 +56,14 @@ def test_table_adds_the_final_evaluation_json(runs):
     assert report.main([str(r) for r in runs] + ["keys=hair_color", "final=eval.json"]
                        ).splitlines()[3].endswith("| 0.100 | - |")
     (runs[2] / "eval.json").write_text("{not json")
-    with pytest.raises(ValueError, match="raw_s0/eval.json: not an evaluation JSON"):
+    with pytest.raises(UserError, match="raw_s0/eval.json: not an evaluation JSON"):
         report.main([str(r) for r in runs] + ["final=eval.json"])
 
 
 def test_table_errors_name_the_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not_a_run"):
+    with pytest.raises(UserError, match="not_a_run: no metrics.jsonl"):
         report.main([str(tmp_path / "not_a_run")])
-    with pytest.raises(SystemExit, match="unknown option"):
+    with pytest.raises(UserError, match="unknown option kyes"):
         report.main([str(tmp_path), "kyes=hair_color"])
 
 
@@ -81,5 +82,5 @@ def test_curves_average_seeds_into_one_line_per_experiment(runs, tmp_path):
     assert (0x00, 0x9E, 0x73) not in colours, "seeds of one experiment are a single line"
     with pytest.raises(ValueError, match="nothing to plot"):
         figures.main(["curves", str(runs[0]), "from_step=1000"])
-    with pytest.raises(ValueError, match="no 'eval/missing'"):
+    with pytest.raises(UserError, match="no 'eval/missing'"):
         figures.main(["curves", str(runs[0]), "key=eval/missing"])

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from cartoondiff import sample
+from cartoondiff.errors import UserError
 
 
 def test_writes_grid_and_attributes(tiny_checkpoint, tmp_path):
@@ -27,7 +28,7 @@ def test_writes_grid_and_attributes(tiny_checkpoint, tmp_path):
 
 
 def test_training_checkpoint_also_samples(tiny_checkpoint, tmp_path):
-    from cartoondiff.train.checkpoint import list_checkpoints
+    from cartoondiff.inference.checkpoint import list_checkpoints
 
     path = list_checkpoints(tiny_checkpoint.parent / "checkpoints")[-1]
     out = tmp_path / "g.png"
@@ -44,7 +45,7 @@ def test_training_checkpoint_also_samples(tiny_checkpoint, tmp_path):
     ],
 )
 def test_refuses_bad_attributes(tiny_checkpoint, tmp_path, spec, message):
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(UserError, match=message):
         sample.main(
             [f"checkpoint={tiny_checkpoint}", f"attributes={spec}", f"out={tmp_path / 'x.png'}"]
         )

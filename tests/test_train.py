@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.tracking import read_metrics
-from cartoondiff.train import checkpoint as ckpt
 from cartoondiff.train import train
 from tests.conftest import REPO
 
@@ -80,7 +80,7 @@ def test_wandb_offline_run_holds_losses_grids_and_config(make_cfg, tmp_path):
     assert "train/loss" in text
     assert "samples" in text and "image-file" in text, "the sample grid was logged as an image"
     assert "forward_process" in text
-    assert '"attention"' in text and "mha" in text, "the resolved config was logged"
+    assert '"cross_attention"' in text and '"num_heads"' in text, "the resolved config was logged"
 
 
 def test_multirun_makes_separate_runs(tmp_path):

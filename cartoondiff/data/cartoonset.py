@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from cartoondiff import attributes
+from cartoondiff.errors import UserError
 
 IMAGE_SUFFIX = ".png"
 LABEL_SUFFIX = ".csv"
@@ -32,7 +33,7 @@ LABEL_SUFFIX = ".csv"
 MIN_FILES_FOR_POOL = 64
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file or directory that cannot be used; the message names it."""
 
 

@@ -19,14 +19,20 @@ import torch
 
 from cartoondiff import attributes
 from cartoondiff.data import cache
-from cartoondiff.data.cartoonset import DataError, decode_files, default_workers, find_images
+from cartoondiff.data.cartoonset import (
+    DataError,
+    decode_files,
+    default_workers,
+    find_images,
+    label_path,
+)
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("synthetic", "cartoonset")
 # Normalisation name -> the range of the model's data space (the blog's first ablation).
 NORMALIZATIONS = {"pm1": (-1.0, 1.0), "unit": (0.0, 1.0)}
-DEFAULT_CACHE_DIR = "~/.cache/cartoondiff"
+DEFAULT_CACHE_DIR = ".cache/cartoondiff"  # relative to the working folder, as in conf/data
 REPORTED_REASONS = 5  # how many skipped files to name in the warning and in meta.json
 
 
@@ -55,7 +61,7 @@ def load_avatar_data(
     root: str | Path | None = None,
     image_size: int = 64,
     crop: int | None = 360,
-    labeled: bool = True,
+    labeled: bool | None = True,
     n: int = 10_000,
     seed: int = 0,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
@@ -70,7 +76,10 @@ def load_avatar_data(
     order (quick runs and tests); ``n`` and ``seed`` are unused.
     source="synthetic": ``n`` avatars of set ``seed`` from the renderer, at ``image_size``
     as if cropped by ``crop``; ``root`` and ``limit`` are unused.
-    ``labeled=False`` gives ``ids=None`` either way. on_error="raise" stops at the first
+    ``labeled=False`` gives ``ids=None`` either way; ``labeled=None`` reads labels where the
+    source has them (synthetic always; a Cartoon Set folder when its first PNG has a CSV), and
+    ``labeled=True`` on a folder of PNGs without CSVs stops at once with one line that says
+    which experiments need no labels. on_error="raise" stops at the first
     bad file; "skip" leaves bad files out, warns with their count and first reasons, and
     reports the count in ``AvatarData.skipped``.
     """
@@ -82,9 +91,19 @@ def load_avatar_data(
     elif source == "cartoonset":
         if root is None:
             raise DataError("source 'cartoonset' needs a root directory, got None")
-        entry = _cartoonset_entry(
-            Path(root), image_size, crop, labeled, cache_dir, on_error, limit, progress
-        )
+        files = find_images(Path(root).expanduser().resolve())
+        if limit is not None:
+            files = files[:limit]
+        has_labels = label_path(files[0]).is_file()
+        if labeled and not has_labels:
+            raise DataError(
+                f"{root} has PNGs but no attribute labels ({label_path(files[0]).name} is "
+                "missing): conditional experiments need the CSVs of the official archive; "
+                "the unconditional ones train without them (experiment=fig01_02_vanilla_unit, "
+                "experiment=fig03_05_vanilla_pm1, or attention=none)")
+        labeled = has_labels if labeled is None else labeled
+        entry = _cartoonset_entry(files, Path(root).expanduser().resolve(), image_size, crop,
+                                  labeled, cache_dir, on_error, progress)
     else:
         raise ValueError(f"unknown data source {source!r}; use one of {SOURCES}")
 
@@ -97,7 +116,7 @@ def load_avatar_data(
 
     images = torch.from_numpy(entry.images)  # (N, 3, H, W) uint8, no copy
     # ids were validated when the cache was built (read_labels / _synthetic_entry)
-    ids = torch.from_numpy(entry.ids) if labeled and entry.ids is not None else None  # (N, 18)
+    ids = torch.from_numpy(entry.ids) if labeled is not False and entry.ids is not None else None
     return AvatarData(images, ids, source, skipped=skipped, cache_path=entry.path)
 
 
@@ -118,20 +137,16 @@ def _synthetic_entry(
 
 
 def _cartoonset_entry(
+    files: list[Path],
     root: Path,
     size: int,
     crop: int | None,
     labeled: bool,
     cache_dir: Path,
     on_error: str,
-    limit: int | None,
     progress: bool,
 ) -> cache.CacheEntry:
-    """Decoded Cartoon Set files, keyed by the files' names, sizes and mtimes."""
-    root = root.expanduser().resolve()
-    files = find_images(root)
-    if limit is not None:
-        files = files[:limit]
+    """Decoded Cartoon Set ``files`` under ``root``, keyed by their names, sizes and mtimes."""
     fingerprint = cache.files_fingerprint(files, root)
     if labeled:
         # a missing CSV is reported by the decoder, with the file's name; here it just

@@ -33,8 +33,10 @@ from types import MappingProxyType
 
 from tqdm import tqdm
 
+from cartoondiff.errors import UserError
 
-class DownloadError(RuntimeError):
+
+class DownloadError(UserError, RuntimeError):
     """A download or extraction failed; the message is one line naming the URL, file or member."""
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from cartoondiff.data.dataset import (
+    DEFAULT_CACHE_DIR,
     NORMALIZATIONS,
+    SOURCES,
     AvatarData,
     denormalize,
     load_avatar_data,
     normalize,
 )
+from cartoondiff.errors import is_int, require
 
 
 class AvatarDataModule:
@@ -18,6 +23,18 @@ class AvatarDataModule:
 
     ``setup()`` loads (and on first use caches) the uint8 images; ``batch(idx)`` turns a set
     of indices into the float model input, so no per-item Dataset or worker is involved.
+    Arguments are checked here, before anything is read.
+
+    Args:
+        source: "synthetic" (the built-in renderer) or "cartoonset" (a folder on disk).
+        root: the Cartoon Set folder (csN.png, with csN.csv for labels); cartoonset only.
+        n, seed: how many synthetic avatars, and which set; synthetic only.
+        image_size: H = W after the crop and resize.
+        crop: centre crop in px of the 500 px frame before resizing (the blog's 360).
+        cache_dir: where decoded arrays are kept (``$CARTOONDIFF_CACHE`` in the configs).
+        on_error: "raise" stops at a bad file; "skip" leaves bad files out and counts them.
+        normalize: "pm1" scales pixels to [-1, 1], "unit" to [0, 1].
+        batch_size: images per optimizer step (the global batch under DDP).
     """
 
     def __init__(
@@ -26,21 +43,30 @@ class AvatarDataModule:
         root: str | None = None,
         image_size: int = 64,
         crop: int = 360,
-        labeled: bool = True,
         n: int = 10_000,
         seed: int = 0,
-        cache_dir: str = ".cache/cartoondiff",
+        cache_dir: str = DEFAULT_CACHE_DIR,
         on_error: str = "raise",
         normalize: str = "pm1",
         batch_size: int = 64,
     ) -> None:
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"data.normalize must be one of {tuple(NORMALIZATIONS)}, "
-                             f"got {normalize!r}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        require(source in SOURCES, "source", source, f"one of {SOURCES}")
+        require(is_int(image_size) and image_size >= 8, "image_size", image_size,
+                "an integer >= 8")
+        require(is_int(crop) and crop >= 1, "crop", crop, "an integer >= 1")
+        require(on_error in ("raise", "skip"), "on_error", on_error, "raise or skip")
+        require(normalize in NORMALIZATIONS, "normalize", normalize,
+                f"one of {tuple(NORMALIZATIONS)}")
+        require(is_int(batch_size) and batch_size >= 1, "batch_size", batch_size,
+                "an integer >= 1")
+        if source == "cartoonset":
+            require(root is not None and Path(str(root)).expanduser().is_dir(), "root", root,
+                    "an existing folder of Cartoon Set PNGs (csN.png, with csN.csv labels)")
+        else:  # (n >= batch_size is the batch order's rule: it is checked there)
+            require(is_int(n) and n >= 1, "n", n, "an integer >= 1")
+            require(is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0")
         self.source, self.root, self.image_size, self.crop = source, root, image_size, crop
-        self.labeled, self.n, self.seed, self.cache_dir = labeled, n, seed, cache_dir
+        self.n, self.seed, self.cache_dir = n, seed, cache_dir
         self.on_error, self.normalize, self.batch_size = on_error, normalize, batch_size
         self.data: AvatarData | None = None
 
@@ -49,11 +75,14 @@ class AvatarDataModule:
         """Range of the model's data space: (-1, 1) for pm1, (0, 1) for unit."""
         return NORMALIZATIONS[self.normalize]
 
-    def setup(self) -> AvatarDataModule:
-        if self.data is None:
+    def setup(self, labeled: bool | None = True) -> AvatarDataModule:
+        """Load the arrays (decoding and caching them on first use). ``labeled``: True needs
+        the attribute labels, None reads them where they exist, False reads none (see
+        ``load_avatar_data``)."""
+        if self.data is None or (labeled and self.data.ids is None):
             self.data = load_avatar_data(
                 source=self.source, root=self.root, image_size=self.image_size, crop=self.crop,
-                labeled=self.labeled, n=self.n, seed=self.seed, cache_dir=self.cache_dir,
+                labeled=labeled, n=self.n, seed=self.seed, cache_dir=self.cache_dir,
                 on_error=self.on_error)
         return self
 

@@ -14,12 +14,11 @@ on a canvas that shows only the crop window, then a box filter reduces it:
 ``render_avatar(ids, 64, crop=360)`` matches a centre crop + resize of the 500 px render
 without ever drawing 500 px.
 
-CLI: ``python -m cartoondiff.data.synthesize --out DIR --n N --seed S [--size 500]``
+CLI: ``python -m cartoondiff.data.synthesize out=DIR n=N [seed=S] [size=500]``
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from cartoondiff import cli
 from cartoondiff.attributes import ATTRIBUTES, COUNTS, NUM_ATTRIBUTES, validate
 from cartoondiff.data.avatar_drawing import (  # noqa: F401 -- re-exported for users
     EYE_COLORS,
@@ -42,11 +42,12 @@ from cartoondiff.data.avatar_drawing import (  # noqa: F401 -- re-exported for u
     Pen,
     paint,
 )
+from cartoondiff.errors import UserError
 
 RENDERER_VERSION = 1  # part of the cache key: bump whenever the drawing changes
 
 
-class SynthesisError(ValueError):
+class SynthesisError(UserError, ValueError):
     """A bad argument to the renderer (size, crop, n, seed)."""
 
 
@@ -128,20 +129,21 @@ def write_cartoonset(out_dir: Path, n: int, seed: int, size: int = 500) -> None:
         (out_dir / f"{stem}.csv").write_text("".join(lines))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+USAGE = "python -m cartoondiff.data.synthesize out=DIR n=1000 [seed=0] [size=500]"
+
+
+def main(argv: Sequence[str]) -> None:
     """CLI: write a synthetic Cartoon-Set-format directory."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--n", type=int, required=True, help="number of avatars")
-    parser.add_argument("--seed", type=int, default=0, help="set seed (>= 0)")
-    parser.add_argument("--size", type=int, default=FRAME, help="image side in px")
-    args = parser.parse_args(argv)
-    try:
-        write_cartoonset(args.out, args.n, args.seed, args.size)
-    except SynthesisError as err:
-        parser.error(str(err))
-    print(f"wrote {args.n} avatars to {args.out}")
+    args = cli.parse(argv, {"out": None, "n": None, "seed": 0, "size": FRAME}, USAGE)
+    opts = args.options
+    if args.positional or opts["out"] is None or opts["n"] is None:
+        raise cli.UsageError(f"out=DIR and n=N are required (usage: {USAGE})")
+    for key in ("n", "seed", "size"):
+        if not isinstance(opts[key], int) or isinstance(opts[key], bool):
+            raise SynthesisError(f"{key}={opts[key]!r} is invalid: expected an integer")
+    write_cartoonset(Path(str(opts["out"])), opts["n"], opts["seed"], opts["size"])
+    print(f"wrote {opts['n']} avatars to {opts['out']}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -3,6 +3,7 @@
 from cartoondiff.diffusion.process import PREDICTIONS, Diffusion
 from cartoondiff.diffusion.samplers import (
     SAMPLERS,
+    Sampler,
     guided_eps,
     logsnr_timesteps,
     sample,
@@ -14,6 +15,7 @@ __all__ = [
     "PREDICTIONS",
     "SAMPLERS",
     "Diffusion",
+    "Sampler",
     "ScheduleError",
     "check_betas",
     "cosine_betas",

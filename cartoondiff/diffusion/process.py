@@ -7,13 +7,14 @@ alpha_bar_t = prod_{s<=t} alpha_s. Steps are 0-indexed: t in [0, T), so alpha_ba
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
 
 from cartoondiff.diffusion.schedules import check_betas
+from cartoondiff.errors import is_number, require
 
 PREDICTIONS: tuple[str, ...] = ("eps", "v")
 
@@ -34,10 +35,15 @@ class Diffusion:
         betas: (T,) values in (0, 1), e.g. from ``schedules.linear_betas``.
         prediction: what the model predicts: "eps" (the noise, Ho et al. 2020) or
             "v" = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4).
+        p_uncond: probability that the training loss drops a sample's condition, so one
+            network learns the conditional and the unconditional noise (classifier-free
+            guidance, Ho & Salimans 2022, Algorithm 1); below 1, or nothing conditional is
+            ever learned.
     """
 
     betas: torch.Tensor
     prediction: str = "eps"
+    p_uncond: float = 0.0
     alphas: torch.Tensor = field(init=False, repr=False)
     alpha_bar: torch.Tensor = field(init=False, repr=False)
     alpha_bar_prev: torch.Tensor = field(init=False, repr=False)
@@ -48,10 +54,10 @@ class Diffusion:
     posterior_mean_coef2: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(
-                f"Diffusion: prediction={self.prediction!r} is not one of {PREDICTIONS}"
-            )
+        require(self.prediction in PREDICTIONS, "prediction", self.prediction,
+                f"one of {PREDICTIONS}")
+        require(is_number(self.p_uncond) and 0 <= self.p_uncond < 1, "p_uncond", self.p_uncond,
+                "a number in [0, 1)")
         betas = check_betas(self.betas)  # (T,) float64
         alphas = 1.0 - betas
         alpha_bar = torch.cumprod(alphas, dim=0)
@@ -78,11 +84,15 @@ class Diffusion:
 
     def to(self, device: torch.device | str) -> Diffusion:
         """A new Diffusion with its tensors on ``device`` (this one is unchanged)."""
-        return Diffusion(self.betas.to(device), self.prediction)
+        return replace(self, betas=self.betas.to(device))
 
     def at(self, a: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """a[t] shaped (B, 1, 1, 1) in x's dtype and device, to broadcast against x (B, C, H, W)."""
-        return a.to(t.device)[t].to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+        """a[t] shaped (B, 1, 1, 1) in x's dtype and device, to broadcast against x (B, C, H, W).
+
+        Indexes where the table lives, so only the B values move (sampling keeps the table on
+        the CPU and t on the model's device)."""
+        a_t = a[t.to(a.device)].to(device=x.device, dtype=x.dtype)  # (B,)
+        return a_t.view(-1, *([1] * (x.dim() - 1)))
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps (Ho et al. eq. 4).
@@ -120,33 +130,29 @@ class Diffusion:
         model: Model,
         x0: torch.Tensor,
         ids: torch.Tensor | None,
-        p_uncond: float,
         generator: torch.Generator | None = None,
         t: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Simple loss: E_{t, eps} || target - model(x_t, t, ids, drop) ||^2 (Ho et al. eq. 14).
 
         Args:
-            model: called as model(x_t, t, ids, drop).
+            model: called as model(x_t, t, ids, drop); ``drop`` (B,) bool marks the samples
+                whose condition is dropped (probability ``p_uncond``).
             x0: (B, C, H, W) clean images in the data range.
             ids: (B, 18) attribute ids, or None for an unconditional model.
-            p_uncond: probability that a sample's condition is dropped (classifier-free
-                guidance training, Ho & Salimans 2022 Algorithm 1); the model gets ``drop``.
             generator: draws t, eps and the drop mask; None uses the global RNG.
             t: (B,) steps to use instead of uniform random ones.
         Returns:
             scalar float32 mean squared error against eps, or against v for prediction="v".
         """
-        if not 0.0 <= p_uncond <= 1.0:
-            raise ValueError(f"Diffusion.loss: p_uncond={p_uncond} must lie in [0, 1]")
         B, dev = x0.shape[0], x0.device
         rd = _rng_device(generator, dev)
         if t is None:
             t = torch.randint(0, self.T, (B,), generator=generator, device=rd).to(dev)
         noise = torch.randn(x0.shape, generator=generator, device=rd, dtype=x0.dtype).to(dev)
         drop = None
-        if ids is not None and p_uncond > 0:
-            drop = (torch.rand(B, generator=generator, device=rd) < p_uncond).to(dev)  # (B,)
+        if ids is not None and self.p_uncond > 0:
+            drop = (torch.rand(B, generator=generator, device=rd) < self.p_uncond).to(dev)
         x_t = self.q_sample(x0, t, noise)  # (B, C, H, W)
         target = noise if self.prediction == "eps" else self.v_target(x0, t, noise)
         out = model(x_t, t, ids, drop)  # (B, C, H, W)

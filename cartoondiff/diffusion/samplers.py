@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from cartoondiff.attributes import NUM_ATTRIBUTES
 from cartoondiff.diffusion.process import Diffusion, Model
+from cartoondiff.errors import ArgumentError, is_int, is_number, require
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp2m")
 
@@ -185,12 +187,7 @@ def sample(
     Returns:
         (B, C, H, W) float32 samples in the data range.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sample: sampler={sampler!r} is not one of {SAMPLERS}")
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"sample: eta={eta} must lie in [0, 1]")
-    if guidance < 0:
-        raise ValueError(f"sample: guidance={guidance} must be >= 0")
+    Sampler(sampler, steps, eta, guidance).check_steps(diffusion.T)
     if device is None:
         params = getattr(model, "parameters", None)
         device = next(params()).device if params is not None else torch.device("cpu")
@@ -215,6 +212,7 @@ def sample(
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return guided_eps(model, x_t, t, ids, guidance)
 
+    # Sampling is inference: dropout off. The only place that switches the mode.
     was_training = getattr(model, "training", False)
     if was_training:
         model.eval()
@@ -227,3 +225,49 @@ def sample(
     finally:
         if was_training:
             model.train()
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How to draw images (a ``conf/sampler`` option): checked once, when it is built.
+
+    Args:
+        method: "ddpm" (all T steps), "ddim" or "dpmpp2m".
+        steps: model evaluations for ddim and dpmpp2m; unused (may be null) for ddpm.
+        eta: DDIM noise scale in [0, 1] (0 deterministic, 1 as noisy as DDPM).
+        guidance: classifier-free guidance weight w >= 0 in ``(1 + w) eps_c - w eps_u``
+            (``guided_eps``); libraries that write ``eps_u + s (eps_c - eps_u)`` use s = w + 1.
+    """
+
+    method: str = "ddim"
+    steps: int | None = 50
+    eta: float = 0.0
+    guidance: float = 2.0
+
+    def __post_init__(self) -> None:
+        require(self.method in SAMPLERS, "method", self.method, f"one of {SAMPLERS}")
+        require(self.method == "ddpm" or (is_int(self.steps) and self.steps >= 1), "steps",
+                self.steps, f"an integer >= 1 for {self.method}")
+        require(is_number(self.eta) and 0 <= self.eta <= 1, "eta", self.eta, "a number in [0, 1]")
+        require(is_number(self.guidance) and self.guidance >= 0, "guidance", self.guidance,
+                "a number >= 0")
+
+    def check_steps(self, T: int) -> None:  # noqa: N803 -- the papers' symbol
+        """ArgumentError unless the sampler's steps fit a process of T steps."""
+        if self.method != "ddpm" and self.steps > T:
+            raise ArgumentError("steps", self.steps, f"at most the diffusion's T={T} (the "
+                                "sampler visits a subset of the T steps)")
+
+    def __call__(
+        self,
+        diffusion: Diffusion,
+        model: Model,
+        shape: Sequence[int],
+        ids: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        clip_range: tuple[float, float] | None = (-1.0, 1.0),
+    ) -> torch.Tensor:
+        """``sample`` with these settings; (B, C, H, W) float32 samples in the data range."""
+        return sample(diffusion, model, shape, ids, self.method, self.steps or 0, self.eta,
+                      self.guidance, generator, device, clip_range)

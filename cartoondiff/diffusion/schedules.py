@@ -6,9 +6,11 @@ import math
 
 import torch
 
+from cartoondiff.errors import UserError, is_int, is_number, require
 
-class ScheduleError(ValueError):
-    """A schedule argument or a betas tensor that cannot define a diffusion process."""
+
+class ScheduleError(UserError, ValueError):
+    """A betas tensor that cannot define a diffusion process."""
 
 
 def check_betas(betas: torch.Tensor) -> torch.Tensor:
@@ -34,16 +36,11 @@ def linear_betas(
     Returns:
         (T,) float64 with betas[0] == beta_start and betas[-1] == beta_end.
     """
-    if T < 1:
-        raise ScheduleError(f"linear_betas: T must be >= 1, got {T}")
-    if not 0 < beta_start < 1 or not 0 < beta_end < 1:
-        raise ScheduleError(
-            f"linear_betas: beta_start={beta_start} and beta_end={beta_end} must lie in (0, 1)"
-        )
-    if beta_end < beta_start:
-        raise ScheduleError(
-            f"linear_betas: beta_end={beta_end} is below beta_start={beta_start} (reversed)"
-        )
+    require(is_int(T) and T >= 1, "T", T, "an integer >= 1")
+    require(is_number(beta_start) and 0 < beta_start < 1, "beta_start", beta_start,
+            "a number in (0, 1)")
+    require(is_number(beta_end) and beta_start <= beta_end < 1, "beta_end", beta_end,
+            f"a number in [beta_start={beta_start}, 1)")
     if T == 1:
         return torch.tensor([beta_start], dtype=torch.float64)
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
@@ -63,12 +60,9 @@ def cosine_betas(
     Returns:
         (T,) float64 in (0, max_beta].
     """
-    if T < 1:
-        raise ScheduleError(f"cosine_betas: T must be >= 1, got {T}")
-    if s <= 0:
-        raise ScheduleError(f"cosine_betas: offset s={s} must be > 0")
-    if not 0 < max_beta < 1:
-        raise ScheduleError(f"cosine_betas: max_beta={max_beta} must lie in (0, 1)")
+    require(is_int(T) and T >= 1, "T", T, "an integer >= 1")
+    require(is_number(s) and s > 0, "s", s, "a number > 0")
+    require(is_number(max_beta) and 0 < max_beta < 1, "max_beta", max_beta, "a number in (0, 1)")
     t = torch.arange(T + 1, dtype=torch.float64)
     f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # (T+1,)
     alpha_bar = f / f[0]

@@ -16,6 +16,8 @@ from cartoondiff.evaluate.evaluator import (
     BestTracker,
     evaluate_generator,
     higher_is_better,
+    metric_names,
+    model_generator,
     quick_evaluate,
     reference_set,
 )
@@ -30,6 +32,8 @@ __all__ = [
     "higher_is_better",
     "load_classifier",
     "load_or_train_classifier",
+    "metric_names",
+    "model_generator",
     "quick_evaluate",
     "reference_set",
     "train_classifier",

@@ -13,7 +13,6 @@ docs/evaluation.md for what each number means.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
@@ -22,24 +21,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-
-from cartoondiff import attributes
+from cartoondiff import attributes, cli
+from cartoondiff.config import DATA_TARGETS, build
 from cartoondiff.devices import pick_device
-from cartoondiff.diffusion.samplers import SAMPLERS
-from cartoondiff.diffusion.samplers import sample as run_sampler
+from cartoondiff.diffusion import Sampler
+from cartoondiff.errors import ArgumentError, ConfigError, is_int
 from cartoondiff.evaluate import metrics as M
 from cartoondiff.evaluate.classifier import load_classifier, load_or_train_classifier
 from cartoondiff.evaluate.evaluator import (
-    diffusion_generator,
+    CONDITIONS,
     evaluate_generator,
+    model_generator,
     reference_set,
 )
 from cartoondiff.evaluate.inception import InceptionFeatures
 from cartoondiff.inference import load_trained
+from cartoondiff.inference.checkpoint import CheckpointError
+from cartoondiff.sample import sampler_option
 
-DEFAULTS: dict[str, Any] = {
+USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] "
+         "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=0] [seed=0] [out=eval.json]")
+OPTIONS: dict[str, Any] = {
     "checkpoint": None, "n": 256, "guidance": 2.0, "sampler": "ddim", "steps": 50,
     "eta": 0.0, "seed": 0, "out": "eval.json", "device": "auto", "batch_size": 256,
     "conditions": "heldout", "diversity_groups": 8, "diversity_per_group": 4,
@@ -55,31 +57,49 @@ SUMMARY = ("faithfulness_mean", "faithfulness_relative", "frechet_classifier", "
 def as_list(value: Any, cast: type, key: str) -> list:
     """``2``, ``"0,1,2"`` or ``[0, 1]`` -> a list of ``cast`` values; errors name the key."""
     items = value.split(",") if isinstance(value, str) else (
-        list(value) if OmegaConf.is_list(value) or isinstance(value, list | tuple) else [value])
+        list(value) if isinstance(value, list | tuple) else [value])
     try:
-        return [cast(str(v).strip()) if cast is not str else str(v).strip() for v in items]
+        return [cast(str(v).strip()) for v in items]
     except ValueError:
-        raise SystemExit(f"error: {key}={value!r}: expected {cast.__name__} value(s)") from None
+        raise ArgumentError(key, value, f"{cast.__name__} value(s), comma-separated") from None
 
 
-def settings_grid(opts: Any, T: int) -> list[dict[str, Any]]:  # noqa: N803
-    """The sweep: every (sampler, steps, guidance), ddpm once per guidance with steps=T."""
-    samplers = as_list(opts.sampler, str, "sampler")
-    bad = [s for s in samplers if s not in SAMPLERS]
-    if bad:
-        raise SystemExit(f"error: sampler={bad[0]!r} is not one of {SAMPLERS}")
-    steps = as_list(opts.steps, int, "steps")
-    guidance = as_list(opts.guidance, float, "guidance")
-    if any(w < 0 for w in guidance) or any(s < 1 or s > T for s in steps):
-        raise SystemExit(f"error: need guidance >= 0 and 1 <= steps <= T={T}, got "
-                         f"guidance={guidance}, steps={steps}")
-    grid: list[dict[str, Any]] = []
-    for sampler, k, w in itertools.product(samplers, steps, guidance):
-        item = {"sampler": sampler, "steps": T if sampler == "ddpm" else k, "guidance": w,
-                "eta": float(opts.eta)}
-        if item not in grid:
-            grid.append(item)
+def settings_grid(opts: dict[str, Any]) -> list[Sampler]:
+    """The sweep: every (sampler, steps, guidance), each checked by ``Sampler``; ddpm (all T
+    steps) once per guidance."""
+    grid: list[Sampler] = []
+    for method, steps, w in itertools.product(as_list(opts["sampler"], str, "sampler"),
+                                              as_list(opts["steps"], int, "steps"),
+                                              as_list(opts["guidance"], float, "guidance")):
+        sampler = sampler_option(method, None if method == "ddpm" else steps, opts["eta"], w)
+        if sampler not in grid:
+            grid.append(sampler)
     return grid
+
+
+def check_options(opts: dict[str, Any]) -> list[Sampler]:
+    """Every option checked before the checkpoint is read or anything is sampled."""
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise ArgumentError(key, opts[key], expected)
+
+    need(opts["checkpoint"] is not None and Path(str(opts["checkpoint"])).is_file(),
+         "checkpoint", "an existing checkpoint file")
+    for key, low in (("n", 2), ("batch_size", 1), ("diversity_groups", 1),
+                     ("diversity_per_group", 2), ("classifier_epochs", 1)):
+        need(is_int(opts[key]) and opts[key] >= low, key, f"an integer >= {low}")
+    need(is_int(opts["seed"]) and 0 <= opts["seed"] < 2**31, "seed", "an integer in [0, 2**31)")
+    need(opts["conditions"] in CONDITIONS, "conditions", f"one of {CONDITIONS}")
+    need(str(opts["out"]).endswith(".json"), "out", "a path ending in .json")
+    for key in ("classifier", "inception"):
+        need(opts[key] is None or Path(str(opts[key])).is_file(), key, "null or an existing file")
+    need(opts["data_root"] is None or Path(str(opts["data_root"])).is_dir(), "data_root",
+         "null or an existing folder")
+    return settings_grid(opts)
+
+
+def label(run: dict[str, Any]) -> str:
+    return f"{run['sampler']}{run['steps']} w{run['guidance']:g}"
 
 
 def finite_or_null(value: Any) -> Any:
@@ -92,10 +112,6 @@ def finite_or_null(value: Any) -> Any:
     if isinstance(value, list):
         return [finite_or_null(v) for v in value]
     return value
-
-
-def label(run: dict[str, Any]) -> str:
-    return f"{run['sampler']}{run['steps']} w{run['guidance']:g}"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -130,61 +146,59 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    opts = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
-    unknown = set(opts) - set(DEFAULTS)
-    if unknown:
-        raise SystemExit(f"error: unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    if not opts.checkpoint:
-        raise SystemExit("error: checkpoint=PATH is required")
-    if opts.n < 2:
-        raise SystemExit(f"error: n={opts.n}: need n >= 2")
-    try:
-        device = pick_device(str(opts.device))
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    trained = load_trained(opts.checkpoint, device)
-    grid = settings_grid(opts, trained.diffusion.T)
-
-    data_cfg = trained.cfg.data
-    if opts.cache_dir:
-        data_cfg.cache_dir = opts.cache_dir
-    if opts.data_root:
-        data_cfg.root = opts.data_root
-    data_module = instantiate(data_cfg).setup()
-    cache_dir = Path(data_cfg.cache_dir).expanduser()
-    if opts.classifier:
-        classifier = load_classifier(opts.classifier, device)
+    args = cli.parse(argv, OPTIONS, USAGE)
+    if args.positional:
+        raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
+    opts = args.options
+    grid = check_options(opts)
+    device = pick_device(str(opts["device"]))
+    trained = load_trained(opts["checkpoint"], device)
+    T = trained.diffusion.T
+    for sampler in grid:
+        sampler.check_steps(T)
+    data_cfg = trained.cfg
+    if opts["cache_dir"]:
+        data_cfg.data.cache_dir = opts["cache_dir"]
+    if opts["data_root"]:
+        data_cfg.data.root = opts["data_root"]
+    try:  # the checkpoint's data section is data too: only the project's data module
+        data_module = build(data_cfg, "data", allowed=DATA_TARGETS)
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {opts['checkpoint']}: its data config: {err}") from None
+    data_module.setup(labeled=None)
+    if opts["classifier"]:
+        classifier = load_classifier(opts["classifier"], device)
     else:
-        classifier = load_or_train_classifier(data_module, cache_dir, device=device,
-                                              epochs=int(opts.classifier_epochs))
-    inception = InceptionFeatures(opts.inception).to(device) if opts.inception else None
-    ref = reference_set(data_module.data, classifier, int(opts.n), int(opts.seed),
-                        str(opts.conditions), inception)
+        classifier = load_or_train_classifier(data_module, data_module.cache_dir, device=device,
+                                              epochs=int(opts["classifier_epochs"]))
+    inception = InceptionFeatures(opts["inception"]).to(device) if opts["inception"] else None
+    ref = reference_set(data_module.data, classifier, int(opts["n"]), int(opts["seed"]),
+                        str(opts["conditions"]), inception)
 
     runs = []
-    for item in grid:
-        sample_fn = functools.partial(run_sampler, sampler=item["sampler"], steps=item["steps"],
-                                      eta=item["eta"], guidance=item["guidance"])
-        generate = diffusion_generator(trained.model, trained.diffusion, sample_fn,
-                                       trained.image_size, trained.value_range,
-                                       data_module.denormalize, device, int(opts.batch_size))
+    for sampler in grid:
+        generate_for = model_generator(trained.model, trained.diffusion, sampler,
+                                       trained.image_size, trained.normalize, device,
+                                       int(opts["batch_size"]))
         start = time.perf_counter()
-        values = evaluate_generator(generate, classifier, ref, int(opts.seed),
-                                    int(opts.diversity_groups), int(opts.diversity_per_group),
-                                    inception)
+        values = evaluate_generator(generate_for, classifier, ref, int(opts["seed"]),
+                                    int(opts["diversity_groups"]),
+                                    int(opts["diversity_per_group"]), inception)
         relative = M.relative_to_ceiling(values, classifier.accuracy)
+        item = {"sampler": sampler.method, "steps": sampler.steps or T,
+                "guidance": float(sampler.guidance), "eta": float(sampler.eta)}
         runs.append({**item, "seconds": time.perf_counter() - start, "metrics": values,
                      "relative": relative})
         print(f"evaluated {label(item)}: faithfulness {values['faithfulness_mean']:.3f}, "
               f"frechet_classifier {values['frechet_classifier']:.2f}", file=sys.stderr)
 
     result = {
-        "checkpoint": str(opts.checkpoint),
-        "conditional": bool(getattr(trained.model, "conditional", False)),
-        "image_size": trained.image_size, "n": len(ref.ids), "seed": int(opts.seed),
-        "conditions": str(opts.conditions),
-        "diversity": {"groups": int(opts.diversity_groups),
-                      "per_group": int(opts.diversity_per_group)},
+        "checkpoint": str(opts["checkpoint"]),
+        "conditional": trained.conditional,
+        "image_size": trained.image_size, "n": len(ref.ids), "seed": int(opts["seed"]),
+        "conditions": str(opts["conditions"]),
+        "diversity": {"groups": int(opts["diversity_groups"]),
+                      "per_group": int(opts["diversity_per_group"])},
         "classifier": {"path": str(classifier.path) if classifier.path else None,
                        "data_key": classifier.data_key, "accuracy": classifier.accuracy,
                        "settings": classifier.settings},
@@ -194,7 +208,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "runs": runs,
     }
     print(format_table(result))
-    out = Path(opts.out)
+    out = Path(str(opts["out"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(finite_or_null(result), indent=1, allow_nan=False),
                    encoding="utf-8")
@@ -203,4 +217,4 @@ def main(argv: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

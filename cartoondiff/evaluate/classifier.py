@@ -22,8 +22,6 @@ import inspect
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,8 @@ from tqdm import tqdm
 from cartoondiff.attributes import COUNTS, NAMES, NUM_ATTRIBUTES
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
+from cartoondiff.errors import UserError
+from cartoondiff.inference.checkpoint import save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ TRAIN_SETTINGS = ("epochs", "batch_size", "lr", "width", "feature_dim", "holdout
                   "seed")
 
 
-class ClassifierError(ValueError):
+class ClassifierError(UserError, ValueError):
     """Unusable classifier input or file; the message names what is wrong."""
 
 
@@ -245,20 +245,11 @@ TRAIN_DEFAULTS = MappingProxyType({
 def save_classifier(clf: TrainedClassifier, path: Path | str) -> Path:
     """Write weights + metadata as plain tensors and primitives (safe to load)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"state_dict": clf.net.state_dict(), "image_size": clf.net.image_size,
              "width": clf.net.width, "feature_dim": clf.net.feature_dim,
              "accuracy": clf.accuracy, "heldout": clf.heldout, "data_key": clf.data_key,
              "settings": clf.settings}
-    # a unique temporary name, then a rename: a crash never leaves half a file under the
-    # real name, and processes training the same classifier at once (DDP ranks) cannot clash
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    save_atomic(state, path)  # a crash never leaves half a file under the real name
     clf.path = path
     return path
 

@@ -20,10 +20,12 @@ from torch import nn
 from cartoondiff import attributes
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
-from cartoondiff.diffusion import Diffusion
+from cartoondiff.diffusion import Diffusion, Sampler
+from cartoondiff.errors import UserError
 from cartoondiff.evaluate import metrics as M
 from cartoondiff.evaluate.classifier import TrainedClassifier, data_identity
 from cartoondiff.evaluate.inception import InceptionFeatures
+from cartoondiff.inference import generate
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ LOWER_IS_BETTER = ("frechet", "fid", "loss")
 CONDITIONS = ("heldout", "random")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """Settings an evaluation cannot run with; the message names the setting."""
 
 
@@ -147,43 +149,28 @@ def evaluate_generator(
     return out
 
 
-def diffusion_generator(
+def model_generator(
     model: nn.Module,
     diffusion: Diffusion,
-    sample_fn: Callable[..., torch.Tensor],
+    sampler: Sampler,
     image_size: int,
-    value_range: tuple[float, float],
-    denormalize: Callable[[torch.Tensor], torch.Tensor],
+    normalize: str,
     device: torch.device | str,
     batch_size: int = 256,
 ) -> Generate:
-    """Wrap a diffusion model as ``generate(ids, seed) -> uint8 images``.
+    """A diffusion model as ``generate(ids, seed) -> uint8 images`` (``inference.generate``)."""
 
-    ``sample_fn`` is ``diffusion.samplers.sample`` with sampler, steps, eta and guidance
-    bound (what ``instantiate(cfg.sampler)`` returns). An unconditional model is given no
-    ids (it ignores them anyway); batches of ``batch_size`` share one seeded generator.
-    """
-    conditional = bool(getattr(model, "conditional", False))
+    def generate_for(ids: torch.Tensor, seed: int) -> torch.Tensor:
+        return generate(model, diffusion, ids, sampler, image_size=image_size,
+                        normalize=normalize, seed=seed, device=device, batch_size=batch_size)
 
-    def generate(ids: torch.Tensor, seed: int) -> torch.Tensor:
-        g = torch.Generator(device).manual_seed(seed)
-        out = []
-        for i in range(0, len(ids), batch_size):
-            chunk = ids[i:i + batch_size].to(device)
-            x = sample_fn(diffusion=diffusion, model=model,
-                          shape=(len(chunk), 3, image_size, image_size),
-                          ids=chunk if conditional else None, generator=g, device=device,
-                          clip_range=value_range)
-            out.append(denormalize(x).cpu())  # uint8 (B, 3, H, W)
-        return torch.cat(out)
-
-    return generate
+    return generate_for
 
 
 def quick_evaluate(
     model: nn.Module,
     diffusion: Diffusion,
-    sample_fn: Callable[..., torch.Tensor],
+    sampler: Sampler,
     data_module: AvatarDataModule,
     classifier: TrainedClassifier,
     n: int = 64,
@@ -192,26 +179,28 @@ def quick_evaluate(
 ) -> dict[str, float]:
     """A cheap evaluation for the training loop: metrics under "eval/..." keys.
 
-    Samples n images for n held-out conditions plus 4 x 4 for diversity with ``sample_fn``
-    (the run's sampler), using ``model`` as given (pass the EMA model). The same seed every
-    call, so epochs differ only by the weights. Restores the model's train/eval mode and
-    leaves the global RNG untouched.
+    Samples n images for n held-out conditions plus 4 x 4 for diversity with ``sampler``
+    (the run's), using ``model`` as given (pass the EMA model). The same seed every call,
+    so epochs differ only by the weights. Leaves the global RNG untouched.
     """
-    data_module.setup()
-    data = data_module.data
+    data = data_module.setup().data
     assert data is not None
     conditions = "heldout" if data.ids is not None else "random"
     ref = reference_set(data, classifier, n, seed, conditions)
-    generate = diffusion_generator(model, diffusion, sample_fn, data_module.image_size,
-                                   data_module.value_range, data_module.denormalize, device)
-    was_training = model.training
-    model.eval()
-    try:
-        out = evaluate_generator(generate, classifier, ref, seed, diversity_groups=4,
-                                 diversity_per_group=4)
-    finally:
-        model.train(was_training)
+    generate_for = model_generator(model, diffusion, sampler, data_module.image_size,
+                                   data_module.normalize, device)
+    out = evaluate_generator(generate_for, classifier, ref, seed, diversity_groups=4,
+                             diversity_per_group=4)
     return {f"eval/{k}": v for k, v in out.items()}
+
+
+def metric_names(prefix: str = "") -> list[str]:
+    """Every metric ``evaluate_generator`` returns (``fid_inception`` only with weights)."""
+    names = ["faithfulness_mean", "faithfulness_relative", *attributes.NAMES,
+             "frechet_classifier", "fid_inception", "diversity_within", "diversity_across",
+             "diversity_real", "diversity_within_features", "diversity_across_features",
+             "diversity_real_features", "coverage", "coverage_real"]
+    return [prefix + n for n in names]
 
 
 def higher_is_better(metric: str) -> bool:

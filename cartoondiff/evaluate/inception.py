@@ -19,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cartoondiff.errors import UserError
+
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 
 
-class InceptionError(ValueError):
+class InceptionError(UserError, ValueError):
     """A missing or unusable Inception weights file; the message names it."""
 
 

@@ -1,13 +1,12 @@
 """The denoising network: UNet, attention blocks, Tau conditioning."""
 
-from cartoondiff.models.attention import ATTENTION_KINDS, AttentionBlock
+from cartoondiff.models.attention import AttentionBlock
 from cartoondiff.models.denoiser import Denoiser
 from cartoondiff.models.embeddings import TimestepEmbedder, sinusoidal_embedding
 from cartoondiff.models.tau import PROJECTION_DEPTHS, Tau
 from cartoondiff.models.unet import UNet
 
 __all__ = [
-    "ATTENTION_KINDS",
     "PROJECTION_DEPTHS",
     "AttentionBlock",
     "Denoiser",

@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTION_KINDS: tuple[str, ...] = ("none", "single", "mha")
-
 
 class AttentionBlock(nn.Module):
     """Residual multi-head attention over the H*W positions of a feature map.

@@ -1,7 +1,8 @@
 """Denoiser: the UNet plus its conditioning, the one module training and sampling call.
 
-``Denoiser(unet, tau)`` is the conditional model; ``Denoiser(unet, None)`` with an
-``attention="none"`` UNet is the vanilla (unconditional) model of the blog's first section.
+``Denoiser(unet, tau)`` is the conditional model; ``Denoiser(unet, None)`` with a UNet built
+with ``cross_attention=False`` is the vanilla (unconditional) model of the blog's first
+section.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cartoondiff.errors import ArgumentError
 from cartoondiff.models.tau import Tau
 from cartoondiff.models.unet import UNet
 
@@ -18,24 +20,19 @@ class Denoiser(nn.Module):
 
     Args:
         unet: the network; its ``context_dim`` must match ``tau.context_dim``.
-        tau: the conditioning module, or None for an unconditional model (then the UNet must
-            have ``attention="none"``).
+        tau: the conditioning module, or None for an unconditional model (then the UNet has
+            no cross-attention).
     """
 
     def __init__(self, unet: UNet, tau: Tau | None) -> None:
         super().__init__()
-        if tau is None and unet.context_dim is not None:
-            raise ValueError(
-                f"Denoiser: tau=None but the UNet has attention={unet.attention!r}; "
-                "use attention='none' for an unconditional model"
-            )
-        if tau is not None and unet.context_dim is None:
-            raise ValueError("Denoiser: a Tau was given but the UNet has attention='none'")
+        if (tau is None) != (unet.context_dim is None):
+            raise ArgumentError("tau", "null" if tau is None else "a Tau",
+                                "a Tau exactly when the UNet has cross_attention "
+                                f"(it has cross_attention={unet.cross_attention})")
         if tau is not None and tau.context_dim != unet.context_dim:
-            raise ValueError(
-                f"Denoiser: tau.context_dim={tau.context_dim} != unet context_dim="
-                f"{unet.context_dim}"
-            )
+            raise ArgumentError("tau.context_dim", tau.context_dim,
+                                f"the UNet's context_dim={unet.context_dim}")
         self.unet = unet
         self.tau = tau
 

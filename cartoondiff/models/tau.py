@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cartoondiff import attributes
+from cartoondiff.errors import is_int, require
 
 # Hidden Linear+GELU layers per setting; "2x" doubles "1x" (the blog's "doubled projections").
 PROJECTION_DEPTHS: dict[str, int] = {"1x": 2, "2x": 4}
@@ -48,19 +49,13 @@ class Tau(nn.Module):
         n_tokens: int = 18,
     ) -> None:
         super().__init__()
-        if encoding not in attributes.ENCODINGS:
-            raise ValueError(f"Tau: encoding={encoding!r} is not one of {attributes.ENCODINGS}")
-        if projections not in PROJECTION_DEPTHS:
-            raise ValueError(
-                f"Tau: projections={projections!r} is not one of {tuple(PROJECTION_DEPTHS)}"
-            )
-        for name, value in (
-            ("hidden_dim", hidden_dim),
-            ("context_dim", context_dim),
-            ("n_tokens", n_tokens),
-        ):
-            if value < 1:
-                raise ValueError(f"Tau: {name} must be >= 1, got {value}")
+        require(encoding in attributes.ENCODINGS, "encoding", encoding,
+                f"one of {attributes.ENCODINGS}")
+        require(projections in PROJECTION_DEPTHS, "projections", projections,
+                f"one of {tuple(PROJECTION_DEPTHS)}")
+        for name, value in (("hidden_dim", hidden_dim), ("context_dim", context_dim),
+                            ("n_tokens", n_tokens)):
+            require(is_int(value) and value >= 1, name, value, "an integer >= 1")
         self.encoding = encoding
         self.projections = projections
         self.n_tokens = n_tokens

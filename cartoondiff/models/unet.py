@@ -3,9 +3,10 @@
 Residual blocks with GroupNorm, SiLU and dropout, and the timestep embedding added in every
 block (DDPM, Ho et al. 2020, appendix B); a down path, a middle at the lowest resolution, and
 an up path that concatenates the down path's features (Ronneberger et al. 2015). At the
-resolutions in ``attention_resolutions`` each residual block is followed by optional
-self-attention and by cross-attention to Tau's context tokens (the blog's ablation:
-"none", "single" head, "mha" multi-head).
+levels in ``attention_levels`` each residual block is followed by optional self-attention
+and by cross-attention to Tau's context tokens (the blog's ablation: no cross-attention, a
+single head, or 4 heads). Levels are counted from the full resolution (level 0), so a preset
+keeps its attention where it is at any image size.
 
 Kept lean for CPU training: one skip per residual block (no extra skips from the stem or the
 downsamplers), as many up blocks as down blocks, SiLU of the time embedding computed once,
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cartoondiff.models.attention import ATTENTION_KINDS, AttentionBlock
+from cartoondiff.errors import is_int, require
+from cartoondiff.models.attention import AttentionBlock
 from cartoondiff.models.embeddings import TimestepEmbedder
 
 
@@ -77,11 +79,12 @@ class UNet(nn.Module):
         channel_mults: width of level i is base_channels * channel_mults[i]; one level each,
             the resolution halves between levels.
         num_res_blocks: residual blocks per level in the down path (the up path has as many).
-        attention_resolutions: feature-map sizes (e.g. 16, 8) that carry attention; the middle
-            carries it when the lowest resolution is listed.
-        attention: "none" (ignore context: the vanilla model), "single" (one head), or "mha".
-        num_heads: heads for "mha"; must divide the width of every attention level.
-        context_dim: width of the context tokens (required unless attention is "none").
+        attention_levels: levels (0 = full resolution, 1 = half, ...) that carry attention;
+            the middle carries it when the lowest level is listed.
+        cross_attention: attend to context tokens (False: the vanilla model, no context).
+        num_heads: attention heads (1 is the blog's "single" attention); must divide the
+            width of every attention level.
+        context_dim: width of the context tokens (required with cross_attention).
         dropout: dropout probability inside the residual blocks.
         image_size: height = width of the input; divisible by 2**(levels - 1).
         self_attention: add self-attention before cross-attention at attention resolutions.
@@ -94,8 +97,8 @@ class UNet(nn.Module):
         base_channels: int = 64,
         channel_mults: Sequence[int] = (1, 2, 4),
         num_res_blocks: int = 2,
-        attention_resolutions: Sequence[int] = (16, 8),
-        attention: str = "mha",
+        attention_levels: Sequence[int] = (1, 2),
+        cross_attention: bool = True,
         num_heads: int = 4,
         context_dim: int | None = None,
         dropout: float = 0.0,
@@ -104,37 +107,34 @@ class UNet(nn.Module):
         norm_groups: int = 32,
     ) -> None:
         super().__init__()
-        levels = len(channel_mults)
-        widths = [base_channels * m for m in channel_mults]
-        sizes = [image_size // 2**i for i in range(levels)]
-        heads = 1 if attention == "single" else num_heads
         _validate(
-            attention=attention,
             base_channels=base_channels,
             channel_mults=channel_mults,
             num_res_blocks=num_res_blocks,
             image_size=image_size,
-            attention_resolutions=attention_resolutions,
-            sizes=sizes,
-            widths=widths,
+            attention_levels=attention_levels,
+            cross_attention=cross_attention,
             norm_groups=norm_groups,
             dropout=dropout,
             context_dim=context_dim,
-            heads=heads,
+            num_heads=num_heads,
             self_attention=self_attention,
         )
-        self.attention = attention
-        self.context_dim = context_dim if attention != "none" else None
+        levels = len(channel_mults)
+        widths = [base_channels * m for m in channel_mults]
+        attend = [i in attention_levels for i in range(levels)]
+        self.cross_attention = cross_attention
+        self.context_dim = context_dim if cross_attention else None
         self.image_size = image_size
         temb_dim = 4 * base_channels
 
-        def stage(c_in: int, c_out: int, attend: bool) -> Stage:
+        def stage(c_in: int, c_out: int, with_attention: bool) -> Stage:
             attns = []
-            if attend:
+            if with_attention:
                 if self_attention:
-                    attns.append(AttentionBlock(c_out, heads, None, norm_groups))
-                if attention != "none":
-                    attns.append(AttentionBlock(c_out, heads, context_dim, norm_groups))
+                    attns.append(AttentionBlock(c_out, num_heads, None, norm_groups))
+                if cross_attention:
+                    attns.append(AttentionBlock(c_out, num_heads, context_dim, norm_groups))
             return Stage(ResBlock(c_in, c_out, temb_dim, dropout, norm_groups), attns)
 
         self.time_embed = TimestepEmbedder(base_channels, temb_dim)
@@ -145,22 +145,20 @@ class UNet(nn.Module):
         for i in range(levels):
             self.down.append(nn.ModuleList())
             for _ in range(num_res_blocks):
-                self.down[i].append(stage(c, widths[i], sizes[i] in attention_resolutions))
+                self.down[i].append(stage(c, widths[i], attend[i]))
                 c = widths[i]
             if i < levels - 1:
                 self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
         # Middle: res + attention (when the lowest level has it) + res, at the lowest resolution.
         self.mid = nn.ModuleList(
-            [stage(c, c, sizes[-1] in attention_resolutions), stage(c, c, False)]
+            [stage(c, c, attend[-1]), stage(c, c, False)]
         )
         self.up = nn.ModuleList()  # per level (deepest first): stages, then upsampling conv
         self.upsample = nn.ModuleList()
         for i in reversed(range(levels)):
             self.up.append(nn.ModuleList())
             for _ in range(num_res_blocks):  # input: h concatenated with the matching skip
-                self.up[-1].append(
-                    stage(c + widths[i], widths[i], sizes[i] in attention_resolutions)
-                )
+                self.up[-1].append(stage(c + widths[i], widths[i], attend[i]))
                 c = widths[i]
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
@@ -180,7 +178,7 @@ class UNet(nn.Module):
         if self.context_dim is None:
             context = None  # the vanilla model ignores any context
         elif context is None:
-            raise ValueError(f"UNet: attention={self.attention!r} needs a context (B, N, D)")
+            raise ValueError("UNet: cross_attention=True needs a context (B, N, D)")
         temb = F.silu(self.time_embed(t))  # (B, temb_dim), SiLU once for all blocks
         h = self.stem(x)  # (B, base, H, W)
         skips = []
@@ -202,47 +200,47 @@ class UNet(nn.Module):
 
 def _validate(
     *,
-    attention: str,
     base_channels: int,
     channel_mults: Sequence[int],
     num_res_blocks: int,
     image_size: int,
-    attention_resolutions: Sequence[int],
-    sizes: list[int],
-    widths: list[int],
+    attention_levels: Sequence[int],
+    cross_attention: bool,
     norm_groups: int,
     dropout: float,
     context_dim: int | None,
-    heads: int,
+    num_heads: int,
     self_attention: bool,
 ) -> None:
-    """One-line ValueErrors naming the UNet argument that is wrong."""
-    if attention not in ATTENTION_KINDS:
-        raise ValueError(f"UNet: attention={attention!r} is not one of {ATTENTION_KINDS}")
-    if not widths or min(channel_mults) < 1 or base_channels < 1:
-        raise ValueError(
-            f"UNet: channel_mults={tuple(channel_mults)} and base_channels={base_channels} "
-            "must be non-empty and positive"
-        )
-    if num_res_blocks < 1:
-        raise ValueError(f"UNet: num_res_blocks={num_res_blocks} must be >= 1")
-    factor = 2 ** (len(widths) - 1)
-    if image_size < 1 or image_size % factor:
-        raise ValueError(
-            f"UNet: image_size={image_size} is not divisible by 2**(levels-1)={factor} "
-            f"for {len(widths)} levels"
-        )
-    bad = [r for r in attention_resolutions if r not in sizes]
-    if bad:
-        raise ValueError(f"UNet: attention_resolutions {bad} are not level sizes {tuple(sizes)}")
-    for w in widths:
-        if norm_groups < 1 or w % norm_groups:
-            raise ValueError(f"UNet: norm_groups={norm_groups} does not divide width {w}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"UNet: dropout={dropout} must be in [0, 1)")
-    if attention != "none" and (context_dim is None or context_dim < 1):
-        raise ValueError(f"UNet: attention={attention!r} needs context_dim >= 1, got {context_dim}")
-    if attention != "none" or self_attention:
-        for w, r in zip(widths, sizes):
-            if r in attention_resolutions and (heads < 1 or w % heads):
-                raise ValueError(f"UNet: num_heads={heads} does not divide width {w} at {r}x{r}")
+    """ArgumentError naming the UNet argument that cannot work."""
+    require(is_int(base_channels) and base_channels >= 1, "base_channels", base_channels,
+            "an integer >= 1")
+    mults = list(channel_mults) if isinstance(channel_mults, Sequence) else None
+    require(bool(mults) and all(is_int(m) and m >= 1 for m in mults), "channel_mults",
+            channel_mults, "a non-empty list of integers >= 1")
+    require(is_int(num_res_blocks) and num_res_blocks >= 1, "num_res_blocks", num_res_blocks,
+            "an integer >= 1")
+    levels = len(mults)
+    factor = 2 ** (levels - 1)
+    require(is_int(image_size) and image_size >= factor and image_size % factor == 0,
+            "image_size", image_size, f"a multiple of {factor}, so the UNet's {levels} levels "
+            "(channel_mults) can halve it")
+    require(isinstance(attention_levels, Sequence)
+            and all(is_int(i) and 0 <= i < levels for i in attention_levels),
+            "attention_levels", attention_levels,
+            f"a list of level indices in 0..{levels - 1} (0 = full resolution)")
+    widths = [base_channels * m for m in mults]
+    require(is_int(norm_groups) and norm_groups >= 1 and all(w % norm_groups == 0
+                                                              for w in widths),
+            "norm_groups", norm_groups, f"a divisor of every level's width {widths}")
+    require(isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0, "dropout", dropout,
+            "a number in [0, 1)")
+    require(isinstance(cross_attention, bool), "cross_attention", cross_attention,
+            "true or false")
+    require(not cross_attention or (is_int(context_dim) and context_dim >= 1), "context_dim",
+            context_dim, "an integer >= 1 (the width of Tau's tokens) with cross_attention")
+    if cross_attention or self_attention:
+        for i in attention_levels:
+            require(is_int(num_heads) and num_heads >= 1 and widths[i] % num_heads == 0,
+                    "num_heads", num_heads, f"a divisor of {widths[i]}, the UNet's width at "
+                    f"level {i} (base_channels x channel_mults[{i}])")

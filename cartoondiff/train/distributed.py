@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cartoondiff.errors import ArgumentError, require
+
 STRATEGIES = ("single", "ddp")
 
 
@@ -80,13 +82,12 @@ class Distributed:
 def setup(strategy: str, device_name: str) -> tuple[Distributed, str]:
     """Join the process group for ``ddp`` (env vars from torchrun); returns the context and the
     device name this rank should use (``cuda:LOCAL_RANK`` on GPUs)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"trainer.strategy must be one of {STRATEGIES}, got {strategy!r}")
+    require(strategy in STRATEGIES, "strategy", strategy, f"one of {STRATEGIES}")
     if strategy == "single":
         return Distributed(), device_name
     if "RANK" not in os.environ:
-        raise ValueError("trainer.strategy=ddp needs torchrun: torchrun --nproc_per_node=N "
-                         "run.py trainer.strategy=ddp ...")
+        raise ArgumentError("strategy", strategy, "single, or ddp under torchrun: torchrun "
+                            "--nproc_per_node=N run.py trainer.strategy=ddp ...")
     use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")

@@ -7,18 +7,19 @@ import copy
 import torch
 from torch import nn
 
+from cartoondiff.errors import is_number, require
+
 
 class EMA:
     """Keeps ``shadow = decay * shadow + (1 - decay) * weights`` after every optimizer step.
 
     The shadow is a full copy of the model (buffers included), so it can be called directly
-    for sampling. ``warmup_steps`` ramps the decay up from 0 so that early samples are not
+    for sampling. With ``use_warmup`` the decay ramps up from 0 so that early samples are not
     dominated by the random initialisation: decay_t = min(decay, (1 + t) / (10 + t)).
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, use_warmup: bool = True) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"trainer.ema_decay must be in [0, 1), got {decay}")
+        require(is_number(decay) and 0.0 <= decay < 1.0, "decay", decay, "a number in [0, 1)")
         self.decay = decay
         self.use_warmup = use_warmup
         self.num_updates = 0

@@ -3,6 +3,10 @@
 One optimizer step consumes ``grad_accum`` batches. Everything the loop needs to continue
 exactly (weights, EMA, optimizer, LR schedule, grad scaler, step, RNG states) goes into each
 checkpoint; the data position is derived from the step (``batches seen = step * grad_accum``).
+
+``Trainer.fit`` reads as the loop it is: a step, the logging window, the end of an epoch
+(grid, evaluation), a checkpoint, a stop signal. Everything is built and checked in
+``Trainer.__init__`` before the run folder is touched or any data is read.
 """
 
 from __future__ import annotations
@@ -17,22 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from cartoondiff.config import build, named
 from cartoondiff.devices import pick_device
-from cartoondiff.diffusion import Diffusion
+from cartoondiff.errors import ConfigError, is_int, require
+from cartoondiff.inference import checkpoint as ckpt
+from cartoondiff.inference.grids import SampleGrid, forward_process_image
 from cartoondiff.tracking import NullTracker
-from cartoondiff.train import checkpoint as ckpt
 from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
-from cartoondiff.train.grids import SampleGridMaker
-from cartoondiff.train.periodic_eval import PeriodicEvaluator
+from cartoondiff.train.rundir import resolve_run_dir, resume_command, run_name
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SECTIONS = ("data", "model", "diffusion", "optim", "sampler", "logger", "trainer", "evaluate")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,6 +48,7 @@ class NonFiniteLossError(RuntimeError):
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast on GPUs that support it (``auto``); fp32 on CPU, where bf16 is slower."""
+    require(precision in PRECISIONS, "precision", precision, f"one of {PRECISIONS}")
     if precision == "auto":
         use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if use_bf16 else None
@@ -51,7 +59,7 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-class _StopFlag:
+class StopFlag:
     """Turns SIGTERM / SIGINT into a flag the loop checks after each step.
 
     The first signal puts the previous handlers back, so a second Ctrl-C stops at once
@@ -62,7 +70,7 @@ class _StopFlag:
         self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -86,215 +94,309 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
     ``run_dir`` defaults to Hydra's output directory for this run (or multirun job).
     """
-    from cartoondiff.config import validate_config
-
-    validate_config(cfg)
-    tc = cfg.trainer
-    ddp, device_name = distributed.setup(tc.strategy, tc.device)
+    missing = [s for s in SECTIONS if s not in cfg]
+    if missing:
+        raise ConfigError(f"the config has no {missing[0]!r} section: compose conf/config.yaml "
+                          "(python run.py, or hydra.compose) before calling train()")
+    settings = build(cfg, "trainer")
+    with named("trainer.strategy"):
+        ddp, device_name = distributed.setup(settings.strategy, settings.device)
     try:
-        return _train(cfg, run_dir, ddp, pick_device(device_name))
+        return Trainer(cfg, run_dir, ddp, device_name).fit()
     finally:
         distributed.teardown(ddp)
 
 
-def _train(cfg: DictConfig, run_dir: Path | str | None, ddp: distributed.Distributed,
-           device: torch.device) -> dict[str, Any]:
-    from cartoondiff.config import ConfigError, resolve_run_dir, resume_command, run_name
+class Trainer:
+    """One training run: built and checked in ``__init__``, run by ``fit``."""
 
-    # One run directory for all ranks: rank 0's (Hydra makes one per process).
-    run_dir = Path(ddp.broadcast(str(run_dir if run_dir is not None else resolve_run_dir())))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = run_dir / "checkpoints"
-    if not cfg.resume and ckpt.list_checkpoints(ckpt_dir):
-        # A fresh start would overwrite (and prune) the earlier run's checkpoints.
-        raise ConfigError(f"resume=null but {ckpt_dir} already holds checkpoints: pass "
-                          "resume=auto to continue that run, or choose a new run directory")
-    tc = cfg.trainer
-    seed_everything(cfg.seed)
+    def __init__(self, cfg: DictConfig, run_dir: Path | str | None,
+                 ddp: distributed.Distributed, device_name: str) -> None:
+        self.cfg, self.ddp = cfg, ddp
+        self.settings = s = build(cfg, "trainer")
+        with named("trainer.device"):
+            self.device = pick_device(device_name)
+        with named("trainer.precision"):
+            self.amp_dtype = autocast_dtype(s.precision, self.device)
+        require_seed_and_resume(cfg)
+        seed_everything(cfg.seed)  # before the model: its initial weights come from the seed
+        # The objects first, each checked by its constructor, before any file is touched.
+        self.model = build(cfg, "model").to(self.device)
+        self.diffusion = build(cfg, "diffusion")
+        self.sampler = build(cfg, "sampler")
+        with named("sampler.steps"):
+            self.sampler.check_steps(self.diffusion.T)
+        self.data = build(cfg, "data")
+        if ddp.enabled and self.data.batch_size % ddp.world_size:
+            raise ConfigError(f"data.batch_size={self.data.batch_size} is invalid: expected a "
+                              f"multiple of the {ddp.world_size} processes (the global batch)")
+        with named("trainer.ema_decay"):
+            self.ema = EMA(self.model, s.ema_decay)
+        self.optimizer = build(cfg, "optim.optimizer", params=self.model.parameters())
+        self.run_dir = Path(ddp.broadcast(str(run_dir if run_dir is not None
+                                              else resolve_run_dir())))
+        self.evaluator = build(cfg, "evaluate", diffusion=self.diffusion, sampler=self.sampler,
+                               device=self.device, best_path=self.run_dir / "model_best.pt")
+        self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.step = 0
 
-    # The model first: its constructor checks sizes and head counts in a second, before the
-    # data (which may take minutes to cache on first use).
-    model = instantiate(cfg.model).to(device)
-    data = instantiate(cfg.data)
-    if not ddp.is_main:
-        ddp.barrier()  # rank 0 builds the data cache first; the others then read it
-    data.setup()
-    if ddp.is_main:
-        ddp.barrier()
-    order = BatchOrder(len(data), cfg.data.batch_size, cfg.seed)
-    steps_per_epoch = order.batches_per_epoch / tc.grad_accum
-    total_steps = tc.max_steps or math.ceil(tc.max_epochs * steps_per_epoch)
-    OmegaConf.update(cfg, "trainer.total_steps", int(total_steps), force_add=True)
+    # ------------------------------------------------------------------ setting up
 
-    if model.conditional and data.ids is None:
-        raise ValueError(f"a conditional model needs labeled data, but {data.source} has no "
-                         "attribute CSVs (set data.labeled=true, or attention=none)")
-    diffusion = Diffusion(instantiate(cfg.noise_schedule), prediction=cfg.diffusion.prediction)
-    diffusion = diffusion.to(device)
-    optimizer = instantiate(cfg.optim.optimizer)(params=model.parameters())
-    scheduler = instantiate(cfg.optim.scheduler)(optimizer=optimizer)
-    ema = EMA(model, tc.ema_decay)
-    amp_dtype = autocast_dtype(tc.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    noise_gen = torch.Generator(device).manual_seed(cfg.seed + ddp.rank)
-    forward_model = model
-    if ddp.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tc.compile:
-        forward_model = torch.compile(forward_model)
-    evaluator = PeriodicEvaluator(data, diffusion, instantiate(cfg.sampler), device,
-                                  run_dir / "model_best.pt", **cfg.evaluate)
-
-    step = 0
-    resumed = _resume(cfg.resume, ckpt_dir)
-    if resumed is not None:
-        path, state = resumed
-        changes = ckpt.config_changes(state.get("config", {}).get("model"),
-                                      OmegaConf.to_container(cfg.model, resolve=True), "model")
-        note = f"config changes since: {', '.join(changes)}" if changes else ""
-        ckpt.apply_state_dict(model, state["model"], path, note)
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        noise_gen.set_state(state["noise_rng"].to(noise_gen.get_state().device))
-        restore_rng(state["rng"])
-        evaluator.load_state_dict(state.get("best", {}))
-        step = int(state["step"])
-        if ddp.rank > 0:  # only rank 0's noise stream is saved: give the others fresh ones
-            noise_gen.manual_seed(cfg.seed + ddp.rank * 1_000_003 + step)
-        print(f"resumed from {path} at step {step}")
-
-    n_params = count_parameters(model)
-    config_dict = OmegaConf.to_container(cfg, resolve=True)
-    if ddp.is_main:
-        print(f"trainable parameters: {n_params:,}")
-        print(f"output directory: {run_dir}")
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        tracker = instantiate(cfg.logger.tracker)(
-            run_dir=run_dir, config=config_dict, name=run_name(cfg),
-            resume_step=step if resumed else None,
-        )
-    else:
-        tracker = NullTracker()
-    grids = SampleGridMaker(diffusion, instantiate(cfg.sampler), data, run_dir / "samples", device,
-                            rows=tc.sample_rows, cols=tc.sample_cols, seed=tc.sample_seed)
-    if not resumed and ddp.is_main:
-        tracker.summary({"parameters": n_params})
-        tracker.log({"parameters": n_params}, step=0)
-        tracker.log_image("forward_process", grids.forward_process(), step=0)
-
-    def save(at_step: int) -> Path | None:
+    def _prepare(self) -> dict | None:
+        """Run folder, data, schedule, compiled/DDP model, and a resumed state if any."""
+        cfg, s, ddp = self.cfg, self.settings, self.ddp
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume and ckpt.list_checkpoints(self.ckpt_dir):
+            # A fresh start would overwrite (and prune) the earlier run's checkpoints.
+            raise ConfigError(f"resume=null but {self.ckpt_dir} already holds checkpoints: pass "
+                              "resume=auto to continue that run, or choose a new run directory")
         if not ddp.is_main:
+            ddp.barrier()  # rank 0 builds the data cache first; the others then read it
+        # labels: required by a conditional model; read when present for the vanilla one
+        # (its evaluation's classifier learns from them), which also trains on PNGs alone
+        self.data.setup(labeled=True if self.model.conditional else None)
+        if ddp.is_main:
+            ddp.barrier()
+        self.evaluator.attach(self.data)
+        self.order = BatchOrder(len(self.data), self.data.batch_size, cfg.seed)
+        self.steps_per_epoch = self.order.batches_per_epoch / s.grad_accum
+        self.total_steps = s.max_steps or math.ceil(s.max_epochs * self.steps_per_epoch)
+        self.scheduler = build(cfg, "optim.scheduler", optimizer=self.optimizer,
+                               total_steps=self.total_steps,
+                               steps_per_epoch=self.steps_per_epoch)
+        self.diffusion = self.diffusion.to(self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + ddp.rank)
+        self.forward_model = self.model
+        if ddp.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if s.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        return resume_state(cfg.resume, self.ckpt_dir)
+
+    def _restore(self, path: Path, state: dict) -> None:
+        """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step."""
+        changes = ckpt.config_changes(state.get("config", {}).get("model"),
+                                      OmegaConf.to_container(self.cfg.model, resolve=True),
+                                      "model")
+        note = f"config changes since: {', '.join(changes)}" if changes else ""
+        ckpt.apply_state_dict(self.model, state["model"], path, note)
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.noise_gen.set_state(state["noise_rng"].to(self.noise_gen.get_state().device))
+        restore_rng(state["rng"])
+        self.evaluator.load_state_dict(state.get("best", {}))
+        self.step = int(state["step"])
+        if self.ddp.rank > 0:  # only rank 0's noise stream is saved: give the others fresh ones
+            self.noise_gen.manual_seed(self.cfg.seed + self.ddp.rank * 1_000_003 + self.step)
+        print(f"resumed from {path} at step {self.step}")
+
+    def _start_tracking(self, resumed: bool) -> None:
+        self.n_params = count_parameters(self.model)
+        self.config_dict = OmegaConf.to_container(self.cfg, resolve=True)
+        if not self.ddp.is_main:
+            self.tracker = NullTracker()
+            return
+        print(f"trainable parameters: {self.n_params:,}")
+        print(f"output directory: {self.run_dir}")
+        OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+        self.tracker = build(self.cfg, "logger.tracker", run_dir=self.run_dir,
+                             config=self.config_dict, name=run_name(self.cfg),
+                             resume_step=self.step if resumed else None)
+        if not resumed:
+            self.tracker.summary({"parameters": self.n_params})
+            self.tracker.log({"parameters": self.n_params}, step=0)
+            self._log_forward_process()
+
+    def _log_forward_process(self) -> None:
+        """The blog's advice: look at q(x_t | x_0) for several t before training."""
+        images = self.data.data.images[:4]  # uint8 (4, 3, H, W)
+        picture, ts = forward_process_image(self.diffusion.to("cpu"), torch.as_tensor(images),
+                                            self.data.normalize, seed=self.settings.sample_seed)
+        path = self.run_dir / "samples" / "forward_process.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+        path.with_suffix(".txt").write_text(f"columns: t = {ts}\n", encoding="utf-8")
+        self.tracker.log_image("forward_process", path, step=0)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, Any]:
+        resumed = self._prepare()
+        if resumed is not None:
+            self._restore(*resumed)
+        self._start_tracking(resumed is not None)
+        s = self.settings
+        self.model.train()
+        self.metrics: dict[str, Any] = {}
+        self._window = [0.0, 0, time.perf_counter()]  # loss sum, steps, start time
+        self.bad_steps = 0
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (s.progress_bar and self.ddp.is_main))
+        try:
+            with StopFlag() as stop:
+                while self.step < self.total_steps:
+                    loss, grad_norm = self._train_step()
+                    self.step += 1  # a skipped step consumes its batch too: resume stays exact
+                    bar.update(1)
+                    self._log_window(loss, grad_norm, bar)
+                    if int(self.step / self.steps_per_epoch) > int((self.step - 1)
+                                                                   / self.steps_per_epoch):
+                        self._end_of_epoch(int(self.step / self.steps_per_epoch))
+                    saved = None
+                    if self.step % s.checkpoint_every == 0 or self.step == self.total_steps:
+                        saved = self._save()
+                    if self.ddp.any(stop.signal is not None, self.device):
+                        return self._stopped(stop.signal, saved)
+        except BaseException:
+            self.tracker.finish()
+            raise
+        finally:
+            bar.close()
+        return self._finish()
+
+    def _train_step(self) -> tuple[float, float]:
+        """One optimizer step over ``grad_accum`` batches; (loss, grad norm), NaN if skipped."""
+        s, ddp = self.settings, self.ddp
+        loss_value = 0.0
+        for micro in range(s.grad_accum):
+            epoch, b = divmod(self.step * s.grad_accum + micro, self.order.batches_per_epoch)
+            idx = ddp.shard(self.order.indices(epoch, b))  # this rank's part of the batch
+            x0, ids = self.data.batch(idx, self.device)
+            # DDP all-reduces gradients once per optimizer step, not once per micro-batch.
+            last = micro == s.grad_accum - 1
+            sync = nullcontext() if last or not ddp.enabled else self.forward_model.no_sync()
+            autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype)
+                        if self.amp_dtype else nullcontext())
+            with sync:
+                with autocast:
+                    loss = self.diffusion.loss(self.forward_model, x0, ids,
+                                               generator=self.noise_gen)
+                self.scaler.scale(loss / s.grad_accum).backward()
+            loss_value += loss.item() / s.grad_accum
+        loss_value = ddp.mean(loss_value, self.device)  # ranks agree on NaN and on the log
+        grad_norm = float("nan")
+        if math.isfinite(loss_value):
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                             s.grad_clip))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.ema.update(self.model)
+        else:  # weights stay as they were; nothing is saved from this step
+            self.bad_steps += 1
+            if self.bad_steps > s.max_bad_steps:
+                raise NonFiniteLossError(_nonfinite_message(loss_value, self.step + 1,
+                                                            self.ckpt_dir))
+            log.warning("loss is %s at step %d; skipping it (%d of trainer.max_bad_steps=%d)",
+                        loss_value, self.step + 1, self.bad_steps, s.max_bad_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, grad_norm
+
+    def _log_window(self, loss: float, grad_norm: float, bar: tqdm) -> None:
+        """Every ``log_every`` steps: mean loss, LR, grad norm and throughput of the window."""
+        if math.isfinite(loss):
+            self._window[0] += loss
+            self._window[1] += 1
+        loss_sum, n_steps, start = self._window
+        if not n_steps or (self.step % self.settings.log_every and self.step != self.total_steps):
+            return
+        images = n_steps * self.settings.grad_accum * self.data.batch_size
+        self.metrics = {
+            "train/loss": loss_sum / n_steps,
+            "train/lr": self.scheduler.get_last_lr()[0],
+            "train/grad_norm": grad_norm,
+            "train/images_per_s": images / (time.perf_counter() - start),
+            "train/epoch": self.step / self.steps_per_epoch,
+        }
+        self.tracker.log(self.metrics, self.step)
+        bar.set_postfix(loss=f"{self.metrics['train/loss']:.4f}",
+                        img_s=f"{self.metrics['train/images_per_s']:.0f}")
+        self._window = [0.0, 0, time.perf_counter()]
+
+    def _end_of_epoch(self, epochs_done: int) -> None:
+        """The epoch's sample grid (0-based name, as the blog counts) and, when due, the
+        evaluation that keeps ``model_best.pt``."""
+        s = self.settings
+        if not self.ddp.is_main:
+            return
+        if s.sample_every_epochs and epochs_done % s.sample_every_epochs == 0:
+            epoch = epochs_done - 1
+            path, rows = self._draw_grid(f"epoch{epoch:03d}")
+            self.tracker.log_image("samples", path, self.step, f"epoch {epoch}", rows)
+        if self.evaluator.due(epochs_done):
+            self.tracker.log(self.evaluator.run(self.ema.shadow, self.step, self.config_dict),
+                             self.step)
+
+    def _draw_grid(self, name: str) -> tuple[Path, list[str]]:
+        return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
+                              self.run_dir / "samples" / f"{name}.png",
+                              image_size=self.data.image_size, normalize=self.data.normalize,
+                              device=self.device)
+
+    def _save(self) -> Path | None:
+        """A full checkpoint of this step (rank 0), then prune to ``keep_checkpoints``."""
+        if not self.ddp.is_main:
             return None
-        path = ckpt.checkpoint_path(ckpt_dir, at_step)
+        path = ckpt.checkpoint_path(self.ckpt_dir, self.step)
         ckpt.save_atomic({
-            "model": model.state_dict(), "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "step": at_step, "epoch": at_step / steps_per_epoch,
-            "rng": capture_rng(), "noise_rng": noise_gen.get_state(), "config": config_dict,
-            "best": evaluator.state_dict(),
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "step": self.step,
+            "epoch": self.step / self.steps_per_epoch, "rng": capture_rng(),
+            "noise_rng": self.noise_gen.get_state(), "config": self.config_dict,
+            "best": self.evaluator.state_dict(),
         }, path)
-        ckpt.prune(ckpt_dir, tc.keep_checkpoints)
+        ckpt.prune(self.ckpt_dir, self.settings.keep_checkpoints)
         return path
 
-    model.train()
-    metrics: dict[str, Any] = {}
-    window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
-    bad_steps = 0
-    bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True,
-               disable=not (tc.progress_bar and ddp.is_main))
-    with _StopFlag() as stop:
-        while step < total_steps:
-            loss_value = 0.0
-            for micro in range(tc.grad_accum):
-                batch_index = step * tc.grad_accum + micro
-                epoch, b = divmod(batch_index, order.batches_per_epoch)
-                idx = ddp.shard(order.indices(epoch, b))  # this rank's part of the batch
-                x0, ids = data.batch(idx, device)
-                autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype
-                            else nullcontext())
-                with autocast:
-                    loss = diffusion.loss(forward_model, x0, ids, cfg.diffusion.p_uncond,
-                                          generator=noise_gen)
-                scaler.scale(loss / tc.grad_accum).backward()
-                loss_value += loss.item() / tc.grad_accum
-            loss_value = ddp.mean(loss_value, device)  # ranks agree on NaN and on the log
-            if math.isfinite(loss_value):
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                ema.update(model)
-                window_loss += loss_value
-                window_images += tc.grad_accum * cfg.data.batch_size
-            else:  # weights stay as they were; nothing is saved from this step
-                bad_steps += 1
-                if bad_steps > tc.max_bad_steps:
-                    tracker.finish()
-                    bar.close()
-                    raise NonFiniteLossError(_nonfinite_message(loss_value, step + 1, ckpt_dir))
-                log.warning("loss is %s at step %d; skipping it (%d of trainer.max_bad_steps=%d)",
-                            loss_value, step + 1, bad_steps, tc.max_bad_steps)
-            optimizer.zero_grad(set_to_none=True)
-            step += 1  # a skipped step consumes its batch too, so resume stays exact
-            bar.update(1)
+    def _stopped(self, signum: int | None, saved: Path | None) -> dict[str, Any]:
+        """A stop signal: make sure this step is saved, say how to resume."""
+        path = saved or self._save()
+        self.tracker.finish()
+        print(f"stopped by signal {signum} at step {self.step}; checkpoint {path}\n"
+              f"resume with: {resume_command(self.run_dir)}", flush=True)
+        return {**self.metrics, "step": self.step,
+                "stopped_by_signal": signum or signal.SIGTERM}
 
-            if window_images and (step % tc.log_every == 0 or step == total_steps):
-                elapsed = time.perf_counter() - window_start
-                n_steps = window_images // (tc.grad_accum * cfg.data.batch_size)
-                metrics = {
-                    "train/loss": window_loss / n_steps,
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/grad_norm": float(grad_norm),
-                    "train/images_per_s": window_images / elapsed,
-                    "train/epoch": step / steps_per_epoch,
-                }
-                tracker.log(metrics, step)
-                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}",
-                                img_s=f"{metrics['train/images_per_s']:.0f}")
-                window_loss, window_images, window_start = 0.0, 0, time.perf_counter()
-
-            epochs_done = int(step / steps_per_epoch)
-            new_epoch = epochs_done > int((step - 1) / steps_per_epoch)
-            if (new_epoch and ddp.is_main and tc.sample_every_epochs
-                    and epochs_done % tc.sample_every_epochs == 0):
-                epoch = epochs_done - 1  # 0-based, as the blog counts
-                path, rows = grids.sample(ema.shadow, step, name=f"epoch{epoch:03d}")
-                tracker.log_image("samples", path, step, f"epoch {epoch}", rows)
-            if new_epoch and ddp.is_main and evaluator.due(epochs_done):
-                tracker.log(evaluator.run(ema.shadow, step, config_dict), step)
-            saved = None
-            if step % tc.checkpoint_every == 0 or step == total_steps:
-                saved = save(step)
-            if ddp.any(stop.signal is not None, device):
-                path = saved or save(step)
-                tracker.finish()
-                bar.close()
-                print(f"stopped by signal {stop.signal} at step {step}; checkpoint {path}\n"
-                      f"resume with: {resume_command(run_dir)}", flush=True)
-                return {**metrics, "step": step, "stopped_by_signal": stop.signal or signal.SIGTERM}
-    bar.close()
-    metrics = {**metrics, "step": step, "parameters": n_params, "run_dir": str(run_dir)}
-    if ddp.enabled:  # DDP keeps replicas identical; check it rather than trust it
-        metrics["ddp/max_param_diff"] = ddp.max_param_difference(model)
-        tracker.log({"ddp/max_param_diff": metrics["ddp/max_param_diff"]}, step)
-    if not ddp.is_main:
+    def _finish(self) -> dict[str, Any]:
+        """The final grid, the EMA export ``model_ema.pt`` and the run's summary."""
+        metrics = {**self.metrics, "step": self.step, "parameters": self.n_params,
+                   "run_dir": str(self.run_dir)}
+        if self.ddp.enabled:  # DDP keeps replicas identical; check it rather than trust it
+            metrics["ddp/max_param_diff"] = self.ddp.max_param_difference(self.model)
+            self.tracker.log({"ddp/max_param_diff": metrics["ddp/max_param_diff"]}, self.step)
+        if not self.ddp.is_main:
+            return metrics
+        path, rows = self._draw_grid("final")
+        self.tracker.log_image("samples", path, self.step, "final", rows)
+        ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
+                         self.run_dir / "model_ema.pt")
+        self.tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        self.tracker.finish()
         return metrics
-    path, rows = grids.sample(ema.shadow, step, name="final")
-    tracker.log_image("samples", path, step, "final", rows)
-    export = ckpt_dir.parent / "model_ema.pt"
-    ckpt.save_atomic({"model": ema.shadow.state_dict(), "config": config_dict}, export)
-    tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    tracker.finish()
-    return metrics
 
 
-def _resume(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None:
+def require_seed_and_resume(cfg: DictConfig) -> None:
+    """The two run-level keys that belong to no constructor."""
+    seed = OmegaConf.select(cfg, "seed")
+    if not (is_int(seed) and 0 <= seed < 2**31):
+        raise ConfigError(f"seed={seed!r} is invalid: expected an integer in [0, 2**31)")
+    resume = OmegaConf.select(cfg, "resume")
+    if not (resume in (None, "auto") or Path(str(resume)).expanduser().is_file()):
+        raise ConfigError(f"resume={resume!r} is invalid: expected null, auto, or the path of "
+                          "an existing checkpoint file")
+
+
+def resume_state(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None:
     """``resume=auto`` (latest good checkpoint of this run, if any) or ``resume=PATH``."""
     if not resume:
         return None

@@ -7,17 +7,18 @@ export is chosen by an evaluation metric (attribute faithfulness by default), no
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cartoondiff.data.dataset import DEFAULT_CACHE_DIR
 from cartoondiff.data.module import AvatarDataModule
-from cartoondiff.diffusion import Diffusion
-from cartoondiff.evaluate.evaluator import BestTracker, quick_evaluate
-from cartoondiff.train import checkpoint as ckpt
+from cartoondiff.diffusion import Diffusion, Sampler
+from cartoondiff.errors import is_int, require
+from cartoondiff.evaluate import BestTracker, metric_names, quick_evaluate
+from cartoondiff.inference import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 
@@ -27,43 +28,55 @@ class PeriodicEvaluator:
     weights + config, like ``model_ema.pt``) whenever ``metric`` improves.
 
     The attribute classifier is trained (or loaded from ``cache_dir``) at the first
-    evaluation, so runs that never evaluate never pay for it.
+    evaluation, so runs that never evaluate never pay for it. It learns from labeled
+    avatars: on data without labels the evaluation is switched off with a warning.
     """
 
     def __init__(
         self,
-        data: AvatarDataModule,
         diffusion: Diffusion,
-        sample_fn: Callable[..., torch.Tensor],
+        sampler: Sampler,
         device: torch.device,
         best_path: Path,
         every_epochs: int = 0,
         n: int = 64,
         metric: str = "eval/faithfulness_mean",
-        cache_dir: str | Path = ".cache/cartoondiff",
+        cache_dir: str | Path = DEFAULT_CACHE_DIR,
         classifier: dict[str, Any] | None = None,
     ) -> None:
-        if every_epochs < 0 or n < 1:
-            raise ValueError(f"evaluate: need every_epochs >= 0 and n >= 1, got "
-                             f"{every_epochs} and {n}")
-        self.data, self.diffusion, self.sample_fn = data, diffusion, sample_fn
+        require(is_int(every_epochs) and every_epochs >= 0, "every_epochs", every_epochs,
+                "an integer >= 0 (0: never)")
+        require(is_int(n) and n >= 2, "n", n, "an integer >= 2")
+        require(metric in metric_names("eval/"), "metric", metric,
+                f"one of the evaluation's metrics, e.g. {', '.join(metric_names('eval/')[:3])}")
+        self.diffusion, self.sampler = diffusion, sampler
         self.device, self.best_path = device, Path(best_path)
         self.every_epochs, self.n, self.cache_dir = every_epochs, n, cache_dir
         self.classifier_settings = dict(classifier or {})
         self.best = BestTracker(metric)
+        self.data: AvatarDataModule | None = None
         self._classifier = None
+
+    def attach(self, data: AvatarDataModule) -> None:
+        """The run's data, once loaded; without labels there is nothing to judge with."""
+        self.data = data
+        if self.every_epochs and data.ids is None:
+            log.warning("evaluate.every_epochs=%d is ignored: the data has no attribute labels "
+                        "to train the evaluation's classifier on", self.every_epochs)
+            self.every_epochs = 0
 
     def due(self, epochs_done: int) -> bool:
         return self.every_epochs > 0 and epochs_done > 0 and epochs_done % self.every_epochs == 0
 
     def run(self, model: nn.Module, step: int, config: dict[str, Any]) -> dict[str, float]:
         """Evaluate ``model`` (the EMA weights); export it when it is the best so far."""
+        assert self.data is not None, "attach(data) first"
         if self._classifier is None:
             from cartoondiff.evaluate.classifier import load_or_train_classifier
 
             self._classifier = load_or_train_classifier(
                 self.data, self.cache_dir, device=self.device, **self.classifier_settings)
-        scores = quick_evaluate(model, self.diffusion, self.sample_fn, self.data,
+        scores = quick_evaluate(model, self.diffusion, self.sampler, self.data,
                                 self._classifier, n=self.n, seed=0, device=self.device)
         if self.best.update(scores, step):
             ckpt.save_atomic({"model": model.state_dict(), "config": config, "step": step,

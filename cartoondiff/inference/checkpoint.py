@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cartoondiff.errors import UserError
+
 log = logging.getLogger(__name__)
 
 PREFIX, SUFFIX = "ckpt-step", ".pt"
@@ -32,7 +34,7 @@ PREFIX, SUFFIX = "ckpt-step", ".pt"
 _UNSAFE = re.compile(r"GLOBAL|allowlist|reduce|safe_globals", re.IGNORECASE)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be written, read, or applied; the message names the file."""
 
 
@@ -50,6 +52,8 @@ def list_checkpoints(folder: Path) -> list[Path]:
 def save_atomic(state: Mapping[str, Any], path: Path) -> None:
     """Write ``state`` to ``path``: afterwards ``path`` is the old file or the whole new one.
 
+    The one writer of every file a run keeps (checkpoints, exports, the attribute
+    classifier): a temporary name in the same folder, fsync, rename, fsync of the folder.
     Raises CheckpointError (naming ``path``) when the folder cannot be written or the disk
     fills up; the old file at ``path`` and every other checkpoint are then left untouched.
     """

@@ -1,0 +1,118 @@
+"""How every ``python -m cartoondiff.*`` command reads its arguments and reports mistakes.
+
+One parser for all of them: ``key=value`` options (``--key value`` and ``--key=value`` mean
+the same), plus positional arguments such as run folders. An argument is an option only if
+its key is one of the command's option names, so a folder whose name holds ``=`` (Hydra's
+``multirun/.../0_attention=single``) is a positional argument like any other. Commands that
+take Hydra overrides (``figures forward``) receive the other ``key=value`` arguments.
+
+``run`` turns a ``UserError`` (a bad option, file or checkpoint) into one line on
+stderr and exit status 2; ``CARTOONDIFF_DEBUG=1`` (or ``HYDRA_FULL_ERROR=1``) keeps the
+traceback for debugging.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from cartoondiff.errors import UserError
+
+USAGE_ERROR = 2  # the exit status of a usage mistake, as argparse and most Unix tools use
+DEBUG_VARIABLES = ("CARTOONDIFF_DEBUG", "HYDRA_FULL_ERROR")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+_KEY = re.compile(r"^[A-Za-z_][\w.]*$")
+
+
+class UsageError(UserError):
+    """A command line the command cannot run; the message says what to type instead."""
+
+
+@dataclass
+class Arguments:
+    """A parsed command line: typed options (defaults filled in), positional arguments and
+    unclaimed ``key=value`` overrides (only for commands that accept them)."""
+
+    options: dict[str, Any]
+    positional: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+
+
+def value(text: str) -> Any:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"`` -> True, ``"null"`` -> None, else the text."""
+    lowered = text.strip().lower()
+    if lowered in ("null", "none", "~"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse(argv: Sequence[str], options: Mapping[str, Any], usage: str,
+          overrides: bool = False) -> Arguments:
+    """Split ``argv`` into options (named in ``options``, with their defaults), positional
+    arguments and, if ``overrides``, Hydra overrides. ``usage`` ends each error message."""
+    args = Arguments(dict(options))
+    items = list(argv)
+    while items:
+        item = items.pop(0)
+        if item.startswith("--") and len(item) > 2:
+            key, sep, text = item[2:].partition("=")
+            key = key.replace("-", "_")
+            if key not in options:
+                raise UsageError(f"unknown option --{key}; options: {', '.join(options)}"
+                                 f" (usage: {usage})")
+            if not sep:
+                if not items:
+                    raise UsageError(f"--{key} needs a value (usage: {usage})")
+                text = items.pop(0)
+            args.options[key] = value(text)
+            continue
+        key, sep, text = item.partition("=")
+        if sep and key in options:
+            args.options[key] = value(text)
+        elif sep and _KEY.match(key) and not os.path.exists(item):
+            if not overrides:
+                raise UsageError(f"unknown option {key}; options: {', '.join(options)} "
+                                 f"(usage: {usage})")
+            args.overrides.append(item)
+        else:
+            args.positional.append(item)
+    return args
+
+
+def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
+    """Run a command's ``main(argv)``: a ``UserError`` becomes one line and exit status 2."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except UserError as err:
+        if any(os.environ.get(v, "") not in ("", "0") for v in DEBUG_VARIABLES):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR) from None
+
+
+def compose(overrides: Sequence[str]) -> DictConfig:
+    """conf/config.yaml composed with Hydra ``overrides``, as ``python run.py`` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UsageError(str(err).strip().splitlines()[0]) from None

@@ -1,0 +1,77 @@
+"""Rebuild a trained model from a checkpoint, for sampling and evaluation.
+
+The checkpoint's weights load with ``weights_only=True`` (``checkpoint.load``) and its stored
+config is treated as data: only the project's own model and diffusion classes are rebuilt
+from it (``config.build`` with an allowlist), so loading a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cartoondiff.config import DIFFUSION_TARGETS, MODEL_TARGETS, build
+from cartoondiff.data.dataset import NORMALIZATIONS
+from cartoondiff.diffusion import Diffusion
+from cartoondiff.errors import ConfigError
+from cartoondiff.inference import checkpoint as ckpt
+
+
+@dataclass
+class Trained:
+    """An EMA model in eval mode, its diffusion process and the run's resolved config."""
+
+    model: nn.Module
+    diffusion: Diffusion
+    cfg: DictConfig
+
+    @property
+    def image_size(self) -> int:
+        return int(self.cfg.data.image_size)
+
+    @property
+    def normalize(self) -> str:
+        """The data range the model was trained in: "pm1" or "unit"."""
+        return str(self.cfg.data.normalize)
+
+    @property
+    def conditional(self) -> bool:
+        return bool(getattr(self.model, "conditional", False))
+
+
+def stored_config(path: Path | str, state: dict) -> DictConfig:
+    """The run config inside a checkpoint, checked to be one this version can rebuild."""
+    config = state.get("config")
+    if not isinstance(config, dict) or "model" not in state:
+        raise ckpt.CheckpointError(f"checkpoint {path} has no model config; is it a cartoondiff "
+                                   "checkpoint (checkpoints/ckpt-step*.pt or model_ema.pt)?")
+    try:
+        cfg = OmegaConf.create(config)
+    except Exception as err:  # noqa: BLE001 -- any structure OmegaConf refuses
+        raise ckpt.CheckpointError(f"checkpoint {path}: its config is unreadable: {err}") from None
+    normalize = OmegaConf.select(cfg, "data.normalize")
+    size = OmegaConf.select(cfg, "data.image_size")
+    if normalize not in NORMALIZATIONS or not isinstance(size, int) or size < 1:
+        raise ckpt.CheckpointError(f"checkpoint {path}: data.normalize={normalize!r} / "
+                                   f"data.image_size={size!r} in its config are not usable")
+    return cfg
+
+
+def load_trained(path: Path | str, device: torch.device | str = "cpu") -> Trained:
+    """Load a training checkpoint (its EMA weights) or a ``model_ema.pt`` export."""
+    state = ckpt.load(path)
+    cfg = stored_config(path, state)
+    try:
+        model = build(cfg, "model", allowed=MODEL_TARGETS)
+        diffusion = build(cfg, "diffusion", allowed=DIFFUSION_TARGETS)
+    except ConfigError as err:
+        raise ckpt.CheckpointError(f"checkpoint {path}: its stored config cannot be rebuilt: "
+                                   f"{err}") from None
+    weights = state["ema"]["shadow"] if isinstance(state.get("ema"), dict) else state["model"]
+    ckpt.apply_state_dict(model, weights, path)
+    model = model.to(device).eval().requires_grad_(False)
+    return Trained(model, diffusion.to(device), cfg)
