@@ -1,4 +1,4 @@
-"""Checks on a composed run configuration, and the names Hydra gives a run.
+"""Checks on a composed run configuration, and where Hydra puts a run.
 
 Every value is checked before any work starts; each problem is one line naming its key.
 """
@@ -195,17 +195,3 @@ def resolve_run_dir() -> Path:
     if not HydraConfig.initialized():
         raise ConfigError("no Hydra run directory: call train(cfg, run_dir=...) outside run.py")
     return Path(HydraConfig.get().runtime.output_dir)
-
-
-def run_name(cfg: DictConfig) -> str:
-    """The run's name: ``logger.name`` if set, else its overrides (``attention=mha4,...``)."""
-    if _get(cfg, "logger.name"):
-        return str(cfg.logger.name)
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        skip = ("hydra.", "logger.", "resume", "trainer.device", "trainer.progress_bar")
-        task = [o for o in HydraConfig.get().overrides.task if not o.startswith(skip)]
-        if task:
-            return ",".join(task)
-    return "default"

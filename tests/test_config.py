@@ -50,7 +50,7 @@ def test_option_composes_and_instantiates(make_cfg, tmp_path, group, option):
     cfg.trainer.total_steps = 10
     instantiate(cfg.optim.scheduler)(optimizer=optimizer)
     assert isinstance(instantiate(cfg.sampler), functools.partial)
-    assert isinstance(instantiate(cfg.logger.tracker), functools.partial)
+    assert isinstance(instantiate(cfg.logger), functools.partial)
     data = instantiate(cfg.data)
     assert data.batch_size == cfg.data.batch_size
 

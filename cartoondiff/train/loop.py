@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Diffusion
+from cartoondiff.evaluate import higher_is_better
+from cartoondiff.run_naming import run_labels
 from cartoondiff.tracking import NullTracker
 from cartoondiff.train import checkpoint as ckpt
 from cartoondiff.train import distributed
@@ -99,7 +101,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, run_dir: Path | str | None, ddp: distributed.Distributed,
            device: torch.device) -> dict[str, Any]:
-    from cartoondiff.config import ConfigError, resolve_run_dir, resume_command, run_name
+    from cartoondiff.config import ConfigError, resolve_run_dir, resume_command
 
     # One run directory for all ranks: rank 0's (Hydra makes one per process).
     run_dir = Path(ddp.broadcast(str(run_dir if run_dir is not None else resolve_run_dir())))
@@ -174,9 +176,14 @@ def _train(cfg: DictConfig, run_dir: Path | str | None, ddp: distributed.Distrib
         print(f"trainable parameters: {n_params:,}")
         print(f"output directory: {run_dir}")
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        tracker = instantiate(cfg.logger.tracker)(
-            run_dir=run_dir, config=config_dict, name=run_name(cfg),
-            resume_step=step if resumed else None,
+        # --- W&B: the sweep's or experiment's name, group and tags (run_naming.py) fill in
+        # the logger's where it leaves them null; eval/* summaries keep each metric's best.
+        labels = run_labels(cfg.logger)
+        tracker = instantiate(cfg.logger)(
+            run_dir=run_dir, config={**config_dict, **labels.config},
+            resume_step=step if resumed else None, **labels.wandb_args(),
+            eval_summary=lambda key: ("last" if key == "eval/best"  # the best so far already
+                                      else "max" if higher_is_better(key) else "min"),
         )
     else:
         tracker = NullTracker()
@@ -267,7 +274,8 @@ def _train(cfg: DictConfig, run_dir: Path | str | None, ddp: distributed.Distrib
                 path, rows = grids.sample(ema.shadow, step, name=f"epoch{epoch:03d}")
                 tracker.log_image("samples", path, step, f"epoch {epoch}", rows)
             if new_epoch and ddp.is_main and evaluator.due(epochs_done):
-                tracker.log(evaluator.run(ema.shadow, step, config_dict), step)
+                scores = evaluator.run(ema.shadow, step, config_dict)
+                tracker.log({**scores, "epoch": epochs_done}, step)  # eval/* plot vs epoch
             saved = None
             if step % tc.checkpoint_every == 0 or step == total_steps:
                 saved = save(step)
@@ -286,9 +294,11 @@ def _train(cfg: DictConfig, run_dir: Path | str | None, ddp: distributed.Distrib
     if not ddp.is_main:
         return metrics
     path, rows = grids.sample(ema.shadow, step, name="final")
-    tracker.log_image("samples", path, step, "final", rows)
+    # Its own key: under "samples" at this step it would replace the last epoch's grid.
+    tracker.log_image("samples_final", path, step, "final", rows)
     export = ckpt_dir.parent / "model_ema.pt"
     ckpt.save_atomic({"model": ema.shadow.state_dict(), "config": config_dict}, export)
+    tracker.log_model(export, {"step": step, "parameters": n_params})  # if logger.log_model
     tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     tracker.finish()
     return metrics
