@@ -224,7 +224,9 @@ def test_a_multirun_with_a_data_path_and_30_overrides_runs(tmp_path, cache_dir):
 def test_resume_continues_one_wandb_run_with_every_step(make_cfg, tmp_path):
     """Offline W&B cannot append to a run; before, resuming left two offline-run folders with
     the same id (each half of the history, and `wandb sync` of both keeps one half)."""
-    common = ("logger.mode=offline", "trainer.checkpoint_every=2")
+    # 16 images / batch 8 = 2 steps an epoch: an evaluation in each half.
+    common = ("logger.mode=offline", "trainer.checkpoint_every=2", "data.n=16",
+              "evaluate.every_epochs=1", "evaluate.n=4", "evaluate.classifier.epochs=1")
     train(make_cfg(*common, "trainer.max_steps=2"), run_dir=tmp_path)
     first = only_run(tmp_path)
     run_id = (tmp_path / "wandb_id.txt").read_text()
@@ -235,9 +237,13 @@ def test_resume_continues_one_wandb_run_with_every_step(make_cfg, tmp_path):
     steps = history(records)
     assert [s for s, row in steps.items() if "train/loss" in row] == [1, 2, 3, 4]
     assert "forward_process" in json.dumps(steps[0]), "images before the resume are kept"
+    evals = {row["epoch"]: row["eval/frechet_classifier"] for row in steps.values()
+             if "eval/frechet_classifier" in row}
+    assert sorted(evals) == [1, 2]
     summary = leet_summary(folder)
     assert summary["run_id"] == run_id and summary["step"] == 4
     assert summary["summary"]["step"] == 4
+    assert summary["summary"]["eval/frechet_classifier"] == {"min": min(evals.values())}
 
 
 def test_the_last_epoch_grid_and_the_final_grid_both_survive(make_cfg, tmp_path):

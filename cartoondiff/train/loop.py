@@ -178,12 +178,16 @@ def _train(cfg: DictConfig, run_dir: Path | str | None, ddp: distributed.Distrib
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         # --- W&B: the sweep's or experiment's name, group and tags (run_naming.py) fill in
         # the logger's where it leaves them null; eval/* summaries keep each metric's best.
+        def eval_summary(key: str) -> str:
+            if key == "eval/best":
+                return "last"  # already the best so far
+            return "max" if higher_is_better(key) else "min"
+
         labels = run_labels(cfg.logger)
         tracker = instantiate(cfg.logger)(
             run_dir=run_dir, config={**config_dict, **labels.config},
-            resume_step=step if resumed else None, **labels.wandb_args(),
-            eval_summary=lambda key: ("last" if key == "eval/best"  # the best so far already
-                                      else "max" if higher_is_better(key) else "min"),
+            resume_step=step if resumed else None, eval_summary=eval_summary,
+            **labels.wandb_args(),
         )
     else:
         tracker = NullTracker()
