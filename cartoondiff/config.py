@@ -82,7 +82,7 @@ def _build(cfg: DictConfig, value: Any, key: str, allowed: Collection[str] | Non
     if value.get("_partial_") and not call_kwargs:
         return functools.partial(factory, **kwargs)
     try:
-        return factory(**kwargs, **call_kwargs)
+        return factory(**{**kwargs, **call_kwargs})  # run-time values win, as in a partial
     except ArgumentError as err:
         where = origin(cfg, f"{key}.{err.name}")
         raise ConfigError(f"{where}={err.value!r} is invalid: expected {err.expected}") from None

@@ -3,6 +3,11 @@
 The JSONL file (``metrics.jsonl`` in the run directory) is always written, so every number
 is readable without W&B. W&B never fails a run: ``online`` without a network falls back to
 ``offline`` with one warning, and ``disabled`` skips it entirely.
+
+Evaluation metrics (``eval/*``) are plotted against ``epoch`` and their W&B summary keeps the
+best value. A resumed run continues the same W&B run id; offline, where W&B cannot append to
+an earlier offline run, the new run replays the JSONL file up to the resume step and replaces
+the earlier run's folder when it finishes, so ``wandb/`` holds one run with every step.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,32 +48,49 @@ def network_reachable(address: tuple[str, int] = WANDB_HOST, timeout: float = 3.
 class Tracker:
     """Logs scalars and images to ``run_dir/metrics.jsonl`` and to a W&B run.
 
+    The constructor's arguments are the ``logger`` config group's (conf/logger/wandb.yaml)
+    plus what ``train`` knows at run time: ``run_dir``, ``config``, ``resume_step`` and
+    ``eval_summary``, which says for each ``eval/*`` metric what its W&B summary keeps:
+    ``"max"``, ``"min"`` or ``"last"``.
+
     On resume (``resume_step`` set) rows logged after that step by the interrupted process
     are dropped from the JSONL file, so the file reads as one uninterrupted run; so is a
     last line cut short by a crash.
     """
 
+    EVAL_PREFIX = "eval/"
+    EPOCH = "epoch"  # logged with each evaluation: epochs completed, the x axis of eval/*
+
     def __init__(
         self,
         run_dir: Path,
-        mode: str,
-        project: str,
         config: Mapping[str, Any],
+        mode: str = "offline",
+        project: str = "cartoondiff",
+        entity: str | None = None,
         name: str | None = None,
         group: str | None = None,
         tags: Sequence[str] = (),
-        entity: str | None = None,
+        job_type: str | None = None,
+        log_model: bool = False,
         resume_step: int | None = None,
+        eval_summary: Callable[[str], str] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ArgumentError("mode", mode, f"one of {MODES}")
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.log_model_enabled = log_model
+        self._eval_summary = eval_summary or (lambda key: "last")  # noqa: ARG005
+        self._defined: set[str] = set()
+        self._superseded: list[Path] = []  # earlier offline folders of this run, replayed
         self._truncate_after(resume_step)
         self._file = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
         self.wandb = None
         if mode != "disabled":
-            self.wandb = self._init_wandb(mode, project, config, name, group, tags, entity)
+            self.wandb = self._init_wandb(
+                mode, resume_step, project=project, entity=entity, name=name, group=group,
+                tags=list(tags), job_type=job_type, config=dict(config))
 
     def _truncate_after(self, step: int | None) -> None:
         if step is None or not self.metrics_path.exists():
@@ -79,40 +102,93 @@ class Tracker:
         tmp.write_text("".join(row + "\n" for row in kept), encoding="utf-8")
         os.replace(tmp, self.metrics_path)
 
-    def _init_wandb(self, mode, project, config, name, group, tags, entity):  # noqa: ANN001
+    def _init_wandb(self, mode: str, resume_step: int | None, **init_args: Any) -> Any:
         import wandb
 
-        sync_hint = f"upload later: wandb sync {self.run_dir / 'wandb'}"
+        wandb_dir = self.run_dir / "wandb"
+        sync_hint = f"upload later: wandb sync {wandb_dir}"
         if mode == "online" and not network_reachable():
             log.warning("W&B: no network, logging offline instead (%s)", sync_hint)
             mode = "offline"
         id_file = self.run_dir / "wandb_id.txt"
-        # W&B run ids are short lowercase alphanumerics; the same id on resume continues the run.
-        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        # W&B run ids are short lowercase alphanumerics; the same id on resume continues the
+        # run. A fresh start gets a new id: what an earlier attempt logged is not this run.
+        resuming = resume_step is not None
+        known = resuming and id_file.exists()
+        run_id = id_file.read_text().strip() if known else secrets.token_hex(4)
         id_file.write_text(run_id)
+        earlier = sorted(wandb_dir.glob(f"offline-run-*-{run_id}")) if known else []
 
         def init(mode: str):  # noqa: ANN202
             return wandb.init(
-                project=project, entity=entity, name=name, group=group, tags=list(tags),
-                config=dict(config), dir=str(self.run_dir), mode=mode, id=run_id,
+                **init_args, dir=str(self.run_dir), mode=mode, id=run_id,
                 resume="allow", reinit="finish_previous",
                 settings=wandb.Settings(silent=True, init_timeout=60),
             )
 
         if mode != "online":
-            return init(mode)
-        try:
-            return init("online")
-        except Exception as err:  # no login, server down, timeout: W&B never fails a run
-            log.warning("W&B: online init failed (%s), logging offline instead (%s)",
-                        str(err).splitlines()[0] if str(err) else type(err).__name__, sync_hint)
-            return init("offline")
+            run = init(mode)
+        else:
+            try:
+                run = init("online")
+            except Exception as err:  # no login, server down, timeout: W&B never fails a run
+                log.warning("W&B: online init failed (%s), logging offline instead (%s)",
+                            str(err).splitlines()[0] if str(err) else type(err).__name__,
+                            sync_hint)
+                run = init("offline")
+        # Evaluations plot against epochs completed, not optimizer steps.
+        run.define_metric(self.EPOCH)
+        run.define_metric(f"{self.EVAL_PREFIX}*", step_metric=self.EPOCH)
+        if resuming and not run.resumed:
+            # W&B started an empty run (offline, or online when the earlier part never
+            # reached the server): give it the history up to the resume step.
+            self._replay(run, resume_step)
+            self._superseded = earlier
+        return run
+
+    def _replay(self, run: Any, step: int) -> None:
+        """Log the JSONL rows (already cut at the resume step) into a fresh W&B run."""
+        for row in _rows(self.metrics_path):
+            at = row.get("step", 0)
+            images = [k[: -len("_path")] for k in row if k.endswith("_path")]
+            image_keys = {f"{key}_{part}" for key in images for part in ("path", "caption", "rows")}
+            for key in images:
+                path = Path(row[f"{key}_path"])
+                if path.is_file():
+                    self._wandb_image(run, key, path, at, row.get(f"{key}_caption", ""),
+                                      row.get(f"{key}_rows", ()))
+            scalars = {k: v for k, v in row.items() if k != "step" and k not in image_keys}
+            if scalars:
+                self._wandb_log(run, scalars, at)
+        log.info("W&B: replayed %s up to step %d into run %s", self.metrics_path, step, run.id)
+
+    def _wandb_log(self, run: Any, metrics: Mapping[str, Any], step: int) -> None:
+        for key in metrics:
+            if key.startswith(self.EVAL_PREFIX) and key not in self._defined:
+                summary = self._eval_summary(key)
+                run.define_metric(key, step_metric=self.EPOCH, summary=summary)
+                self._defined.add(key)
+        run.log(dict(metrics), step=step)
+
+    @staticmethod
+    def _wandb_image(run: Any, key: str, path: Path, step: int, caption: str,
+                     rows: Sequence[str]) -> None:
+        import wandb
+
+        media: dict[str, Any] = {key: wandb.Image(str(path), caption=caption)}
+        if rows:
+            media[f"{key}_rows"] = wandb.Table(
+                columns=["row", "attributes"], data=[[i, r] for i, r in enumerate(rows)]
+            )
+        run.log(media, step=step)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        """Append one row ``{"step": step, **metrics}`` to the JSONL file and to W&B."""
+        """Append one row ``{"step": step, **metrics}`` to the JSONL file and to W&B.
+
+        Log ``eval/*`` metrics together with ``epoch`` (their x axis in W&B)."""
         self._write({"step": step, **{k: _plain(v) for k, v in metrics.items()}})
         if self.wandb is not None:
-            self.wandb.log(dict(metrics), step=step)
+            self._wandb_log(self.wandb, metrics, step)
 
     def _write(self, row: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(row) + "\n")
@@ -121,17 +197,22 @@ class Tracker:
     def log_image(self, key: str, path: Path, step: int, caption: str = "",
                   rows: Sequence[str] = ()) -> None:
         """Log a saved PNG (a sample grid) to W&B, with a table naming each row's attributes."""
-        self._write({"step": step, f"{key}_path": str(path)})
-        if self.wandb is None:
+        self._write({"step": step, f"{key}_path": str(path), f"{key}_caption": caption,
+                     f"{key}_rows": list(rows)})
+        if self.wandb is not None:
+            self._wandb_image(self.wandb, key, path, step, caption, rows)
+
+    def log_model(self, path: Path, metadata: Mapping[str, Any] | None = None) -> None:
+        """With ``log_model``: the exported model file as a W&B artifact ``model-<run id>``
+        (type ``model``; offline, it uploads with ``wandb sync``)."""
+        if self.wandb is None or not self.log_model_enabled:
             return
         import wandb
 
-        media: dict[str, Any] = {key: wandb.Image(str(path), caption=caption)}
-        if rows:
-            media[f"{key}_rows"] = wandb.Table(
-                columns=["row", "attributes"], data=[[i, r] for i, r in enumerate(rows)]
-            )
-        self.wandb.log(media, step=step)
+        artifact = wandb.Artifact(f"model-{self.wandb.id}", type="model",
+                                  metadata=dict(metadata or {}))
+        artifact.add_file(str(path), name=Path(path).name)
+        self.wandb.log_artifact(artifact, aliases=["latest"])
 
     def summary(self, values: Mapping[str, Any]) -> None:
         if self.wandb is not None:
@@ -142,6 +223,9 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+            for folder in self._superseded:  # everything in them was replayed
+                shutil.rmtree(folder, ignore_errors=True)
+            self._superseded = []
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -184,6 +268,9 @@ class NullTracker:
 
     def log_image(self, key: str, path: Path, step: int, caption: str = "",
                   rows: Sequence[str] = ()) -> None:
+        pass
+
+    def log_model(self, path: Path, metadata: Mapping[str, Any] | None = None) -> None:
         pass
 
     def summary(self, values: Mapping[str, Any]) -> None:

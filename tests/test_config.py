@@ -55,7 +55,7 @@ def test_option_composes_and_builds(make_cfg, tmp_path, group, option):
     assert scheduler.get_last_lr()[0] > 0
     assert isinstance(build(cfg, "sampler"), Sampler)
     assert isinstance(build(cfg, "trainer"), TrainerSettings)
-    assert isinstance(build(cfg, "logger.tracker"), functools.partial)
+    assert isinstance(build(cfg, "logger"), functools.partial)
     assert build(cfg, "data").batch_size == cfg.data.batch_size
 
 

@@ -27,13 +27,15 @@ from tqdm import tqdm
 from cartoondiff.config import build, named
 from cartoondiff.devices import pick_device
 from cartoondiff.errors import ConfigError, is_int, require
+from cartoondiff.evaluate import higher_is_better
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image
+from cartoondiff.run_naming import run_labels
 from cartoondiff.tracking import NullTracker
 from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
-from cartoondiff.train.rundir import resolve_run_dir, resume_command, run_name
+from cartoondiff.train.rundir import resolve_run_dir, resume_command
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
@@ -207,9 +209,13 @@ class Trainer:
         print(f"trainable parameters: {self.n_params:,}")
         print(f"output directory: {self.run_dir}")
         OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
-        self.tracker = build(self.cfg, "logger.tracker", run_dir=self.run_dir,
-                             config=self.config_dict, name=run_name(self.cfg),
-                             resume_step=self.step if resumed else None)
+        # The sweep's or experiment's name, group and tags (run_naming.py) fill in the
+        # logger's where it leaves them null.
+        labels = run_labels(self.cfg.logger)
+        self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
+                             config={**self.config_dict, **labels.config},
+                             resume_step=self.step if resumed else None,
+                             eval_summary=eval_summary, **labels.wandb_args())
         if not resumed:
             self.tracker.summary({"parameters": self.n_params})
             self.tracker.log({"parameters": self.n_params}, step=0)
@@ -333,8 +339,8 @@ class Trainer:
             path, rows = self._draw_grid(f"epoch{epoch:03d}")
             self.tracker.log_image("samples", path, self.step, f"epoch {epoch}", rows)
         if self.evaluator.due(epochs_done):
-            self.tracker.log(self.evaluator.run(self.ema.shadow, self.step, self.config_dict),
-                             self.step)
+            scores = self.evaluator.run(self.ema.shadow, self.step, self.config_dict)
+            self.tracker.log({**scores, "epoch": epochs_done}, self.step)  # eval/* vs epoch
 
     def _draw_grid(self, name: str) -> tuple[Path, list[str]]:
         return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
@@ -377,12 +383,22 @@ class Trainer:
         if not self.ddp.is_main:
             return metrics
         path, rows = self._draw_grid("final")
-        self.tracker.log_image("samples", path, self.step, "final", rows)
+        # Its own key: under "samples" at this step it would replace the last epoch's grid.
+        self.tracker.log_image("samples_final", path, self.step, "final", rows)
+        export = self.run_dir / "model_ema.pt"
         ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
-                         self.run_dir / "model_ema.pt")
+                         export)
+        self.tracker.log_model(export, {"step": self.step, "parameters": self.n_params})
         self.tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         self.tracker.finish()
         return metrics
+
+
+def eval_summary(key: str) -> str:
+    """The W&B summary of an evaluation metric: its best value over the run."""
+    if key == "eval/best":
+        return "last"  # already the best so far
+    return "max" if higher_is_better(key) else "min"
 
 
 def require_seed_and_resume(cfg: DictConfig) -> None:

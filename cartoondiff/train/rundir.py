@@ -5,8 +5,6 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from cartoondiff.errors import ConfigError
 
 
@@ -28,17 +26,3 @@ def resume_command(run_dir: Path) -> str:
     keep = [o for o in HydraConfig.get().overrides.task
             if not o.startswith(("resume=", "hydra.run.dir="))]
     return shlex.join(["python", "run.py", *keep, "resume=auto", f"hydra.run.dir={run_dir}"])
-
-
-def run_name(cfg: DictConfig) -> str:
-    """The run's name: ``logger.name`` if set, else its overrides (``attention=mha4,...``)."""
-    if OmegaConf.select(cfg, "logger.name"):
-        return str(cfg.logger.name)
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        skip = ("hydra.", "logger.", "resume", "trainer.device", "trainer.progress_bar")
-        task = [o for o in HydraConfig.get().overrides.task if not o.startswith(skip)]
-        if task:
-            return ",".join(task)
-    return "default"

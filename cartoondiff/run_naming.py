@@ -1,0 +1,223 @@
+"""What a run is called: its W&B name, group, tags and job type, and its multirun folder.
+
+A sweep (``python run.py -m attention=single,mha4 tau.projections=1x,2x``) becomes one W&B
+group whose runs are named by what differs between them (``attention=mha4,tau.projections=2x``)
+and whose folders are ``multirun/DATE/TIME/3_attention=mha4,tau.projections=2x``. Which
+overrides a sweep varies is read from the sweep's ``multirun.yaml`` (Hydra writes it before the
+first job starts, for every launcher) with Hydra's own override parser, so ``a,b``, ``range()``
+and ``choice()`` all count. Paths shrink to their last component and long values to a prefix
+plus a hash, so no value makes nested folders or a name too long for the file system.
+
+An experiment (``experiment=NAME``) keeps its group, with the scale it ran at appended
+(``fig12_tau2x-cpu``), so CPU-scale and GPU-scale runs of one figure never share a group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+SUBDIR_RESOLVER = "cartoondiff.sweep_subdir"
+# Overrides that say where or how a run executes, not what it is: left out of run names.
+PLUMBING = ("hydra.", "hydra/", "logger.", "resume", "trainer.device", "trainer.progress_bar",
+            "data.cache_dir")
+# Shown by the group (and the scale tag) rather than the name, unless a sweep varies them.
+IN_GROUP = ("experiment", "scale")
+NO_SCALE = "blog"  # an experiment run without scale=cpu|gpu runs at the blog's own settings
+MAX_VALUE = 32     # characters of one value in a name; longer ones become prefix~hash
+MAX_NAME = 100     # characters of a whole name (a folder name may have 255 bytes)
+MAX_TAG = 64       # W&B refuses longer tags
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+\-\[\]@~]")
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """How one run appears in W&B. ``config`` is added to the run's W&B config."""
+
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    job_type: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def wandb_args(self) -> dict[str, Any]:
+        return {"name": self.name, "group": self.group, "tags": self.tags,
+                "job_type": self.job_type}
+
+
+@dataclass(frozen=True)
+class _Item:
+    key: str    # config key or group, without +/~ prefixes
+    value: str  # as typed (a sweep's job gets one value of the sweep)
+
+
+def _parse(overrides: Iterable[str]) -> list[tuple[_Item, bool]]:
+    """(key, value) of each override, and whether it is a sweep (``a,b``, ``range()``...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        value = f"~{o.key_or_group}" if o.is_delete() else o.get_value_string()
+        out.append((_Item(o.key_or_group, value), o.is_sweep_override()))
+    return out
+
+
+def short_value(value: str) -> str:
+    """A value fit for a name or folder: a path becomes its last part, a long value its start
+    plus a hash, and characters a file system or shell may dislike become ``_``."""
+    text = str(value).strip("'\"")
+    if "/" in text or "\\" in text:
+        text = [p for p in re.split(r"[/\\]+", text) if p][-1:] or ["root"]
+        text = text[0]
+    text = _UNSAFE.sub("_", text)
+    if len(text) > MAX_VALUE:
+        text = f"{text[:MAX_VALUE - 9]}~{_digest(value)}"
+    return text
+
+
+def _digest(text: str, n: int = 8) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+def describe(items: Sequence[_Item]) -> str:
+    """``key=value,key=value`` with short values, cut to ``MAX_NAME`` characters (plus a hash
+    of the whole when cut, so two long names still differ)."""
+    text = ",".join(f"{i.key}={short_value(i.value)}" for i in items)
+    if len(text) > MAX_NAME:
+        text = f"{text[:MAX_NAME - 9]}~{_digest(text)}"
+    return text
+
+
+def swept_items(job_overrides: Sequence[str], sweep_overrides: Sequence[str] | None
+                ) -> list[_Item]:
+    """This job's value of each key the sweep varies, in command-line order.
+
+    ``sweep_overrides`` is the sweep's command line (None when unknown: then every override
+    but the plumbing counts, as in Hydra's own folder names).
+    """
+    job = [item for item, _ in _parse(job_overrides)]
+    if sweep_overrides is None:
+        return [i for i in job if not i.key.startswith(PLUMBING)]
+    swept = [item.key for item, is_sweep in _parse(sweep_overrides) if is_sweep]
+    return [i for i in job if i.key in swept and not i.key.startswith(("hydra.", "hydra/"))]
+
+
+def labels_for(
+    *,
+    name: str | None = None,
+    group: str | None = None,
+    tags: Sequence[str] = (),
+    job_type: str | None = None,
+    job_overrides: Sequence[str] = (),
+    sweep_overrides: Sequence[str] | None = None,
+    multirun: bool = False,
+    sweep_dir: str | Path | None = None,
+    choices: Mapping[str, str | None] | None = None,
+) -> RunLabels:
+    """The W&B labels of a run from its logger settings (``name``, ``group``, ``tags``,
+    ``job_type``: the user's or an experiment's, used when set) and what Hydra knows of it.
+
+    - group: ``logger.group`` when given on the command line; an experiment's group plus its
+      scale (``fig12_tau2x-cpu``); else one group per sweep (``sweep-DATE_TIME``, after the
+      sweep folder); else ``logger.group`` (None for a single plain run).
+    - name: a sweep job's swept keys (``attention=mha4,tau.projections=2x``); a single run's
+      overrides without plumbing and without what the group says; else the experiment's name.
+    - tags: ``logger.tags``, ``scale=...`` and each swept ``key=value`` (W&B filters on tags).
+    - job_type: the scale (cpu, gpu, or blog for an experiment without one).
+    - config: ``sweep`` (swept key -> this run's value) and ``choices`` (every config group's
+      option, e.g. ``choices.attention=mha4``), so the dashboard can filter and group on them.
+    """
+    choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
+    job = [item for item, _ in _parse(job_overrides)]
+    user_keys = {i.key for i in job}
+    experiment = choices.get("experiment")
+    scale = choices.get("scale") or (NO_SCALE if experiment else None)
+
+    swept = swept_items(job_overrides, sweep_overrides) if multirun else []
+    if name:
+        pass
+    elif multirun and swept:
+        name = describe(swept)
+    else:
+        rest = [i for i in job if not i.key.startswith(PLUMBING + IN_GROUP)]
+        name = describe(rest) if rest else (experiment or "default")
+
+    if "logger.group" in user_keys and group:
+        pass  # the user's own group, as typed
+    elif experiment:
+        group = f"{group or experiment}-{scale}"
+    elif not group and multirun and sweep_dir is not None:
+        group = "sweep-" + "_".join(Path(sweep_dir).parts[-2:])
+
+    extra = [f"scale={scale}"] if scale else []
+    extra += [f"{i.key}={short_value(i.value)}" for i in swept]
+    all_tags = list(dict.fromkeys([*map(str, tags), *extra]))  # unique, in order
+    config = {"choices": dict(choices)}
+    if multirun:
+        config["sweep"] = {i.key: i.value for i in swept}
+    return RunLabels(name=name, group=group, tags=[t for t in all_tags if len(t) <= MAX_TAG],
+                     job_type=job_type or scale, config=config)
+
+
+def read_sweep_overrides(sweep_dir: str | Path) -> list[str] | None:
+    """The sweep's overrides as typed (plus ``hydra.sweeper.params``), from the
+    ``multirun.yaml`` Hydra's sweeper saves in the sweep folder; None if there is none."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return None
+    saved = OmegaConf.load(path)
+    params = OmegaConf.select(saved, "hydra.sweeper.params") or {}
+    task = OmegaConf.select(saved, "hydra.overrides.task") or []
+    return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
+
+
+def run_labels(logger: DictConfig | Mapping[str, Any]) -> RunLabels:
+    """``labels_for`` this process's run: ``logger`` is the ``logger`` config section, the rest
+    comes from Hydra (none outside ``run.py``: then the logger's settings as they are)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    given = {"name": logger.get("name"), "group": logger.get("group"),
+             "tags": list(logger.get("tags") or []), "job_type": logger.get("job_type")}
+    if not HydraConfig.initialized():
+        return RunLabels(**given)
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    return labels_for(
+        **given, job_overrides=list(hc.overrides.task),
+        sweep_overrides=read_sweep_overrides(hc.sweep.dir) if multirun else None,
+        multirun=multirun, sweep_dir=hc.sweep.dir if multirun else None,
+        choices=OmegaConf.to_container(hc.runtime.choices),
+    )
+
+
+def sweep_subdir(num: int, job_overrides: Sequence[str], sweep_dir: str) -> str:
+    """A sweep job's folder: ``NUM_key=value,...`` of the keys the sweep varies (``NUM`` alone
+    when it varies none). Used by ``hydra.sweep.subdir`` in conf/config.yaml."""
+    swept = swept_items(list(job_overrides), read_sweep_overrides(sweep_dir))
+    return f"{num}_{describe(swept)}" if swept else str(num)
+
+
+class RegisterResolvers(Callback):
+    """A Hydra callback (``hydra.callbacks`` in conf/config.yaml) that registers the resolver
+    naming sweep folders before a sweep starts. Hydra hands registered resolvers on to the
+    processes its launchers start (joblib, submitit), so every job can name its folder."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: ARG002
+        register_resolvers()
+
+
+def register_resolvers() -> None:
+    """``${cartoondiff.sweep_subdir:NUM,OVERRIDES,SWEEP_DIR}``: see ``sweep_subdir``."""
+    OmegaConf.register_new_resolver(SUBDIR_RESOLVER, _sweep_subdir_resolver, replace=True)
+
+
+def _sweep_subdir_resolver(num: Any, overrides: Any, sweep_dir: Any) -> str:
+    return sweep_subdir(int(num), [str(o) for o in overrides], str(sweep_dir))
