@@ -12,8 +12,8 @@ build that died are removed once no live process holds their lock.
 
 Nothing read back is trusted: ``meta.json`` records the size and sha256 of each array file
 and a sha256 of its own content, and every load checks them, the arrays' dtypes and shapes,
-and the attribute ids' ranges. sha256 of a 10k x 3 x 64 x 64 cache (123 MB) costs about
-0.1 s (docs/reliability.md), small beside a training run that reads every byte anyway. A
+and the attribute ids' ranges. sha256 of a 10k x 3 x 64 x 64 cache (123 MB) costs 0.1-0.3 s
+on a busy 2-core CPU (docs/reliability.md), small beside a run that reads every byte anyway. A
 cache that fails a check is discarded and rebuilt from its source, with a warning naming
 the folder and the reason; ``CacheError`` (naming the folder to delete) is raised only when
 it cannot be moved out of the way.
