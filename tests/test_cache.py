@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
+import subprocess
+import sys
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +189,179 @@ def test_bad_arguments_named() -> None:
         load_avatar_data("imagenet", None)
     with pytest.raises(ValueError, match="'ignore'"):
         load_avatar_data("cartoonset", "x", on_error="ignore")
+
+
+# ----------------------------------------------------------------------------- damaged caches
+
+
+def _flip_middle_byte(path: Path) -> None:
+    """Same size, one bit changed in the data (a disk or copy error no size check sees)."""
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) - (len(raw) - 128) // 2] ^= 0x01  # past the 128-byte .npy header
+    path.write_bytes(bytes(raw))
+
+
+def _forge(folder: Path, name: str, array: np.ndarray) -> None:
+    """Replace one array *and* its checksums, as a buggy older writer would have left it."""
+    np.save(folder / name, array)
+    meta_path = folder / cache.META_FILE
+    meta = json.loads(meta_path.read_text())
+    data = (folder / name).read_bytes()
+    meta["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if name == cache.IMAGES_FILE:
+        meta["images_shape"] = list(array.shape)
+    meta["meta_sha256"] = cache._meta_digest(meta)
+    meta_path.write_text(json.dumps(meta))
+
+
+def _edit_meta_same_size(folder: Path) -> None:
+    meta_path = folder / cache.META_FILE
+    text = meta_path.read_text()
+    assert '"skipped": 0' in text
+    meta_path.write_text(text.replace('"skipped": 0', '"skipped": 8'))  # same length
+
+
+IMAGES, IDS, META = cache.IMAGES_FILE, cache.IDS_FILE, cache.META_FILE
+DAMAGE = {
+    # case: (damage to apply to the cache folder, what the warning says)
+    "images: one bit flipped": (lambda f: _flip_middle_byte(f / IMAGES),
+                                "images.npy does not match its sha256"),
+    "images: emptied": (lambda f: (f / IMAGES).write_bytes(b""), "images.npy is 0 bytes"),
+    "images: truncated": (lambda f: (f / IMAGES).write_bytes((f / IMAGES).read_bytes()[:200]),
+                          "images.npy is 200 bytes"),
+    "images: deleted": (lambda f: (f / IMAGES).unlink(), "images.npy unreadable"),
+    "ids: one bit flipped": (lambda f: _flip_middle_byte(f / IDS), "ids.npy does not match"),
+    "ids: emptied": (lambda f: (f / IDS).write_bytes(b""), "ids.npy is 0 bytes"),
+    "ids: out of range, checksums forged": (
+        lambda f: _forge(f, IDS, np.full((4, 18), 111, np.int64)),
+        r"ids: attribute \w+=111 out of range"),
+    "ids: float, checksums forged": (
+        lambda f: _forge(f, IDS, np.zeros((4, 18), np.float64)), "ids must be int64"),
+    "ids: wrong count, checksums forged": (
+        lambda f: _forge(f, IDS, np.zeros((3, 18), np.int64)), r"ids must be int64 \(N, 18\)"),
+    "images: uint16, checksums forged": (
+        lambda f: _forge(f, IMAGES, np.zeros((4, 3, 8, 8), np.uint16)), "images must be uint8"),
+    "meta.json: one value changed": (_edit_meta_same_size, "meta.json does not match its checksum"),
+    "meta.json: garbage": (lambda f: (f / META).write_bytes(b"\x00\xff" * 40),
+                           "meta.json unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_cache_is_rebuilt_with_a_warning_naming_it(
+    tmp_path: Path, counter: DecodeCounter, caplog, case: str
+) -> None:
+    damage, reason = DAMAGE[case]
+    write_avatars(tmp_path / "data", 4)
+    good = _load(tmp_path / "data", tmp_path / "cache")
+    folder, images, ids = good.cache_path, good.images.clone(), good.ids.clone()
+    del good  # drop the memory map before damaging the file under it
+    damage(folder)
+    with caplog.at_level(logging.WARNING):
+        again = _load(tmp_path / "data", tmp_path / "cache")
+    assert counter.calls == 2  # decoded again, from the source
+    assert again.cache_path == folder
+    assert torch.equal(again.images, images) and torch.equal(again.ids, ids)
+    assert re.search(reason, caplog.text), caplog.text
+    assert str(folder) in caplog.text and "rebuilding" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [folder.name]  # no trash
+    _load(tmp_path / "data", tmp_path / "cache")
+    assert counter.calls == 2  # the rebuilt cache verifies and is used
+
+
+def test_damaged_cache_that_cannot_be_moved_is_one_error_naming_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    write_avatars(tmp_path / "data", 2)
+    folder = _load(tmp_path / "data", tmp_path / "cache").cache_path
+    (folder / IMAGES).write_bytes(b"")
+
+    def refuse(src, dst):  # noqa: ANN001, ANN202 -- e.g. a cache folder owned by another user
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(cache.os, "rename", refuse)
+    with pytest.raises(cache.CacheError) as err:
+        _load(tmp_path / "data", tmp_path / "cache")
+    msg = str(err.value)
+    assert f"delete the folder {folder}" in msg and "images.npy is 0 bytes" in msg
+    assert "\n" not in msg
+    assert (folder / META).exists()  # nothing deleted behind the user's back
+
+
+def test_cache_written_wrong_is_refused_before_it_is_saved(tmp_path: Path) -> None:
+    def bad_ids():
+        return np.zeros((2, 3, 4, 4), np.uint8), np.full((2, 18), -1, np.int64), {}
+
+    with pytest.raises(ValueError, match="out of range"):
+        cache.build_or_load_cache(tmp_path, "t", {"a": 1}, bad_ids)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_stale_partial_folders_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    old = time.time() - 2 * cache.STALE_AFTER_S
+
+    def partial(name: str, age: float | None = old) -> Path:
+        folder = tmp_path / f"{cache.TMP_PREFIX}{name}"
+        folder.mkdir()
+        (folder / IMAGES).write_bytes(b"half an array")
+        if age is not None:
+            os.utime(folder, (age, age))
+        return folder
+
+    crashed = partial("crashed")  # old, no lock: a build killed before it locked or published
+    fresh = partial("fresh", age=None)  # just created: maybe about to take its lock
+    live = partial("live")  # old but its builder is alive (e.g. stopped with Ctrl-Z)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(live / cache.LOCK_FILE)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        os.utime(live, (old, old))  # creating the lock file touched it
+        assert cache.remove_stale_partials(tmp_path) == [crashed]
+        assert fresh.exists() and live.exists() and not crashed.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel released the dead builder's lock: its folder goes now
+    assert cache.remove_stale_partials(tmp_path) == [live]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name]
+
+
+def test_a_load_cleans_up_after_a_crashed_build(tmp_path: Path) -> None:
+    write_avatars(tmp_path / "data", 2)
+    (tmp_path / "cache").mkdir()
+    leftover = tmp_path / "cache" / f"{cache.TMP_PREFIX}cartoonset-8px-0123-dead"
+    leftover.mkdir()
+    (leftover / IMAGES).write_bytes(b"x" * 1000)
+    os.utime(leftover, (0, 0))
+    data = _load(tmp_path / "data", tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [data.cache_path.name]
+
+
+def test_two_builders_at_once_publish_one_cache(tmp_path: Path) -> None:
+    images = np.full((3, 3, 4, 4), 9, np.uint8)
+    ids = np.zeros((3, 18), np.int64)
+    both_building = threading.Barrier(2, timeout=30)
+
+    def build():
+        both_building.wait()  # neither has published when the other starts writing
+        return images, ids, {}
+
+    with ThreadPoolExecutor(2) as pool:
+        entries = list(pool.map(lambda _: cache.build_or_load_cache(
+            tmp_path, "t", {"a": 1}, build), range(2)))
+    assert entries[0].path == entries[1].path and all(e.built for e in entries)
+    for e in entries:
+        assert np.array_equal(e.images, images) and np.array_equal(e.ids, ids)
+    assert [p.name for p in tmp_path.iterdir()] == [entries[0].path.name]

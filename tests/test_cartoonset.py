@@ -79,6 +79,19 @@ def test_labels_in_any_line_order(tmp_path: Path) -> None:
     assert read_labels(csv) == written[0]
 
 
+@pytest.mark.parametrize("style", ["BOM", "CRLF", "BOM + CRLF, unquoted, no spaces"])
+def test_labels_written_by_a_spreadsheet_are_read(tmp_path: Path, style: str) -> None:
+    written = write_avatars(tmp_path, 1)
+    csv = next(tmp_path.glob("*.csv"))
+    lines = csv.read_text().splitlines()
+    if "unquoted" in style:
+        lines = [line.replace('"', "").replace(", ", ",") for line in lines]
+    newline = "\r\n" if "CRLF" in style else "\n"
+    text = newline.join(lines) + newline
+    csv.write_bytes(("\ufeff" if "BOM" in style else "").encode() + text.encode())
+    assert read_labels(csv) == written[0]  # before: BOM -> unknown attribute '\ufeff"eye_angle"'
+
+
 def test_recursive_discovery(tmp_path: Path) -> None:
     # Cartoon Set 100k layout: subfolders 0..9 (three here), plus a nested level
     written = []

@@ -6,6 +6,7 @@ can honour or ignore Range, cut the connection after K bytes once, or announce a
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import socket
@@ -32,6 +33,7 @@ class ServerState:
     cut_after: int | None = None  # drop the connection after this many body bytes, once
     extra_length: int = 0  # announce this many bytes more than are sent (size mismatch)
     status: int | None = None  # answer every request with this error status
+    no_length: bool = False  # send no Content-Length: the body ends when the connection closes
     content_type: str = "application/gzip"
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,10 +69,11 @@ def _make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             body = state.data[start:]
-            self.send_header("Content-Length", str(total - start))
+            if not state.no_length:
+                self.send_header("Content-Length", str(total - start))
             self.send_header("Content-Type", state.content_type)
             self.end_headers()
-            if cut is not None or state.extra_length:
+            if cut is not None or state.extra_length or state.no_length:
                 body = body[:cut] if cut is not None else body
                 self.close_connection = True  # the client sees EOF before Content-Length
             self.wfile.write(body)
@@ -337,5 +340,94 @@ def test_links_inside_destination_are_allowed(tmp_path: Path) -> None:
 def test_corrupt_archive_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tgz"
     bad.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
-    with pytest.raises(dl.DownloadError, match="cannot extract .*bad.tgz"):
+    with pytest.raises(dl.DownloadError, match="cannot extract .*bad.tgz.*delete it") as e:
         dl.extract(bad, tmp_path / "dest")
+    assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- wrong archives
+
+
+def _flip_middle_bit(data: bytes) -> bytes:
+    raw = bytearray(data)
+    raw[len(raw) // 2] ^= 0x01
+    return bytes(raw)
+
+
+def _tgz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+WRONG_ARCHIVES = {
+    # case: (what the server sends instead of the archive, what the error says)
+    "truncated, announced as complete": (lambda good: good[: len(good) // 2],
+                                         "served a truncated archive"),
+    "one bit flipped": (_flip_middle_bit, "is corrupt"),
+    "not gzip, not tar": (lambda good: bytes(range(256)) * 40, "not a tar archive"),
+    "an XML error page": (lambda good: b'<?xml version="1.0"?><Error><Code>AccessDenied</Code>'
+                          b"</Error>", "is a text page"),
+    "another archive": (lambda good: _tgz({"README.txt": b"hello"}), "holds 0 .png and 0 .csv"),
+    "images without labels": (lambda good: _tgz({"cartoonset10k/cs1.png": b"png"}),
+                              "holds 1 .png and 0 .csv"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_ARCHIVES))
+def test_wrong_archive_is_deleted_and_a_rerun_starts_clean(server: Server, tmp_path: Path,
+                                                           case: str) -> None:
+    good = server.state.data
+    make, message = WRONG_ARCHIVES[case]
+    server.state.data = make(good)
+    server.state.content_type = "application/octet-stream"
+    with pytest.raises(dl.DownloadError, match=message) as err:
+        dl.download("cartoonset10k", tmp_path, url=server.url(), progress=False)
+    assert "deleted it" in str(err.value) and "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # before: the bad file stayed as cartoonset10k.tgz
+    server.state.data = good  # the mirror is fixed: the same command now works
+    assert dl.main(["cartoonset10k", "--dest", str(tmp_path), "--url", server.url(),
+                    "--no-progress"]) == 0
+    assert len(list((tmp_path / "cartoonset10k").glob("*.png"))) == N_AVATARS
+
+
+def test_cut_stream_of_unknown_size_is_kept_and_resumed(server: Server, tmp_path: Path) -> None:
+    server.state.no_length = True  # nothing to compare the received size with
+    server.state.cut_after = len(server.state.data) // 2
+    with pytest.raises(dl.DownloadError, match="incomplete download .* rerun to resume"):
+        dl.download("cartoonset10k", tmp_path, url=server.url(), progress=False, attempts=1)
+    part = tmp_path / "cartoonset10k.tgz.part"
+    assert part.stat().st_size == len(server.state.data) // 2
+    assert not (tmp_path / "cartoonset10k.tgz").exists()  # before: kept as the archive
+    archive = dl.download("cartoonset10k", tmp_path, url=server.url(), progress=False)
+    assert server.state.requests[-1][1] == f"bytes={len(server.state.data) // 2}-"
+    assert archive.read_bytes() == server.state.data
+
+
+def test_bad_archive_already_in_dest_is_named_not_deleted(server: Server, tmp_path: Path,
+                                                          capsys) -> None:
+    archive = tmp_path / "cartoonset10k.tgz"
+    archive.write_bytes(server.state.data[:1000])  # e.g. left by an older version
+    argv = ["cartoonset10k", "--dest", str(tmp_path), "--url", server.url(), "--no-progress"]
+    assert dl.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"delete {archive} and rerun" in err and "truncated" in err
+    assert archive.stat().st_size == 1000 and server.state.requests == []  # kept, not fetched
+    archive.unlink()  # doing what the message says fixes it
+    assert dl.main(argv) == 0 and (tmp_path / "cartoonset10k").is_dir()
+
+
+def test_verify_archive_counts_members(archive_bytes: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "a.tgz"
+    path.write_bytes(archive_bytes)
+    assert dl.verify_archive(path) == (N_AVATARS, N_AVATARS)
+    plain = tmp_path / "a.tar"
+    plain.write_bytes(gzip.decompress(archive_bytes))  # an uncompressed tar is fine too
+    assert dl.verify_archive(plain) == (N_AVATARS, N_AVATARS)
+    with pytest.raises(dl.TruncatedArchiveError):
+        plain.write_bytes(plain.read_bytes()[:3000])
+        dl.verify_archive(plain)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+import struct
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +147,107 @@ def test_bad_inputs_are_refused(trained, data):
         C.load_classifier("/nonexistent/clf.pt")
     with pytest.raises(EvaluationError, match="conditions"):
         reference_set(data, clf, n=8, conditions="bogus")
+
+
+# ----------------------------------------------------------------------------- damaged files
+
+
+def _flip_a_weight_bit(path):
+    """Flip one bit in the largest stored tensor (a disk or copy error torch.load misses)."""
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    at = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", raw[at + 26:at + 30])  # local file header
+    raw[at + 30 + name_len + extra_len + info.file_size // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+class _RunsCode:
+    """Pickles to a call of ``exec``: a plain pickle.load would run it."""
+
+    def __reduce__(self):
+        return exec, ("open('/tmp/cartoondiff-issue15-classifier-pwned', 'w').close()",)
+
+
+def _resave(edit):
+    """Load the saved dict, change it with ``edit``, save it back (a file of another kind)."""
+    def apply(path):
+        state = torch.load(path, weights_only=True)
+        torch.save(edit(state), path)
+    return apply
+
+
+DAMAGED_FILES = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "empty": lambda p: p.write_bytes(b""),
+    "garbage": lambda p: p.write_bytes(bytes(range(256)) * 8),
+    "text": lambda p: p.write_text("not a classifier\n"),
+    "one flipped bit": _flip_a_weight_bit,
+    "a bare tensor": lambda p: torch.save(torch.zeros(3), p),
+    "a list": lambda p: torch.save([1, 2], p),
+    "field missing": _resave(lambda s: {k: v for k, v in s.items() if k != "heldout"}),
+    "field of the wrong type": _resave(lambda s: {**s, "image_size": "16"}),
+    "accuracy not a dict": _resave(lambda s: {**s, "accuracy": [0.5] * 18}),
+    "weights of another shape": _resave(lambda s: {**s, "width": 8}),
+    "weights missing": _resave(lambda s: {**s, "state_dict": {}}),
+    "code in the pickle": lambda p: torch.save({"state_dict": _RunsCode()}, p),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_classifier(cache_dir, tmp_path_factory):
+    """(data, classifier file) of a one-epoch classifier on 40 synthetic avatars."""
+    small = load_avatar_data("synthetic", image_size=SIZE, crop=360, n=40, seed=5,
+                             cache_dir=cache_dir, progress=False)
+    clf = C.load_or_train_classifier(small, tmp_path_factory.mktemp("clf"), epochs=1,
+                                     progress=False)
+    return small, clf.path
+
+
+@pytest.mark.parametrize("damage", DAMAGED_FILES)
+def test_damaged_classifier_file_is_one_error_naming_it(saved_classifier, tmp_path, damage):
+    path = tmp_path / "clf.pt"
+    shutil.copy(saved_classifier[1], path)
+    DAMAGED_FILES[damage](path)
+    with pytest.raises(C.ClassifierError) as err:
+        C.load_classifier(path)
+    msg = str(err.value)
+    assert f"classifier file {path} is damaged" in msg and "\n" not in msg
+    assert not Path("/tmp/cartoondiff-issue15-classifier-pwned").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "one flipped bit", "weights of another shape",
+                                    "code in the pickle"])
+def test_damaged_cached_classifier_is_retrained(saved_classifier, tmp_path, caplog, monkeypatch,
+                                                damage):
+    data, original = saved_classifier
+    cache = tmp_path / "cache"
+    path = cache / "classifiers" / original.name
+    path.parent.mkdir(parents=True)
+    shutil.copy(original, path)
+    DAMAGED_FILES[damage](path)
+    with caplog.at_level(logging.WARNING):
+        clf = C.load_or_train_classifier(data, cache, epochs=1, progress=False)
+    assert f"cached classifier {path} is damaged" in caplog.text and "retraining" in caplog.text
+    assert clf.path == path and C.load_classifier(path).accuracy == clf.accuracy  # replaced
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the retrained file should have been loaded")
+
+    monkeypatch.setattr(C, "train_classifier", no_training)
+    assert C.load_or_train_classifier(data, cache, epochs=1).accuracy == clf.accuracy
+
+
+def test_cached_classifier_for_other_settings_is_retrained(saved_classifier, tmp_path, caplog):
+    data, original = saved_classifier
+    cache = tmp_path / "cache"
+    # the epochs=1 file copied to the name the epochs=2 classifier would have
+    wanted = C.load_or_train_classifier(data, tmp_path / "probe", epochs=2, progress=False).path
+    path = cache / "classifiers" / wanted.name
+    path.parent.mkdir(parents=True)
+    shutil.copy(original, path)
+    with caplog.at_level(logging.WARNING):
+        clf = C.load_or_train_classifier(data, cache, epochs=2, progress=False)
+    assert "for other settings (epochs)" in caplog.text
+    assert clf.settings["epochs"] == 2 and C.load_classifier(path).settings["epochs"] == 2

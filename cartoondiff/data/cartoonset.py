@@ -7,15 +7,24 @@ count = number of variants); every name, value and count is checked against
 archive: they are composited onto white, centre-cropped (360 px, the blog's choice) and
 resized with an antialiasing filter.
 
-Every bad file raises ``DataError`` naming the file and what is wrong; ``decode_files``
-can skip such files instead and report them, so nothing trains silently on bad data.
+Every PNG colour type and bit depth decodes to the same RGB avatar on white: 16-bit grey
+(which Pillow opens as ``I;16``/``I``) is scaled to 8 bits instead of clipped to white, and
+a grey colour key (tRNS) at 1, 2 or 4 bits is scaled like the pixels it keys.
+
+Every bad file raises ``DataError`` naming the file and what is wrong: undecodable or
+truncated data, a decompression bomb, a broken symlink, a symlink loop, no permission, a
+directory or a fifo where a file should be, a malformed CSV. ``decode_files`` can skip
+such files instead and report them, so nothing trains silently on bad data.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import multiprocessing
 import os
+import stat
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +53,17 @@ def find_images(root: str | Path) -> list[Path]:
         raise DataError(f"{root}: data directory does not exist")
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
+
+    def unlistable(err: OSError) -> None:  # os.walk would silently skip the folder
+        raise DataError(f"{err.filename}: cannot list folder ({err.strerror})")
+
     # os.walk and string sorting rather than Path.rglob and Path sorting: several times
-    # faster on 100k files, and this runs on every start to fingerprint the cache
+    # faster on 100k files, and this runs on every start to fingerprint the cache.
+    # A folder named *.png is listed too, so that it is reported rather than ignored.
     names = sorted(
         os.path.join(folder, name)
-        for folder, _, files in os.walk(root)
-        for name in files
+        for folder, dirs, files in os.walk(root, onerror=unlistable)
+        for name in files + dirs
         if name.endswith(IMAGE_SUFFIX)
     )
     files = [Path(name) for name in names]
@@ -71,14 +85,20 @@ def read_labels(csv_path: str | Path) -> list[int]:
     """
     csv_path = Path(csv_path)
     try:
-        text = csv_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{csv_path}: label file missing") from None
+        _check_regular_file(csv_path, "label file")
+        # utf-8-sig: a spreadsheet's byte-order mark is not part of the first name;
+        # text mode reads CRLF line endings as plain ones
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except DataError:
+        raise
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{csv_path}: cannot read label file ({err})") from None
+    try:
+        rows = list(csv.reader(text.splitlines(), skipinitialspace=True))
+    except csv.Error as err:  # e.g. a field over the csv module's size limit
+        raise DataError(f"{csv_path}: not a CSV file ({err})") from None
 
     ids: list[int | None] = [None] * attributes.NUM_ATTRIBUTES
-    rows = csv.reader(text.splitlines(), skipinitialspace=True)
     for line_no, row in enumerate(rows, start=1):
         if not row or all(not cell.strip() for cell in row):
             continue  # tolerate blank lines (e.g. a trailing newline)
@@ -120,18 +140,60 @@ def load_image(path: str | Path, crop: int | None = 360, size: int = 64) -> np.n
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now, so a truncated file fails here and names itself
-            # crop before compositing: less work than flattening the whole 500x500 frame
-            rgb = _flatten_onto_white(im.crop(_centre_box(path, im.size, crop)))
+        _check_regular_file(path, "image file")
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()  # decode now, so a truncated file fails here and names itself
+                _fix_grey_key(im, path)
+                # crop before compositing: less work than flattening the whole 500x500 frame
+                rgb = _flatten_onto_white(im.crop(_centre_box(path, im.size, crop)))
     except DataError:
         raise
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file missing") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{path}: refused as a possible decompression bomb ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from None
+    except Exception as err:  # Pillow's parsers raise many types on malformed data
+        raise DataError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
     out = rgb.resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1).copy()  # (3, size, size)
+
+
+def _check_regular_file(path: Path, what: str) -> None:
+    """DataError unless ``path`` is a readable regular file (a fifo would block the read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        broken = os.path.islink(path)
+        raise DataError(f"{path}: {what} missing" + (" (broken symlink)" if broken else "")
+                        ) from None
+    except OSError as err:
+        why = "symlink loop" if err.errno == errno.ELOOP else err.strerror
+        raise DataError(f"{path}: cannot read {what} ({why})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file (a fifo, socket or device)")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot read {what} (permission denied)")
+
+
+def _fix_grey_key(im: Image.Image, path: Path) -> None:
+    """Scale a 1/2/4-bit grey PNG's colour key (tRNS) to the 0..255 Pillow gives its pixels.
+
+    Pillow scales the pixels (a 2-bit 1 becomes 85) but keeps the key as stored (1), so the
+    background would stay opaque grey instead of becoming white.
+    """
+    key = im.info.get("transparency")
+    if im.format != "PNG" or im.mode != "L" or not isinstance(key, int):
+        return
+    with open(path, "rb") as f:
+        header = f.read(26)  # signature (8), IHDR length and type (8), width, height, depth
+    depth = header[24] if len(header) == 26 else 8
+    if depth in (1, 2, 4):
+        im.info["transparency"] = key * 255 // ((1 << depth) - 1)
 
 
 def _centre_box(path: Path, image_size: tuple[int, int], crop: int | None) -> tuple[int, ...]:
@@ -146,6 +208,8 @@ def _centre_box(path: Path, image_size: tuple[int, int], crop: int | None) -> tu
 
 def _flatten_onto_white(im: Image.Image) -> Image.Image:
     """RGB image with any alpha (RGBA, LA, palette transparency) composited onto white."""
+    if im.mode.startswith("I"):  # 16-bit grey: I;16, I;16B, or I in older Pillow
+        im = _grey16_to_8bit(im)
     has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
     if not has_alpha:
         return im.convert("RGB")
@@ -153,6 +217,16 @@ def _flatten_onto_white(im: Image.Image) -> Image.Image:
     out = Image.new("RGB", rgba.size, (255, 255, 255))
     out.paste(rgba, mask=rgba.getchannel("A"))  # src * alpha + white * (1 - alpha)
     return out
+
+
+def _grey16_to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit grey -> L (or LA with its colour key as alpha); convert("L") would clip to white."""
+    values = np.asarray(im).astype(np.int64)  # (H, W), 0..65535
+    grey = Image.fromarray(((values.clip(0, 65535) * 255 + 32767) // 65535).astype(np.uint8))
+    key = im.info.get("transparency")
+    if isinstance(key, int):
+        grey.putalpha(Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8)))
+    return grey
 
 
 @dataclass(frozen=True)

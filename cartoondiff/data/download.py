@@ -5,9 +5,13 @@
 
 The archive is streamed to ``DEST/<name>.tgz.part``; an interrupted download is resumed with
 an HTTP ``Range`` request (on this run's retry or the next run), and the file is renamed to
-``DEST/<name>.tgz`` only once its size matches what the server announced. Extraction refuses
-any member that could write or point outside ``DEST`` and happens in a temporary directory
-that is moved into place only when every member was extracted.
+``DEST/<name>.tgz`` only once its size matches what the server announced, its sha256 matches
+a known one, and ``verify_archive`` has read it to the end: gzip CRC and length, every tar
+header, PNG (and CSV) members. A download that fails these checks is deleted (a truncated
+one of unknown size is kept to resume), so a rerun starts clean; an archive already in
+``DEST`` that fails them is named in the error with the advice to delete it. Extraction
+refuses any member that could write or point outside ``DEST`` and happens in a temporary
+directory that is moved into place only when every member was extracted.
 
 Standard library only (urllib, tarfile, hashlib) plus tqdm for the progress bar.
 """
@@ -15,6 +19,7 @@ Standard library only (urllib, tarfile, hashlib) plus tqdm for the progress bar.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import http.client
 import os
@@ -38,6 +43,10 @@ from cartoondiff.errors import UserError
 
 class DownloadError(UserError, RuntimeError):
     """A download or extraction failed; the message is one line naming the URL, file or member."""
+
+
+class TruncatedArchiveError(DownloadError):
+    """The archive ends early: resuming the download may complete it."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,11 @@ def _resolve(name_or_url: str, url: str | None, expected_sha256: str | None
         return url, filename, expected_sha256
     raise DownloadError(f"unknown dataset {name_or_url!r}: expected one of {sorted(SOURCES)} "
                         "or an http(s) URL")
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message with its line breaks (tarfile lists one per method) folded."""
+    return " ".join(str(err).split())
 
 
 def _say(msg: str, enabled: bool) -> None:
@@ -204,10 +218,14 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
     part = dest / (filename + ".part")
 
     if archive.exists():
-        _say(f"{archive} already exists; skipping download", progress)
+        _say(f"{archive} already exists; checking it instead of downloading", progress)
         if expected and sha256_of(archive) != expected.lower():
             raise DownloadError(f"{archive}: sha256 differs from the expected {expected}; "
                                 "delete it and rerun")
+        try:
+            verify_archive(archive, labeled=name_or_url in SOURCES)
+        except DownloadError as e:  # not ours to delete: the user may have put it there
+            raise DownloadError(f"{e}; delete {archive} and rerun to download it again") from None
         return archive
 
     total: int | None = None
@@ -231,9 +249,64 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
     if expected and digest != expected.lower():
         part.unlink()
         raise DownloadError(f"{url}: sha256 {digest} does not match the expected {expected}")
+    try:
+        verify_archive(part, labeled=name_or_url in SOURCES)
+    except TruncatedArchiveError as e:
+        if total is None:  # the stream may just have stopped early: more bytes may finish it
+            raise DownloadError(f"incomplete download of {url}: {e} (partial data kept in "
+                                f"{part}; rerun to resume)") from None
+        part.unlink()  # complete by its announced size, so the server's file is cut short
+        raise DownloadError(f"{url} served a truncated archive ({e}); deleted it, try another "
+                            "--url") from None
+    except DownloadError as e:
+        part.unlink()
+        raise DownloadError(f"{url} did not serve a usable archive: {e}; deleted it, check "
+                            "the URL or try another --url") from None
     os.replace(part, archive)
     _say(f"sha256 {digest}  {archive}", progress)
     return archive
+
+
+def verify_archive(path: str | Path, labeled: bool = True) -> tuple[int, int]:
+    """Read a .tgz/.tar to its end without extracting; return its (PNG, CSV) member counts.
+
+    Checks what a download's size cannot: that it is a gzip stream whose CRC32 and length
+    match (checked at its end), that every tar header and member is there, and that it
+    holds PNG images (and CSV labels when ``labeled``). Raises ``TruncatedArchiveError``
+    when the data ends early and ``DownloadError`` for anything else; both name the file.
+    Costs one decompression pass, about as long as extracting without writing.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        raise DownloadError(f"{path} is empty")
+    if head.lstrip()[:1] == b"<":
+        raise DownloadError(f"{path} is a text page (HTML or XML: a login or error page?), "
+                            "not an archive")
+    pngs = csvs = 0
+    try:
+        with open(path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw) if head[:2] == b"\x1f\x8b" else raw
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # r|: one pass, in order
+                for member in tar:
+                    if member.isfile():
+                        pngs += member.name.endswith(".png")
+                        csvs += member.name.endswith(".csv")
+            while stream.read(_CHUNK):  # to the end: gzip checks CRC32 and length there
+                pass
+    except EOFError as e:
+        raise TruncatedArchiveError(f"{path} is truncated ({e})") from None
+    except tarfile.ReadError as e:
+        if "unexpected end" in str(e) or "truncated" in str(e):
+            raise TruncatedArchiveError(f"{path} is truncated ({e})") from None
+        raise DownloadError(f"{path} is not a tar archive ({_one_line(e)})") from None
+    except (gzip.BadGzipFile, zlib.error, tarfile.TarError) as e:
+        raise DownloadError(f"{path} is corrupt ({_one_line(e)})") from None
+    if pngs == 0 or (labeled and csvs == 0):
+        raise DownloadError(f"{path} holds {pngs} .png and {csvs} .csv files, not Cartoon Set "
+                            "images" + (" and labels" if labeled else ""))
+    return pngs, csvs
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -305,8 +378,11 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
                         tar.extract(member, root, **_FILTER)
                     except _FILTER_ERRORS as e:
                         raise DownloadError(f"unsafe archive member {member.name!r}: {e}") from e
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-            raise DownloadError(f"cannot extract {archive}: {e}") from e
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise DownloadError(f"cannot extract {archive}: it is damaged ({_one_line(e)}); "
+                                "delete it and rerun to download it again") from e
+        except OSError as e:  # the destination's fault (disk full, permissions), not the archive's
+            raise DownloadError(f"cannot extract {archive} into {dest}: {e}") from e
         entries = sorted(os.listdir(root))
         if not entries:
             raise DownloadError(f"archive {archive} is empty")
@@ -339,15 +415,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     progress = not args.no_progress
     try:
+        folder = args.dest / SOURCES[args.name].folder
+        if not args.no_extract and folder.is_dir():
+            _say(f"{folder} already exists; nothing to download or extract", progress)
+            print(folder)
+            return 0
         archive = download(args.name, args.dest, url=args.url, expected_sha256=args.sha256,
                            progress=progress)
         if args.no_extract:
             print(archive)
-            return 0
-        folder = args.dest / SOURCES[args.name].folder
-        if folder.is_dir():
-            _say(f"{folder} already exists; skipping extraction", progress)
-            print(folder)
             return 0
         print(extract(archive, args.dest))
         return 0

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -255,20 +256,62 @@ def save_classifier(clf: TrainedClassifier, path: Path | str) -> Path:
 
 
 def load_classifier(path: Path | str, device: torch.device | str = "cpu") -> TrainedClassifier:
-    """Load a file written by ``save_classifier`` (``weights_only=True``: it cannot run code)."""
+    """Load a file written by ``save_classifier`` (``weights_only=True``: it cannot run code).
+
+    Whatever is wrong with the file (missing, truncated, a flipped bit, another kind of
+    file, fields of the wrong type, weights of another shape) is one ``ClassifierError``
+    naming it, never a raw unpickling, key, type or shape error.
+    """
     path = Path(path)
     if not path.is_file():
         raise ClassifierError(f"classifier file {path} does not exist")
     try:
+        _check_crc(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
-        net = AttributeClassifier(state["image_size"], state["width"], state["feature_dim"])
-        net.load_state_dict(state["state_dict"])
-    except (RuntimeError, KeyError, EOFError, OSError) as err:
-        raise ClassifierError(f"classifier file {path} is not a cartoondiff classifier: "
-                              f"{str(err).splitlines()[0]}") from err
-    net = net.to(device).eval().requires_grad_(False)
-    return TrainedClassifier(net, dict(state["accuracy"]), state["heldout"], state["data_key"],
-                             dict(state["settings"]), path)
+        clf = _from_state(state, path)
+    except Exception as err:  # any failure to interpret the file is the file's fault
+        raise ClassifierError(f"classifier file {path} is damaged or not a cartoondiff "
+                              f"classifier ({_first_line(err)}); replace or delete it") from err
+    clf.net.to(device)
+    return clf
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_crc(path: Path) -> None:
+    """Check every zip member's CRC32 (torch.load does not: a flipped bit loads silently)."""
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise ClassifierError(f"{bad} fails its CRC32 check")
+
+
+def _from_state(state: Any, path: Path) -> TrainedClassifier:
+    """Rebuild a TrainedClassifier from a loaded dict, checking every field's type."""
+    if not isinstance(state, dict):
+        raise ClassifierError(f"holds a {type(state).__name__}, not a dict")
+    missing = {"state_dict", "image_size", "width", "feature_dim", "accuracy", "heldout",
+               "data_key", "settings"} - set(state)
+    if missing:
+        raise ClassifierError(f"missing field(s) {sorted(missing)}")
+    if not all(isinstance(state[k], int) for k in ("image_size", "width", "feature_dim")):
+        raise ClassifierError("image_size, width and feature_dim must be integers")
+    accuracy, heldout = state["accuracy"], state["heldout"]
+    if not isinstance(accuracy, dict) or sorted(accuracy) != sorted(NAMES):
+        raise ClassifierError("accuracy must map the 18 attribute names to numbers")
+    if not isinstance(heldout, torch.Tensor) or heldout.dim() != 1 or heldout.is_floating_point():
+        raise ClassifierError("heldout must be a 1-D integer tensor")
+    if not isinstance(state["data_key"], str) or not isinstance(state["settings"], dict):
+        raise ClassifierError("data_key must be a string and settings a dict")
+    net = AttributeClassifier(state["image_size"], state["width"], state["feature_dim"])
+    net.load_state_dict(state["state_dict"])  # strict: names and shapes must all match
+    net.eval().requires_grad_(False)
+    return TrainedClassifier(net, {k: float(v) for k, v in accuracy.items()}, heldout.long(),
+                             state["data_key"], dict(state["settings"]), path)
 
 
 def data_identity(data: AvatarData) -> str:
@@ -313,13 +356,28 @@ def load_or_train_classifier(
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = Path(cache_dir).expanduser() / "classifiers" / f"{key}-clf{digest}.pt"
     if path.is_file():
-        clf = load_classifier(path, device)
-        if clf.data_key == key:
+        # a cache: whatever is wrong with the file, training again replaces it
+        try:
+            clf = load_classifier(path, device)
+            stale = _mismatch(clf, key, settings, data.images.shape[-1])
+        except ClassifierError as err:
+            clf, stale = None, f"damaged ({_first_line(err.__cause__ or err)})"
+        if not stale:
             return clf
-        log.warning("%s was trained on %s, not %s; retraining", path, clf.data_key, key)
+        log.warning("cached classifier %s is %s; retraining it", path, stale)
     log.info("training the attribute classifier on %d %s images", len(data), data.source)
     kwargs = {k: v for k, v in settings.items() if k != "version"}
     clf = train_classifier(data.images, data.ids, device=device, data_key=key, progress=progress,
                            **kwargs)
     save_classifier(clf, path)
     return clf
+
+
+def _mismatch(clf: TrainedClassifier, key: str, settings: dict[str, Any], size: int) -> str:
+    """Why a loaded cached classifier does not fit the request ("" if it does)."""
+    if clf.data_key != key:
+        return f"for other data ({clf.data_key}, not {key})"
+    if clf.image_size != size:
+        return f"made for {clf.image_size} px images, the data has {size} px"
+    differ = sorted(k for k in settings if clf.settings.get(k) != settings[k])
+    return f"for other settings ({', '.join(differ)})" if differ else ""
