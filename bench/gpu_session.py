@@ -25,7 +25,9 @@ evaluation uses that.
 OUT_DIR receives at most 8 files: results.json (everything measured, with each phase's status),
 session.log (every phase's output), and PNGs. Settings come from the environment: TINY=1,
 BUDGET_S, PYTHON, WORK_DIR (default: a new temporary folder), WANDB_SESSION_MODE
-(offline | disabled; default offline when ``wandb`` imports and an offline run works).
+(offline | disabled; default offline when ``wandb`` imports and an offline run works),
+EPOCHS (force part 2's epochs), SKIP_PART2=1 (1a and 1b only: a short retry, e.g. with
+BUDGET_S=200 when a first call failed and the lease has little time left).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class Settings:
     grace_s: float            # SIGTERM -> SIGKILL
     fallback_images_per_s: float  # if 1a measured nothing
     safety: float             # fraction of the measured throughput part 2 plans with
+    part2_min_window_s: float  # less left after 1a: part 1's run alone (a short retry)
     epochs: int | None = None  # force part 2's epochs (None: from the throughput)
 
     @staticmethod
@@ -99,7 +102,7 @@ class Settings:
                            "trainer.sample_rows=3", "trainer.sample_cols=3",
                            "trainer.device=cpu", "trainer.log_every=4"],
                 threads=1, eval_reserve_s=25, figure_reserve_s=10, grace_s=10,
-                fallback_images_per_s=50, safety=1.0,
+                fallback_images_per_s=50, safety=1.0, part2_min_window_s=10,
                 epochs=int(os.environ.get("EPOCHS", 1)))
         epochs = os.environ.get("EPOCHS")
         return Settings(
@@ -109,7 +112,8 @@ class Settings:
             bench_timeout_s=190, resume_steps=200, resume_every=50, eval_n=256, eval_steps=25,
             eval_extra=["device=auto"], run_extra=["trainer.log_every=25"],
             threads=3, eval_reserve_s=90, figure_reserve_s=25, grace_s=25,
-            fallback_images_per_s=800, safety=0.8, epochs=int(epochs) if epochs else None)
+            fallback_images_per_s=800, safety=0.8, part2_min_window_s=90,
+            epochs=int(epochs) if epochs else None)
 
 
 @dataclass
@@ -537,13 +541,21 @@ def body(session: Session) -> None:
 
     # Part 2's window: from now to the deadline less the evaluation and figure reserves.
     window = session.left() - s.eval_reserve_s - s.figure_reserve_s
+    resume_dir = work / "runs" / "resume_fig15_16_final"
+    if window < s.part2_min_window_s or os.environ.get("SKIP_PART2", "0") != "0":
+        # A short retry: part 1's run alone, then its grid; part 2 recorded as skipped.
+        session.skip("2_claims", f"{window:.0f} s left for part 2 (needs "
+                     f"{s.part2_min_window_s:.0f}) or SKIP_PART2 set")
+        session.results["part1"]["resume"] = phase_resume(
+            session, resume_dir, session.left() - s.figure_reserve_s)
+        session.copy_out(resume_dir / "samples" / "final.png", "resume_run_final.png")
+        return
     startup = 8 if s.tiny else 25  # processes start, import, build, map the data
     plan = plan_part2(session, bench, window - startup)
     session.results["part2"]["plan"] = plan
     session.say(f"part 2 plan: {plan}")
 
     # 1b + 1c beside the four runs of part 2 (they share the GPU).
-    resume_dir = work / "runs" / "resume_fig15_16_final"
     claim_jobs = []
     for name, experiment, attention, tau in CLAIM_RUNS:
         run_dir = work / "runs" / name
