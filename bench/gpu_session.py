@@ -343,10 +343,11 @@ def latest_model(run_dir: Path) -> Path | None:
 
 def eval_summary(path: Path) -> dict | None:
     """Per-attribute faithfulness, its mean, Fréchet and diversity from an evaluate JSON."""
-    if not path.exists():
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        run = result["runs"][0]
+    except (OSError, ValueError, KeyError, IndexError):  # missing, or cut off by a timeout
         return None
-    result = json.loads(path.read_text(encoding="utf-8"))
-    run = result["runs"][0]
     names = list(result["chance"])
     m = run["metrics"]
     n = result["n"]
