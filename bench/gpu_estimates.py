@@ -90,7 +90,11 @@ def _linear(fn, batch: int) -> int:
 
 def _stages(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The UNet's stages (a residual block + its attention blocks): the checkpoint units."""
-    return [m for m in model.modules() if type(m).__name__ == "Stage"]
+    stages = [m for m in model.modules() if type(m).__name__ == "Stage"]
+    if not stages:
+        raise RuntimeError("no UNet Stage modules found: update bench/gpu_estimates._stages to "
+                           "the UNet's block class")
+    return stages
 
 
 def _checkpointed(model: torch.nn.Module) -> None:

@@ -22,6 +22,12 @@ evaluation uses that.
     2e  evaluate each final EMA model: n=256, DDIM eta=1, 25 steps, w=2
     2f  figures: the four runs' last grids side by side, and their loss curves
 
+What it relies on beyond those commands (to adjust if they change): run.py prints "stopped by
+signal N at step M" on SIGINT and "resumed from PATH at step N" on resume, writes
+``checkpoints/ckpt-step*.pt``, ``model_ema.pt``, ``samples/final.png``, ``metrics.jsonl``; the
+experiment configs named in CLAIM_RUNS; ``python -m cartoondiff.evaluate``'s JSON (``runs``,
+``chance``, ``classifier.accuracy``); the data config group's ``_target_`` with ``setup()``.
+
 OUT_DIR receives at most 8 files: results.json (everything measured, with each phase's status),
 session.log (every phase's output), and PNGs. Settings come from the environment: TINY=1,
 BUDGET_S, PYTHON, WORK_DIR (default: a new temporary folder), WANDB_SESSION_MODE
