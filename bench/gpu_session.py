@@ -297,8 +297,12 @@ def check_wandb(work: Path) -> None:
 
 
 def gpu_name(session: Session) -> str | None:
+    """nvidia-smi's name, compute mode (part 2 needs 'Default': several processes at once),
+    memory and driver, or None without a GPU."""
+    query = ["nvidia-smi", "--query-gpu=name,compute_mode,memory.total,driver_version",
+             "--format=csv,noheader"]
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(query, capture_output=True, text=True, timeout=20)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
