@@ -23,6 +23,13 @@ if [ "$TINY" = "0" ] && [ -z "${SKIP_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /
   fi
 fi
 echo "wheels: $GPU_SESSION_WHEELS"
+if ! "$PY" -c "import hydra, omegaconf, torch" 2> "$OUT/import_error.txt"; then
+  # Fail in seconds, not after minutes of device time: the wheels did not come (carry .whl).
+  echo "hydra-core / omegaconf / torch not importable: run bench/fetch_gpu_wheels.sh here and" \
+       "carry .whl" | tee -a "$OUT/import_error.txt"
+  exit 3
+fi
+rm -f "$OUT/import_error.txt"
 command -v nvidia-smi > /dev/null && nvidia-smi -L
 BUDGET=${BUDGET_S:-$([ "$TINY" = "0" ] && echo 450 || echo 120)}
 # A hard stop past the script's own deadline, in case something hangs beyond its timeouts.
