@@ -6,6 +6,7 @@ requirements), finishing in well under 5 minutes on an H100:
     bash bench/gpu.sh                       # blog preset, 64x64, batch 128
     python bench/gpu.py --modes fp32 bf16 bf16+nchw bf16+compile   # nchw: weights NCHW
     python bench/gpu.py --device cpu --preset tiny --image-size 16 --batch 4 --steps 2  # smoke
+    python bench/gpu.py --peer diffusers --peer-modes bf16 --json out.json  # + a peer, as JSON
 
 Each mode builds a fresh model from conf/model/PRESET.yaml and runs the training loop's step:
 ``Diffusion.loss`` (condition dropout included) under the mode's autocast, backward, gradient
@@ -16,6 +17,12 @@ image are counted with ``torch.utils.flop_counter.FlopCounterMode`` over one for
 card's peak is achieved FLOP/s over its dense bf16 tensor peak. Sampling: 64 avatars, DDIM 50
 steps with classifier-free guidance w=2 (each step one batch of 128).
 
+``--peer diffusers`` adds rows for diffusers' ``UNet2DConditionModel`` laid out like the blog
+preset (4 levels, 2 res blocks each, cross-attention at the three lower levels and the middle),
+its width chosen to match the project model's parameters, fed by the project's own Tau and
+trained by the same step (loss, clipping, optimizer, EMA). diffusers is a bench-only
+dependency (bench/requirements.txt): without it the peer rows are skipped with a note.
+
 Goal on an H100: >= 3,000 images/s for the blog preset in bf16 and <= 8 GB peak at batch 128.
 """
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,7 +42,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bench.common import option_combo, project_config, sync  # noqa: E402
+from bench.common import count_params, option_combo, project_config, sync  # noqa: E402
 from cartoondiff.config import build  # noqa: E402
 from cartoondiff.devices import pick_device  # noqa: E402
 from cartoondiff.diffusion.samplers import sample  # noqa: E402
@@ -57,14 +65,78 @@ def card_peak(name: str) -> float | None:
     return None
 
 
-class Trainer:
-    """The training loop's step for one mode, on a fixed random batch."""
+def diffusers_blog_unet(width: int, image_size: int, context_dim: int) -> torch.nn.Module:
+    """diffusers' UNet2DConditionModel laid out like the blog preset: widths (w, 2w, 3w, 4w),
+    2 res blocks per level, 4-head cross-attention to the context tokens at the three lower
+    levels and in the middle. Its transformer blocks also hold self-attention and a GEGLU
+    feed-forward (diffusers' layout), so at matched parameters it is narrower."""
+    from diffusers import UNet2DConditionModel
 
-    def __init__(self, args: argparse.Namespace, mode: str, device: torch.device) -> None:
+    return UNet2DConditionModel(
+        sample_size=image_size, in_channels=3, out_channels=3,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                          "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                        "UpBlock2D"),
+        block_out_channels=(width, 2 * width, 3 * width, 4 * width), layers_per_block=2,
+        norm_num_groups=32, cross_attention_dim=context_dim, attention_head_dim=4,
+    )
+
+
+class PeerDenoiser(torch.nn.Module):
+    """The project's Tau feeding a diffusers UNet: called like ``Denoiser`` (x_t, t, ids, drop)."""
+
+    def __init__(self, unet: torch.nn.Module, tau: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet, self.tau = unet, tau
+        self.conditional = True
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, ids: torch.Tensor,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        context = self.tau(ids, drop)  # (B, 18, D)
+        return self.unet(x_t, t, encoder_hidden_states=context).sample  # (B, 3, H, W)
+
+
+def peer_available(peer: str | None) -> str | None:
+    """None when ``peer`` can be built here, else why not (e.g. diffusers is not installed)."""
+    if peer is None:
+        return "no peer asked for (--peer)"
+    try:
+        import diffusers  # noqa: F401
+    except Exception as err:  # noqa: BLE001 -- a broken install is as missing as none
+        return f"{peer} is not importable here ({type(err).__name__}: {err})"
+    return None
+
+
+def build_peer(cfg, image_size: int, target: int) -> tuple[torch.nn.Module, int]:  # noqa: ANN001
+    """(PeerDenoiser, width) whose parameters (Tau included) come closest to ``target``."""
+    from bench.train_throughput import match_width
+
+    context_dim = int(cfg.model.unet.context_dim)
+    tau = build(cfg, "model.tau")
+    width, _ = match_width(lambda w: diffusers_blog_unet(w, image_size, context_dim),
+                           target - count_params(tau), step=32)
+    return PeerDenoiser(diffusers_blog_unet(width, image_size, context_dim), tau), width
+
+
+class Trainer:
+    """The training loop's step for one mode, on a fixed random batch.
+
+    ``peer_target``: build the diffusers peer matched to that many parameters instead of the
+    project's model.
+    """
+
+    def __init__(self, args: argparse.Namespace, mode: str, device: torch.device,
+                 peer_target: int | None = None) -> None:
         opts = set(mode.split("+"))
         self.cfg = project_config(args.overrides, args.image_size)
         torch.manual_seed(0)
-        self.model = build(self.cfg, "model").to(device).train()
+        if peer_target is None:
+            self.model, self.name = build(self.cfg, "model"), "cartoondiff"
+        else:
+            self.model, width = build_peer(self.cfg, args.image_size, peer_target)
+            self.name = f"diffusers UNet2DCondition w={width}"
+        self.model = self.model.to(device).train()
         fmt = (torch.contiguous_format if "nchw" in opts
                else torch.channels_last if "channels_last" in opts else None)
         if fmt is not None:  # the UNet's conv weights are channels_last unless nchw
@@ -106,11 +178,11 @@ class Trainer:
         return counter.get_total_flops() / batch
 
 
-def train_row(args: argparse.Namespace, mode: str, device: torch.device, count_flops: bool
-              ) -> dict:
+def train_row(args: argparse.Namespace, mode: str, device: torch.device, count_flops: bool,
+              peer_target: int | None = None) -> dict:
     """images/s, ms/step and peak memory of ``mode``; FLOPs per image on the first mode."""
     t0 = time.perf_counter()
-    trainer = Trainer(args, mode, device)
+    trainer = Trainer(args, mode, device, peer_target)
     for _ in range(args.warmup):  # compiles here, when the mode compiles
         trainer.step()
     sync(device)
@@ -123,7 +195,8 @@ def train_row(args: argparse.Namespace, mode: str, device: torch.device, count_f
     sync(device)
     secs = (time.perf_counter() - start) / args.steps
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    row = {"mode": mode, "ms": 1000 * secs, "images_per_s": args.batch / secs,
+    row = {"model": trainer.name, "mode": mode, "ms": 1000 * secs,
+           "images_per_s": args.batch / secs,
            "peak_bytes": peak, "warmup_s": warm_s,
            "params": sum(p.numel() for p in trainer.model.parameters())}
     if count_flops:
@@ -179,38 +252,84 @@ def run(args: argparse.Namespace) -> dict:
           f"{' '.join(args.overrides)}; {args.image_size}x{args.image_size}, batch {args.batch}")
     print("card peak: " + (f"{peak:.0f} TFLOP/s dense bf16 (vendor spec sheets, dense)" if peak
                            else "unknown (pass --peak-tflops)"))
-    rows, flops = [], None
-    for mode in args.modes:
+    peer_note = peer_available(args.peer)
+    if args.peer and peer_note:
+        print(f"skipping the peer rows: {peer_note}")
+    # Compiled modes last: their warm-up (the compilation) is the longest, so when the budget
+    # runs out it cuts them rather than the eager rows and the peer.
+    eager = [m for m in args.modes if "compile" not in m]
+    schedule = [(m, False) for m in eager]
+    if args.peer and not peer_note:
+        schedule += [(m, True) for m in args.peer_modes]
+    schedule += [(m, False) for m in args.modes if "compile" in m]
+    rows, flops, peer_flops, errors = [], None, None, []
+    partial = {"device": name, "torch": torch.__version__, "peak_tflops": peak,
+               "batch": args.batch, "image_size": args.image_size, "overrides": args.overrides,
+               "peer_skipped": peer_note if args.peer else None, "errors": errors}
+
+    def dump(**more: object) -> None:
+        """Write what is measured so far (a killed run still leaves its rows)."""
+        partial.update(more)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(partial, indent=1))
+
+    for mode, is_peer in schedule:
+        label = f"peer {mode}" if is_peer else mode
         if time.perf_counter() - t0 > args.budget_s:
-            print(f"skipping {mode}: over the {args.budget_s:.0f} s budget")
+            print(f"skipping {label}: over the {args.budget_s:.0f} s budget")
             continue
-        row = train_row(args, mode, device, count_flops=flops is None)
-        flops = row.get("flops_per_image", flops)
-        row["tflops"] = flops * row["images_per_s"] / 1e12
+        ours = [r for r in rows if r["model"] == "cartoondiff"]
+        if is_peer and not ours:
+            print(f"skipping {label}: the project's row (its parameter count) is missing")
+            continue
+        try:
+            if is_peer:
+                row = train_row(args, mode, device, peer_flops is None,
+                                peer_target=ours[0]["params"])
+                peer_flops = row.get("flops_per_image", peer_flops)
+                row["tflops"] = peer_flops * row["images_per_s"] / 1e12
+            else:
+                row = train_row(args, mode, device, count_flops=flops is None)
+                flops = row.get("flops_per_image", flops)
+                row["tflops"] = flops * row["images_per_s"] / 1e12
+        except Exception as err:  # noqa: BLE001 -- e.g. out of memory, a compiler error
+            print(f"{label} failed: {type(err).__name__}: {str(err)[:500]}")
+            errors.append({"mode": label, "error": f"{type(err).__name__}: {str(err)[:500]}"})
+            _free(device)
+            continue
         rows.append(row)
-    print(f"\nparams {rows[0]['params']:,}; model FLOPs per image, forward + backward: "
-          f"{flops / 1e9:.2f} GFLOP (FlopCounterMode)")
-    print(f"{'mode':<28} {'img/s':>9} {'ms/step':>9} {'peak GiB':>9} {'TFLOP/s':>8} "
-          f"{'% peak':>7} {'warm-up s':>10}")
+        dump(train=rows, flops_per_image=flops, peer_flops_per_image=peer_flops)
+    if flops is not None:
+        print(f"\nparams {rows[0]['params']:,}; model FLOPs per image, forward + backward: "
+              f"{flops / 1e9:.2f} GFLOP (FlopCounterMode)")
+    peers = [r for r in rows if r["model"] != "cartoondiff"]
+    if peers:
+        print(f"peer: {peers[0]['model']}, params {peers[0]['params']:,}; "
+              f"{peer_flops / 1e9:.2f} GFLOP per image, forward + backward")
+    print(f"{'model':<32} {'mode':<20} {'img/s':>9} {'ms/step':>9} {'peak GiB':>9} "
+          f"{'TFLOP/s':>8} {'% peak':>7} {'warm-up s':>10}")
     for r in rows:
         mem = f"{r['peak_bytes'] / 2**30:.2f}" if r["peak_bytes"] is not None else "n/a"
         frac = f"{100 * r['tflops'] / peak:.1f}" if peak else "n/a"
-        print(f"{r['mode']:<28} {r['images_per_s']:>9.1f} {r['ms']:>9.1f} {mem:>9} "
-              f"{r['tflops']:>8.2f} {frac:>7} {r['warmup_s']:>10.1f}")
+        print(f"{r['model']:<32} {r['mode']:<20} {r['images_per_s']:>9.1f} {r['ms']:>9.1f} "
+              f"{mem:>9} {r['tflops']:>8.2f} {frac:>7} {r['warmup_s']:>10.1f}")
     samples = []
-    for amp in (None, torch.bfloat16):
+    for amp in () if args.no_sampling else (None, torch.bfloat16):
         if time.perf_counter() - t0 > args.budget_s:
             print("skipping sampling: over budget")
             break
         samples.append(sampling_row(args, amp, device))
         _free(device)
+        dump(sampling=samples)
     print(f"\nsampling {args.samples} avatars: DDIM {args.sample_steps} steps, guidance 2.0")
     for s in samples:
         print(f"{s['precision']:<8} {s['seconds']:8.2f} s")
     total = time.perf_counter() - t0
     print(f"\ntotal {total:.0f} s")
-    return {"device": name, "peak_tflops": peak, "flops_per_image": flops, "train": rows,
-            "sampling": samples, "seconds": total}
+    dump(flops_per_image=flops, peer_flops_per_image=peer_flops, train=rows, sampling=samples,
+         seconds=total)
+    return dict(partial)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -228,6 +347,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense peak")
     p.add_argument("--budget-s", type=float, default=240.0,
                    help="skip what is left once this many seconds have passed")
+    p.add_argument("--peer", choices=["diffusers"], default=None,
+                   help="also time diffusers' UNet2DConditionModel at matched parameters")
+    p.add_argument("--peer-modes", nargs="+", type=option_combo, default=["fp32", "bf16"])
+    p.add_argument("--no-sampling", action="store_true", help="skip the sampling timings")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("overrides", nargs="*", help="more Hydra overrides (after --)")
     args = p.parse_args(argv)
     # The blog's final model: one-hot attributes, 4-head cross-attention, Tau 2x.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 
 import pytest
@@ -67,6 +69,25 @@ def test_gpu_benchmark_runs_on_cpu_with_a_tiny_setting(capsys):
     assert all(s["seconds"] > 0 for s in result["sampling"])
     out = capsys.readouterr().out
     assert "GFLOP" in out and "sampling 2 avatars" in out
+
+
+def test_gpu_benchmark_writes_json_and_skips_a_missing_peer(tmp_path):
+    out = tmp_path / "bench.json"
+    result = gpu.main(["--device", "cpu", "--preset", "tiny", "--image-size", "16",
+                       "--batch", "2", "--warmup", "0", "--steps", "1", "--modes", "bf16",
+                       "--peer", "diffusers", "--peer-modes", "fp32", "--no-sampling",
+                       "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["errors"] == [] and saved["sampling"] == []
+    ours = [r for r in saved["train"] if r["model"] == "cartoondiff"]
+    assert [r["mode"] for r in ours] == ["bf16"] and ours[0]["peak_bytes"] is None  # CPU
+    if importlib.util.find_spec("diffusers") is None:
+        assert "diffusers is not importable" in saved["peer_skipped"]
+        assert len(saved["train"]) == 1
+    else:  # the peer: Tau + diffusers UNet, the same training step
+        peer = saved["train"][1]
+        assert peer["model"].startswith("diffusers") and saved["peer_flops_per_image"] > 0
 
 
 def test_gpu_card_peaks_pick_the_specific_name_first():
