@@ -153,6 +153,8 @@ def parse(text: str) -> dict[str, int]:
             ) from None
         if not 0 <= v < count(name):
             raise SchemaError(f"attribute {name}={v} out of range 0..{count(name) - 1}")
+        if name in out:
+            raise SchemaError(f"attribute {name} is given twice ({name}={out[name]}, {name}={v})")
         out[name] = v
     return out
 

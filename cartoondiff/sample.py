@@ -39,15 +39,6 @@ def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
     return torch.tensor([attributes.complete(fixed, rng) for _ in range(n)])
 
 
-def sampler_option(method: object, steps: object, eta: object, guidance: object) -> Sampler:
-    """``Sampler`` from command-line options; its errors name the option (``sampler=``)."""
-    try:
-        return Sampler(method, steps, eta, guidance)
-    except ArgumentError as err:
-        raise ArgumentError("sampler" if err.name == "method" else err.name, err.value,
-                            err.expected) from None
-
-
 def check_options(opts: dict) -> tuple[Sampler, torch.Tensor, torch.device]:
     """Every option checked before any work: the sampler, the ids, the device, the paths."""
     def need(ok: bool, key: str, expected: str) -> None:
@@ -63,7 +54,7 @@ def check_options(opts: dict) -> tuple[Sampler, torch.Tensor, torch.device]:
          "null or an integer >= 1")
     need(Path(str(opts["out"])).suffix.lower() in IMAGE_SUFFIXES, "out",
          f"an image path ending in one of {IMAGE_SUFFIXES}")
-    sampler = sampler_option(opts["sampler"], opts["steps"], opts["eta"], opts["guidance"])
+    sampler = Sampler.from_options(opts["sampler"], opts["steps"], opts["eta"], opts["guidance"])
     ids = attribute_ids(str(opts["attributes"]), opts["n"], opts["seed"])
     return sampler, ids, pick_device(str(opts["device"]))
 
@@ -76,6 +67,9 @@ def main(argv: list[str]) -> Path:
     sampler, ids, device = check_options(opts)
     trained = load_trained(opts["checkpoint"], device)
     sampler.check_steps(trained.diffusion.T)
+    if not trained.conditional and str(opts["attributes"]) not in ("random", ""):
+        raise ArgumentError("attributes", opts["attributes"], "random: the checkpoint's model "
+                            "is unconditional (attention=none) and draws no attributes")
     images = generate(trained.model, trained.diffusion, ids, sampler,
                       image_size=trained.image_size, normalize=trained.normalize,
                       seed=opts["seed"], device=device)

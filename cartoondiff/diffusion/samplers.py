@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cartoondiff import interrupt
 from cartoondiff.attributes import NUM_ATTRIBUTES
 from cartoondiff.diffusion.process import Diffusion, Model
 from cartoondiff.errors import ArgumentError, is_int, is_number, require
@@ -77,6 +78,7 @@ def _eval(
     d: Diffusion, denoise: Denoise, x: torch.Tensor, i: int, clip: Clip
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0_hat clipped, eps consistent with it) at step i; x: (B, C, H, W)."""
+    interrupt.check()  # a stop request ends a long sampling within one step
     t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
     x0, _ = d.predict_x0_eps(denoise(x, t), x, t)
     x0 = clip(x0)
@@ -251,6 +253,17 @@ class Sampler:
         require(is_number(self.eta) and 0 <= self.eta <= 1, "eta", self.eta, "a number in [0, 1]")
         require(is_number(self.guidance) and self.guidance >= 0, "guidance", self.guidance,
                 "a number >= 0")
+
+    @classmethod
+    def from_options(cls, sampler: object, steps: object, eta: object, guidance: object
+                     ) -> Sampler:
+        """A Sampler from the commands' options, where ``sampler=`` names the method; errors
+        name the option as typed."""
+        try:
+            return cls(sampler, steps, eta, guidance)
+        except ArgumentError as err:
+            raise ArgumentError("sampler" if err.name == "method" else err.name, err.value,
+                                err.expected) from None
 
     def check_steps(self, T: int) -> None:  # noqa: N803 -- the papers' symbol
         """ArgumentError unless the sampler's steps fit a process of T steps."""

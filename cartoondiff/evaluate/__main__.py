@@ -37,7 +37,6 @@ from cartoondiff.evaluate.evaluator import (
 from cartoondiff.evaluate.inception import InceptionFeatures
 from cartoondiff.inference import load_trained
 from cartoondiff.inference.checkpoint import CheckpointError
-from cartoondiff.sample import sampler_option
 
 USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] "
          "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=0] [seed=0] [out=eval.json]")
@@ -71,7 +70,8 @@ def settings_grid(opts: dict[str, Any]) -> list[Sampler]:
     for method, steps, w in itertools.product(as_list(opts["sampler"], str, "sampler"),
                                               as_list(opts["steps"], int, "steps"),
                                               as_list(opts["guidance"], float, "guidance")):
-        sampler = sampler_option(method, None if method == "ddpm" else steps, opts["eta"], w)
+        sampler = Sampler.from_options(method, None if method == "ddpm" else steps, opts["eta"],
+                                       w)
         if sampler not in grid:
             grid.append(sampler)
     return grid

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from cartoondiff import interrupt
 from cartoondiff.attributes import COUNTS, NAMES, NUM_ATTRIBUTES
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
@@ -219,6 +220,7 @@ def train_classifier(
         for _ in range(epochs):
             order = train_idx[torch.randperm(len(train_idx), generator=g)]
             for i in range(0, len(order), batch_size):
+                interrupt.check()  # a preempted run must not wait for the whole training
                 idx = order[i:i + batch_size]
                 x = _shift(images[idx], max_shift, g).to(device)  # uint8 (B, 3, H, W)
                 y = ids[idx].to(device)  # (B, 18)

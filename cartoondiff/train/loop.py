@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from cartoondiff import interrupt
 from cartoondiff.config import build, named
 from cartoondiff.devices import pick_device
 from cartoondiff.errors import ConfigError, is_int, require
@@ -35,12 +36,21 @@ from cartoondiff.tracking import NullTracker
 from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
-from cartoondiff.train.rundir import resolve_run_dir, resume_command
+from cartoondiff.train.rundir import RunFolderLock, resolve_run_dir, resume_command
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# What a training checkpoint holds beyond the weights (model_ema.pt has only "model").
+TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "rng", "noise_rng", "step")
+# Settings a resumed run may change: how long it trains, where it runs, what it logs and
+# draws. Any other change makes it another run (refused unless named in resume_changes).
+FREE_TO_CHANGE = ("trainer.device", "trainer.progress_bar", "trainer.log_every",
+                  "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.sample_",
+                  "trainer.max_steps", "trainer.max_epochs", "trainer.compile", "logger.",
+                  "evaluate.", "sampler.", "data.cache_dir", "data.root", "data.on_error",
+                  "resume", "figures", "blog_epochs", "hydra")
 SECTIONS = ("data", "model", "diffusion", "optim", "sampler", "logger", "trainer", "evaluate")
 
 
@@ -73,6 +83,7 @@ class StopFlag:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
+        interrupt.clear()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -80,6 +91,7 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
         self.signal = signum
+        interrupt.request(signum)  # grids, evaluations and the classifier stop within a step
         self._restore()
 
     def _restore(self) -> None:
@@ -89,6 +101,7 @@ class StopFlag:
 
     def __exit__(self, *exc: object) -> None:
         self._restore()
+        interrupt.clear()
 
 
 def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
@@ -141,6 +154,8 @@ class Trainer:
                                device=self.device, best_path=self.run_dir / "model_best.pt")
         self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.lock = RunFolderLock(self.run_dir)
+        self.resume_changes: list[str] = []
         self.step = 0
 
     # ------------------------------------------------------------------ setting up
@@ -148,7 +163,8 @@ class Trainer:
     def _prepare(self) -> dict | None:
         """Run folder, data, schedule, compiled/DDP model, and a resumed state if any."""
         cfg, s, ddp = self.cfg, self.settings, self.ddp
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if ddp.is_main:  # one writer per folder (ranks > 0 only read it)
+            self.lock.acquire()
         if not cfg.resume and ckpt.list_checkpoints(self.ckpt_dir):
             # A fresh start would overwrite (and prune) the earlier run's checkpoints.
             raise ConfigError(f"resume=null but {self.ckpt_dir} already holds checkpoints: pass "
@@ -182,11 +198,33 @@ class Trainer:
         return resume_state(cfg.resume, self.ckpt_dir)
 
     def _restore(self, path: Path, state: dict) -> None:
-        """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step."""
-        changes = ckpt.config_changes(state.get("config", {}).get("model"),
-                                      OmegaConf.to_container(self.cfg.model, resolve=True),
-                                      "model")
-        note = f"config changes since: {', '.join(changes)}" if changes else ""
+        """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step.
+
+        A resumed run is the same run: a setting that changes the result (not how long it
+        trains, where it runs or what it logs) must equal the checkpoint's, unless named in
+        ``resume_changes``; those changes are recorded in the log and W&B."""
+        missing = [k for k in TRAINING_STATE if k not in state]
+        if missing:
+            raise ckpt.CheckpointError(
+                f"resume={path} is not a training checkpoint (it has no {missing[0]!r}; a "
+                "model_ema.pt or model_best.pt export holds weights only): resume from "
+                "checkpoints/ckpt-step*.pt, or pass it to python -m cartoondiff.sample")
+        saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+        current = OmegaConf.to_container(self.cfg, resolve=True)
+        changes = [c for key in sorted(set(saved) | set(current), key=str)
+                   for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
+                   if not c.startswith(FREE_TO_CHANGE)]
+        allowed = tuple(OmegaConf.select(self.cfg, "resume_changes") or ())
+        refused = [c for c in changes if not c.split(":")[0].startswith(allowed or ("\0",))]
+        if refused:
+            keys = ",".join(c.split(":")[0] for c in refused)
+            raise ConfigError(
+                f"resume: {path} is from a run with other settings ({'; '.join(refused)}); a "
+                f"resumed run must be the same run: resume with its settings, or name the "
+                f"changes you mean: resume_changes=[{keys}]")
+        self.resume_changes = changes
+        model_changes = [c for c in changes if c.startswith("model.")]
+        note = f"config changes since: {', '.join(model_changes)}" if model_changes else ""
         ckpt.apply_state_dict(self.model, state["model"], path, note)
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -196,12 +234,20 @@ class Trainer:
         restore_rng(state["rng"])
         self.evaluator.load_state_dict(state.get("best", {}))
         self.step = int(state["step"])
+        if changes:
+            print(f"resuming with changes named in resume_changes: {'; '.join(changes)}")
         if self.ddp.rank > 0:  # only rank 0's noise stream is saved: give the others fresh ones
             self.noise_gen.manual_seed(self.cfg.seed + self.ddp.rank * 1_000_003 + self.step)
         print(f"resumed from {path} at step {self.step}")
 
     def _start_tracking(self, resumed: bool) -> None:
         self.n_params = count_parameters(self.model)
+        # The sweep's or experiment's name, group and tags (run_naming.py) fill in the
+        # logger's where it leaves them null, in the saved config too: run folders then
+        # group in the report and the curves as runs group in W&B.
+        labels = run_labels(self.cfg.logger)
+        for key, value in labels.wandb_args().items():
+            OmegaConf.update(self.cfg, f"logger.{key}", value, force_add=True)
         self.config_dict = OmegaConf.to_container(self.cfg, resolve=True)
         if not self.ddp.is_main:
             self.tracker = NullTracker()
@@ -209,13 +255,12 @@ class Trainer:
         print(f"trainable parameters: {self.n_params:,}")
         print(f"output directory: {self.run_dir}")
         OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
-        # The sweep's or experiment's name, group and tags (run_naming.py) fill in the
-        # logger's where it leaves them null.
-        labels = run_labels(self.cfg.logger)
         self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
                              config={**self.config_dict, **labels.config},
                              resume_step=self.step if resumed else None,
-                             eval_summary=eval_summary, **labels.wandb_args())
+                             eval_summary=eval_summary)
+        if self.resume_changes:  # a deliberate change stays on the record
+            self.tracker.log({"resume/changes": "; ".join(self.resume_changes)}, self.step)
         if not resumed:
             self.tracker.summary({"parameters": self.n_params})
             self.tracker.log({"parameters": self.n_params}, step=0)
@@ -235,10 +280,16 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, Any]:
-        resumed = self._prepare()
-        if resumed is not None:
-            self._restore(*resumed)
-        self._start_tracking(resumed is not None)
+        try:
+            resumed = self._prepare()
+            if resumed is not None:
+                self._restore(*resumed)
+            self._start_tracking(resumed is not None)
+            return self._loop()
+        finally:
+            self.lock.release()
+
+    def _loop(self) -> dict[str, Any]:
         s = self.settings
         self.model.train()
         self.metrics: dict[str, Any] = {}
@@ -255,18 +306,23 @@ class Trainer:
                     self._log_window(loss, grad_norm, bar)
                     if int(self.step / self.steps_per_epoch) > int((self.step - 1)
                                                                    / self.steps_per_epoch):
-                        self._end_of_epoch(int(self.step / self.steps_per_epoch))
+                        # a stop request cuts the grid or evaluation short; training is saved
+                        with contextlib.suppress(interrupt.Interrupted):
+                            self._end_of_epoch(int(self.step / self.steps_per_epoch))
                     saved = None
                     if self.step % s.checkpoint_every == 0 or self.step == self.total_steps:
                         saved = self._save()
                     if self.ddp.any(stop.signal is not None, self.device):
                         return self._stopped(stop.signal, saved)
+                try:
+                    return self._finish()
+                except interrupt.Interrupted:  # the last checkpoint is saved: resume finishes
+                    return self._stopped(stop.signal, None)
         except BaseException:
             self.tracker.finish()
             raise
         finally:
             bar.close()
-        return self._finish()
 
     def _train_step(self) -> tuple[float, float]:
         """One optimizer step over ``grad_accum`` batches; (loss, grad norm), NaN if skipped."""
