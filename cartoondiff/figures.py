@@ -5,6 +5,7 @@
     python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]
     python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] [from_step=0]
         [out=fig.png]
+    python -m cartoondiff.figures blog RUN_DIR [out=DIR]
 
 ``grid`` takes a run's sample grid after epoch N (0-based, as the blog counts: "epoch 0" is
 the grid after the first pass over the data; default: the last epoch), adds a title and
@@ -14,6 +15,9 @@ each run's name. ``forward`` draws the forward-process picture for a config with
 against step, one line per experiment (runs of the same W&B group, i.e. seeds, are
 averaged), smoothed like W&B's slider; losses get a log axis. ``from_step`` drops the
 first steps, whose large early losses otherwise flatten the differences that matter.
+``blog`` writes every blog figure the run's experiment redraws (its ``figures`` config:
+``DIR/fig5.png`` is the grid of epoch 39 for ``fig03_05_vanilla_pm1``); a run that stopped
+earlier (``scale=cpu``) shows its nearest earlier epoch, and the title says so.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from cartoondiff.plots import ema, line_chart
 from cartoondiff.tracking import RunFolderError, read_run_metrics
 
 GRID_NAME = re.compile(r"epoch(\d+)\.png$")
+SWEEP_GROUP_PREFIX = "sweep-"  # run_naming's group of a plain sweep
+_NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
 
 def epoch_grids(run_dir: Path) -> dict[int, Path]:
@@ -57,18 +63,22 @@ def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:
 
 
 def run_title(run_dir: Path) -> str:
-    """The run's W&B-style name: its experiment group, else its overrides, else the folder."""
+    """Which experiment a run folder is, as W&B groups it: runs with the same title are seeds
+    of one experiment (the report and the curves average them).
+
+    An experiment's runs: its group (``fig12_tau2x-cpu``). A sweep's runs: their swept keys
+    without the seed (``attention=mha4,tau.projections=2x``). Else the run's name, or the folder.
+    """
     cfg_path = Path(run_dir) / "config.yaml"
-    if cfg_path.exists():
-        cfg = OmegaConf.load(cfg_path)
-        group = OmegaConf.select(cfg, "logger.group")
-        name = OmegaConf.select(cfg, "logger.name")
-        if group or name:
-            return str(group or name)
-    overrides = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if overrides.exists():
-        return ",".join(OmegaConf.load(overrides)) or Path(run_dir).name
-    return Path(run_dir).name
+    cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create()
+    group = OmegaConf.select(cfg, "logger.group")
+    name = OmegaConf.select(cfg, "logger.name")
+    if group and not str(group).startswith(SWEEP_GROUP_PREFIX):
+        return str(group)
+    if name:
+        return ",".join(p for p in _NAME_PARTS.split(str(name))
+                        if not p.startswith("seed=")) or str(group or name)
+    return str(group or Path(run_dir).name)
 
 
 def titled(image: Image.Image, title: str, scale: int = 2) -> Image.Image:
@@ -100,6 +110,27 @@ def grid_figure(run_dir: Path, epoch: int | None = None) -> Image.Image:
 
 def compare_figure(run_dirs: Sequence[Path], epoch: int | None = None) -> Image.Image:
     return side_by_side([grid_figure(Path(d), epoch) for d in run_dirs])
+
+
+def blog_figures(run_dir: Path, out_dir: Path) -> list[Path]:
+    """Each figure of the run's experiment (config ``figures``: name -> epoch) as a titled
+    grid ``out_dir/NAME.png``; the nearest earlier epoch when the run has not reached it."""
+    cfg_path = Path(run_dir) / "config.yaml"
+    wanted = OmegaConf.select(OmegaConf.load(cfg_path), "figures") if cfg_path.is_file() else None
+    if not wanted:
+        raise RunFolderError(f"{run_dir}: its config names no blog figures (run an experiment: "
+                             "python run.py experiment=NAME ...)")
+    grids = epoch_grids(run_dir)
+    written = []
+    for name, epoch in wanted.items():
+        have = max((e for e in grids if e <= epoch), default=min(grids))
+        note = "" if have == epoch else f" (the blog's epoch {epoch} is not in this run)"
+        title = f"{name}: {run_title(run_dir)} - epoch {have}{note}"
+        path = Path(out_dir) / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        titled(Image.open(grids[have]), title).save(path)
+        written.append(path)
+    return written
 
 
 def forward_figure(overrides: Sequence[str]) -> Image.Image:
@@ -136,26 +167,35 @@ def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss", smooth: flo
         series[name] = [(s, v) for s, v in zip(steps, ema(mean, smooth), strict=True)
                         if s >= from_step]
     title = f"{key}, smoothed {smooth:g}" if smooth else key
+    if not any(series.values()):
+        raise RunFolderError(f"no {key!r} values at or after step {from_step} in "
+                             f"{', '.join(map(str, run_dirs))}")
     return line_chart(series, title, log_y=key.endswith("loss"))
 
 
-USAGE = "python -m cartoondiff.figures grid|compare|forward|curves ... (see --help)"
+COMMANDS = ("grid", "compare", "forward", "curves", "blog")
+USAGE = "python -m cartoondiff.figures grid|compare|forward|curves|blog RUN_DIR ... [key=value]"
 OPTIONS = {"epoch": None, "out": None, "key": "train/loss", "smooth": 0.6, "from_step": 0}
 
 
 def main(argv: Sequence[str]) -> Path:
-    if not argv or argv[0] not in ("grid", "compare", "forward", "curves"):
-        raise cli.UsageError(f"the first argument is grid, compare, forward or curves\n{__doc__}")
+    if not argv or argv[0] not in COMMANDS:
+        raise cli.UsageError(f"the first argument is one of {', '.join(COMMANDS)} "
+                             "(python -m cartoondiff.figures; see its docstring)")
     command = argv[0]
     args = cli.parse(argv[1:], OPTIONS, USAGE, overrides=command == "forward")
     opts, runs = args.options, [Path(p) for p in args.positional]
     if opts["epoch"] is not None and not (isinstance(opts["epoch"], int) and opts["epoch"] >= 0):
         raise ArgumentError("epoch", opts["epoch"], "an integer >= 0 (0-based, as the blog)")
     out = Path(str(opts["out"] or f"{command}.png"))
-    needed = {"grid": 1, "compare": 2, "curves": 1, "forward": 0}[command]
-    if len(runs) < needed or (command == "grid" and len(runs) > 1):
-        raise cli.UsageError(f"{command} takes {'one' if command == 'grid' else 'run folders'}"
-                             f" RUN_DIR{'' if command == 'grid' else ' ...'}; got {len(runs)}")
+    needed = {"grid": 1, "compare": 2, "curves": 1, "forward": 0, "blog": 1}[command]
+    if len(runs) < needed or (command in ("grid", "blog") and len(runs) > 1):
+        raise cli.UsageError(f"{command} takes {needed}{'' if command in ('grid', 'blog') else '+'}"
+                             f" run folder(s); got {len(runs)} (usage: {USAGE})")
+    if command == "blog":
+        written = blog_figures(runs[0], Path(str(opts["out"] or "figures")))
+        print("wrote " + ", ".join(map(str, written)))
+        return written[0].parent
     if command == "grid":
         figure = grid_figure(runs[0], opts["epoch"])
     elif command == "compare":

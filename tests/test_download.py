@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cartoondiff import cli
 from cartoondiff.data import download as dl
 
 N_AVATARS = 4
@@ -229,17 +230,17 @@ def test_html_page_is_not_saved_as_archive(server: Server, tmp_path: Path) -> No
 
 def test_cli_downloads_extracts_and_skips_second_time(server: Server, tmp_path: Path) -> None:
     dest = tmp_path / "data"
-    argv = ["cartoonset10k", "--dest", str(dest), "--url", server.url(), "--no-progress"]
-    assert dl.main(argv) == 0
+    argv = ["cartoonset10k", f"dest={dest}", f"url={server.url()}", "progress=false"]
+    assert dl.main(argv) == dest / "cartoonset10k"
     assert len(list((dest / "cartoonset10k").glob("*.png"))) == N_AVATARS
-    assert dl.main(argv) == 0  # archive and folder present: no request, no extraction
+    dl.main(argv)  # archive and folder present: no request, no extraction
     assert len(server.state.requests) == 1
 
 
 def test_cli_no_extract(server: Server, tmp_path: Path) -> None:
-    argv = ["cartoonset10k", "--dest", str(tmp_path), "--url", server.url(), "--no-extract",
-            "--no-progress"]
-    assert dl.main(argv) == 0
+    argv = ["cartoonset10k", "--dest", str(tmp_path), "--url", server.url(), "extract=false",
+            "progress=false"]  # --key value is the same option as key=value
+    assert dl.main(argv) == tmp_path / "cartoonset10k.tgz"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cartoonset10k.tgz"]
 
 
@@ -252,8 +253,11 @@ def test_unreachable_host_gives_offline_error(tmp_path: Path,
     offline = rf"could not reach 127\.0\.0\.1:{port}: .*no network"
     with pytest.raises(dl.DownloadError, match=offline):
         dl.download("cartoonset10k", tmp_path, url=url, progress=False)
-    assert dl.main(["cartoonset10k", "--dest", str(tmp_path), "--url", url]) == 1
-    assert "could not reach" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(dl.main, ["cartoonset10k", f"dest={tmp_path}", f"url={url}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "could not reach" in err and err.count("\n") == 1
 
 
 def test_unknown_name_is_rejected(tmp_path: Path) -> None:
@@ -390,8 +394,7 @@ def test_wrong_archive_is_deleted_and_a_rerun_starts_clean(server: Server, tmp_p
     assert "deleted it" in str(err.value) and "\n" not in str(err.value)
     assert list(tmp_path.iterdir()) == []  # before: the bad file stayed as cartoonset10k.tgz
     server.state.data = good  # the mirror is fixed: the same command now works
-    assert dl.main(["cartoonset10k", "--dest", str(tmp_path), "--url", server.url(),
-                    "--no-progress"]) == 0
+    dl.main(["cartoonset10k", f"dest={tmp_path}", f"url={server.url()}", "progress=false"])
     assert len(list((tmp_path / "cartoonset10k").glob("*.png"))) == N_AVATARS
 
 
@@ -412,13 +415,15 @@ def test_bad_archive_already_in_dest_is_named_not_deleted(server: Server, tmp_pa
                                                           capsys) -> None:
     archive = tmp_path / "cartoonset10k.tgz"
     archive.write_bytes(server.state.data[:1000])  # e.g. left by an older version
-    argv = ["cartoonset10k", "--dest", str(tmp_path), "--url", server.url(), "--no-progress"]
-    assert dl.main(argv) == 1
-    err = capsys.readouterr().err
+    argv = ["cartoonset10k", f"dest={tmp_path}", f"url={server.url()}", "progress=false"]
+    with pytest.raises(dl.DownloadError) as info:
+        dl.main(argv)
+    err = str(info.value)
     assert f"delete {archive} and rerun" in err and "truncated" in err
     assert archive.stat().st_size == 1000 and server.state.requests == []  # kept, not fetched
     archive.unlink()  # doing what the message says fixes it
-    assert dl.main(argv) == 0 and (tmp_path / "cartoonset10k").is_dir()
+    dl.main(argv)
+    assert (tmp_path / "cartoonset10k").is_dir()
 
 
 def test_verify_archive_counts_members(archive_bytes: bytes, tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_curves_average_seeds_into_one_line_per_experiment(runs, tmp_path):
     two_lines = {(0x00, 0x72, 0xB2), (0xD5, 0x5E, 0x00)}
     assert two_lines <= colours, "one colour per experiment"
     assert (0x00, 0x9E, 0x73) not in colours, "seeds of one experiment are a single line"
-    with pytest.raises(ValueError, match="nothing to plot"):
+    with pytest.raises(UserError, match="no 'train/loss' values at or after step 1000"):
         figures.main(["curves", str(runs[0]), "from_step=1000"])
     with pytest.raises(UserError, match="no 'eval/missing'"):
         figures.main(["curves", str(runs[0]), "key=eval/missing"])

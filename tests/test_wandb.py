@@ -209,9 +209,14 @@ def test_the_users_sweep_is_one_group_of_four_short_named_runs(tmp_path, cache_d
 def test_a_multirun_with_a_data_path_and_30_overrides_runs(tmp_path, cache_dir):
     """Hydra's default folder names made nested folders of data.root and, with a long command
     line, stopped with "OSError: File name too long"."""
-    extra = [f"trainer.sample_seed={1000 + i}" for i in range(14)]  # makes 30 with TINY, below
-    cmd = [sys.executable, "run.py", "-m", "seed=0,1", *TINY, "trainer.max_steps=1",
-           f"+data.root={tmp_path / ('very_long_folder_name_' * 6)}/cartoonset100k",
+    from cartoondiff.data.synthesize import write_cartoonset
+
+    root = tmp_path / ("very_long_folder_name_" * 6) / "cartoonset100k"
+    write_cartoonset(root, n=8, seed=0)
+    tiny = [t for t in TINY if not t.startswith("data.n=")]  # a synthetic-only key
+    extra = [f"trainer.sample_seed={1000 + i}" for i in range(15)]  # makes 30 with TINY, below
+    cmd = [sys.executable, "run.py", "-m", "seed=0,1", *tiny, "trainer.max_steps=1",
+           "data=cartoonset", f"data.root={root}",
            f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]
     assert len(cmd) - 3 >= 30 and len(" ".join(cmd)) > 600
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

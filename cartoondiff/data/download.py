@@ -1,7 +1,7 @@
 """Download and safely extract the official Cartoon Set archives.
 
-    python -m cartoondiff.data.download cartoonset10k --dest data/
-    python -m cartoondiff.data.download cartoonset100k --dest data/ --url https://mirror/x.tgz
+    python -m cartoondiff.data.download cartoonset10k dest=data/
+    python -m cartoondiff.data.download cartoonset100k dest=data/ url=https://mirror/x.tgz
 
 The archive is streamed to ``DEST/<name>.tgz.part``; an interrupted download is resumed with
 an HTTP ``Range`` request (on this run's retry or the next run), and the file is renamed to
@@ -18,7 +18,6 @@ Standard library only (urllib, tarfile, hashlib) plus tqdm for the progress bar.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import http.client
@@ -38,6 +37,7 @@ from types import MappingProxyType
 
 from tqdm import tqdm
 
+from cartoondiff import cli
 from cartoondiff.errors import UserError
 
 
@@ -401,39 +401,33 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
 # ----------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the process exit code."""
-    p = argparse.ArgumentParser(
-        prog="python -m cartoondiff.data.download",
-        description="Download (resumable) and safely extract an official Cartoon Set archive.")
-    p.add_argument("name", choices=sorted(SOURCES), help="which archive")
-    p.add_argument("--dest", required=True, type=Path, help="directory to download into")
-    p.add_argument("--url", default=None, help="fetch from this URL instead (mirror)")
-    p.add_argument("--sha256", default=None, help="expected sha256 of the archive")
-    p.add_argument("--no-extract", action="store_true", help="only download the .tgz")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or notes")
-    args = p.parse_args(argv)
-    progress = not args.no_progress
+USAGE = ("python -m cartoondiff.data.download cartoonset10k|cartoonset100k dest=DIR [url=URL] "
+         "[sha256=HEX] [extract=true] [progress=true]")
+
+
+def main(argv: list[str]) -> Path:
+    """CLI: download (resumable), verify and extract one archive; prints and returns where."""
+    args = cli.parse(argv, {"dest": None, "url": None, "sha256": None, "extract": True,
+                            "progress": True}, USAGE)
+    opts = args.options
+    if len(args.positional) != 1 or args.positional[0] not in SOURCES or opts["dest"] is None:
+        raise cli.UsageError(f"name one archive ({', '.join(sorted(SOURCES))}) and dest=DIR "
+                             f"(usage: {USAGE})")
+    name, dest, progress = args.positional[0], Path(str(opts["dest"])), opts["progress"] is True
+    folder = dest / SOURCES[name].folder
+    if opts["extract"] and folder.is_dir():
+        _say(f"{folder} already exists; nothing to download or extract", progress)
+        print(folder)
+        return folder
     try:
-        folder = args.dest / SOURCES[args.name].folder
-        if not args.no_extract and folder.is_dir():
-            _say(f"{folder} already exists; nothing to download or extract", progress)
-            print(folder)
-            return 0
-        archive = download(args.name, args.dest, url=args.url, expected_sha256=args.sha256,
+        archive = download(name, dest, url=opts["url"], expected_sha256=opts["sha256"],
                            progress=progress)
-        if args.no_extract:
-            print(archive)
-            return 0
-        print(extract(archive, args.dest))
-        return 0
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        raise DownloadError("interrupted; rerun the same command to resume") from None
+    result = extract(archive, dest) if opts["extract"] else archive
+    print(result)
+    return result
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

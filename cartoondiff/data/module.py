@@ -63,6 +63,8 @@ class AvatarDataModule:
             require(root is not None and Path(str(root)).expanduser().is_dir(), "root", root,
                     "an existing folder of Cartoon Set PNGs (csN.png, with csN.csv labels)")
         else:  # (n >= batch_size is the batch order's rule: it is checked there)
+            require(root is None, "root", root, "null for the built-in avatars (data=cartoonset "
+                    "reads a folder)")
             require(is_int(n) and n >= 1, "n", n, "an integer >= 1")
             require(is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0")
         self.source, self.root, self.image_size, self.crop = source, root, image_size, crop

@@ -1,0 +1,236 @@
+"""The README is the contract: every command in it runs, as written, at tiny scale.
+
+Commands are collected from the README's ```bash blocks and from its inline `python ...`
+spans, and from the command lines in the comments of experiments/*.yaml. Each is run in a
+subprocess from the repository root after the same substitutions a careful reader would make
+on a small machine: placeholders (``DIR``, ``outputs/DATE/TIME``, ``RUN_A``, ``...``) become
+prepared folders, outputs go to a temporary folder, and training commands get the tiny
+settings of the other tests appended (command-line overrides given last win). A command this
+runner does not know fails the test, so a new README command cannot go unchecked.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REAL_SAMPLE, REPO, compose_tiny
+
+README = REPO / "README.md"
+SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
+TINY_RUN = ["model=tiny", "data.image_size=16", "data.batch_size=8", "noise_schedule.T=60",
+            "sampler.steps=4", "trainer.max_steps=2", "trainer.sample_rows=2",
+            "trainer.sample_cols=2", "trainer.progress_bar=false", "logger.mode=disabled",
+            "evaluate.every_epochs=0", "trainer.device=cpu"]
+# Commands that cannot run here, and where they are checked instead.
+NOT_HERE = {
+    "python -m pytest -q": "the test suite itself",
+    "wandb leet outputs/DATE/TIME/wandb": "an interactive terminal UI (its inspect form runs)",
+    "wandb sync outputs/DATE/TIME/wandb/offline-run-*": "needs a W&B account and a network",
+    "bash bench/gpu_session.sh OUT": "run at tiny scale by tests/test_gpu_session.py",
+}
+
+
+def _code_spans(text: str) -> list[str]:
+    """Commands in ```bash blocks (continuations joined, comments dropped) and in inline
+    `python ...`/`bash ...` spans outside them."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line:
+                commands.append(" ".join(line.split()))
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for span in re.findall(r"`([^`]+)`", prose):
+        span = " ".join(span.split())
+        if span.startswith(("python ", "bash ", "torchrun ", "wandb ")) and "..." not in span[:9]:
+            commands.append(span)
+    return list(dict.fromkeys(commands))
+
+
+def readme_commands() -> list[str]:
+    return _code_spans(README.read_text(encoding="utf-8"))
+
+
+def experiment_commands() -> list[str]:
+    """``#   python ...`` lines in the comments of experiments/*.yaml."""
+    found = []
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            match = re.match(r"#\s+(python .*?)(\s{2,}#.*)?$", line)
+            if match:
+                found.append(" ".join(match.group(1).split()))
+    return list(dict.fromkeys(found))
+
+
+class Workspace:
+    """Folders the commands' placeholders stand for, made once per test module."""
+
+    def __init__(self, root: Path, cache_dir: Path) -> None:
+        from cartoondiff.data.synthesize import write_cartoonset
+        from cartoondiff.train import train
+
+        self.root, self.cache_dir = root, cache_dir
+        self.labeled = root / "cartoonset"  # DIR: Cartoon Set's format, with CSVs
+        write_cartoonset(self.labeled, n=16, seed=0)
+        # outputs/DATE/TIME and RUN_A: an experiment run with epoch grids 0..9, offline W&B
+        self.run_a, self.run_b = root / "run_a", root / "run_b"
+        for run, seed in ((self.run_a, 0), (self.run_b, 1)):
+            train(compose_tiny(cache_dir, "experiment=fig15_16_final", "scale=cpu",
+                               "model=tiny", "data.image_size=16", "data.n=16",
+                               "noise_schedule.T=60", f"seed={seed}", "trainer.max_steps=20",
+                               "logger.mode=offline", "trainer.checkpoint_every=10"),
+                  run_dir=run)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "CARTOONDIFF_CACHE": str(self.cache_dir), "OMP_NUM_THREADS": "1",
+                "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
+
+
+def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
+    """The command as it runs here (argv), or why it cannot run here."""
+    if command.startswith(SETUP):
+        command = command[len(SETUP):]
+    if command in NOT_HERE:
+        return NOT_HERE[command]
+    out = ws.root / f"out-{tag}"  # one folder per command
+    out.mkdir()
+    vanilla = "vanilla" in command  # the PNG-only path: the real sample, no CSVs
+    data_dir = REAL_SAMPLE if vanilla else ws.labeled
+    text = (command.replace("outputs/DATE/TIME", str(ws.run_a))
+            .replace("RUN_A", str(ws.run_a)).replace("RUN_B", str(ws.run_b))
+            .replace("RUN_DIR", str(ws.run_a))
+            .replace("=.../", f"={ws.run_a}/").replace("data.root=data/cartoonset10k",
+                                                        f"data.root={ws.labeled}"))
+    argv = [a for a in shlex.split(text) if a != "..."]
+    argv = [f"data.root={data_dir}" if a == "data.root=DIR" else a for a in argv]
+    argv = [_into(a, out) for a in argv]
+    head = " ".join(argv[:3])
+    if argv[:2] == ["python", "run.py"] or argv[0] == "torchrun":
+        return _training(argv, out)
+    if head.startswith("python -m cartoondiff.data.synthesize"):
+        return [_set(a, "n", "4") for a in argv]
+    if head.startswith("python -m cartoondiff.data.download"):
+        return [*argv, f"url={_archive_url(ws)}", "progress=false"]
+    if head.startswith("python -m cartoondiff.evaluate"):
+        return [*[_set(a, "n", "8") for a in argv], "classifier_epochs=1",
+                f"out={out / 'eval.json'}"]
+    if head.startswith(("python -m cartoondiff.figures", "python -m cartoondiff.report",
+                        "python -m cartoondiff.sample")):
+        if "forward" in argv:
+            argv += ["data.image_size=16", "data.n=8", f"data.cache_dir={ws.cache_dir}"]
+        if not any(a.startswith("out=") for a in argv):  # the default lands in the cwd
+            argv.append(f"out={out / ('figures' if 'blog' in argv else 'figure.png')}")
+        return argv
+    if argv[:3] == ["wandb", "leet", "inspect"]:
+        return [str(Path(sys.executable).parent / "wandb"), *argv[1:-1],
+                str(next((ws.run_a / "wandb").glob("offline-run-*")))]
+    if argv[:2] == ["bash", "experiments/cpu_ablations.sh"]:
+        tiny = [t for t in TINY_RUN if not t.startswith("evaluate.")]  # it evaluates: keep it
+        return ["env", "EXPERIMENTS=fig10_11_onehot fig03_05_vanilla_pm1", "SEEDS=0",
+                f"EXTRA={' '.join(tiny)} data.n=16 trainer.max_steps=4 "
+                "evaluate.classifier.epochs=1", "EVAL_N=8", "FROM_STEP=0",
+                *argv, str(out / "ablations")]
+    pytest.fail(f"the README runner does not know this command; teach it: {command}")
+
+
+def _into(arg: str, out: Path) -> str:
+    """Outputs of ``out=``, ``dest=`` and ``hydra.*.dir=`` go to the temporary folder."""
+    key, sep, value = arg.partition("=")
+    if sep and key in ("out", "dest") and not value.startswith("/"):
+        return f"{key}={out / value}"
+    return arg
+
+
+def _set(arg: str, key: str, value: str) -> str:
+    return f"{key}={value}" if arg.startswith(f"{key}=") else arg
+
+
+def _training(argv: list[str], out: Path) -> list[str]:
+    sweep = "-m" in argv
+    synthetic = "data.root" not in " ".join(argv) or "data=synthetic" in argv
+    tiny = [*TINY_RUN, *(["data.n=16"] if synthetic else [])]
+    if "hydra/launcher=slurm" in argv:  # no cluster here: compose the job, first sweep value
+        argv = [re.sub(r"=([^,]+),.*$", r"=\1", a) for a in argv if a != "-m"]
+        return [*argv, "--cfg", "hydra"]
+    if argv[0] == "torchrun":
+        argv = ["torchrun", "--nproc_per_node=2", *argv[2:]]
+        argv = [_set(a, "data.batch_size", "8") for a in argv]
+        return [sys.executable, "-m", "torch.distributed.run", *argv[1:], *tiny,
+                f"hydra.run.dir={out / 'run'}"]
+    given_dir = any(a.startswith("hydra.run.dir=") for a in argv)
+    if given_dir and "resume=auto" in argv:  # continue a copy of the prepared run, 2 steps on
+        run_dir = out / "resumed"
+        source = Path(next(a for a in argv if a.startswith("hydra.run.dir="))[14:])
+        shutil.copytree(source, run_dir)
+        argv = [f"hydra.run.dir={run_dir}" if a.startswith("hydra.run.dir=") else a
+                for a in argv]
+        tiny = [t for t in tiny if not t.startswith("trainer.max_steps")]
+        tiny += ["experiment=fig15_16_final", "scale=cpu", "data.n=16", "trainer.max_steps=22"]
+    dirs = [] if given_dir else [f"hydra.run.dir={out / 'run'}", f"hydra.sweep.dir={out / 'sweep'}"]
+    if sweep and "hydra/launcher=local" in argv:
+        dirs.append("hydra.launcher.n_jobs=1")
+    return [sys.executable, *argv[1:], *tiny, *dirs]
+
+
+def _archive_url(ws: Workspace) -> str:
+    """A local HTTP server of a small archive in the official layout (no network here)."""
+    archive = ws.root / "cartoonset10k.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(ws.labeled, arcname="cartoonset10k")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        SimpleHTTPRequestHandler, directory=str(ws.root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/{archive.name}"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Workspace:
+    return Workspace(tmp_path_factory.mktemp("readme"), cache_dir)
+
+
+def _run(argv: list[str], ws: Workspace) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=REPO, env=ws.env(), capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_the_readme_names_its_commands():
+    commands = readme_commands()
+    assert len(commands) >= 30, commands
+    assert any(c.startswith("python run.py -m attention=single,mha4") for c in commands)
+    assert "python -m cartoondiff.figures blog outputs/DATE/TIME out=figures" in commands
+
+
+@pytest.mark.parametrize("source", ["README.md", "experiments/*.yaml"])
+def test_every_command_runs_as_written(workspace, source):
+    commands = readme_commands() if source == "README.md" else experiment_commands()
+    prefix = "readme" if source == "README.md" else "experiments"
+    jobs = [(c, substitute(c, workspace, f"{prefix}{i}")) for i, c in enumerate(commands)]
+    runnable = [(c, argv) for c, argv in jobs if isinstance(argv, list)]
+    with ThreadPoolExecutor(2) as pool:  # two cores: one-thread commands two at a time
+        results = list(pool.map(lambda job: _run(job[1], workspace), runnable))
+    failed = [f"{c}\n  ran: {shlex.join(map(str, argv))}\n  {r.stderr.strip()[-1500:]}"
+              for (c, argv), r in zip(runnable, results) if r.returncode != 0]
+    assert not failed, "\n\n".join(failed)
+    assert len(runnable) >= (25 if source == "README.md" else 8)
+
+
+def test_a_mistake_in_a_readme_command_is_one_line_and_exit_2(workspace):
+    result = _run([sys.executable, "run.py", *TINY_RUN, "model.unet.num_heads=3",
+                   f"hydra.run.dir={workspace.root / 'bad'}"], workspace)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: model.unet.num_heads=3 is invalid")
+    assert "Traceback" not in result.stderr
