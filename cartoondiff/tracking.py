@@ -117,7 +117,9 @@ class Tracker:
         known = resuming and id_file.exists()
         run_id = id_file.read_text().strip() if known else secrets.token_hex(4)
         id_file.write_text(run_id)
-        earlier = sorted(wandb_dir.glob(f"offline-run-*-{run_id}")) if known else []
+        # W&B names a folder offline-run-TIME-ID, adding -1, -2 ... when TIME repeats
+        earlier = sorted({*wandb_dir.glob(f"offline-run-*-{run_id}"),
+                          *wandb_dir.glob(f"offline-run-*-{run_id}-*")}) if known else []
 
         def init(mode: str):  # noqa: ANN202
             return wandb.init(

@@ -237,7 +237,7 @@ def test_resume_continues_one_wandb_run_with_every_step(make_cfg, tmp_path):
     run_id = (tmp_path / "wandb_id.txt").read_text()
     train(make_cfg(*common, "trainer.max_steps=4", "resume=auto"), run_dir=tmp_path)
     folder = only_run(tmp_path)
-    assert folder != first and folder.name.endswith(run_id)
+    assert folder != first and run_id in folder.name  # (-1 when both started in one second)
     records = leet_records(folder)
     steps = history(records)
     assert [s for s, row in steps.items() if "train/loss" in row] == [1, 2, 3, 4]

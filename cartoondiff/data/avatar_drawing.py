@@ -26,7 +26,8 @@ def _hexes(text: str) -> tuple[Color, ...]:
     return tuple((int(h[:2], 16), int(h[2:4], 16), int(h[4:], 16)) for h in text.split())
 
 
-# Colours measured from real Cartoon Set images (DESIGN.md); glasses colours chosen distinct.
+# Approximate colours measured from real Cartoon Set images (not an official palette: Google
+# publishes none); glasses colours chosen to be distinct.
 HAIR_COLORS = _hexes("f8d888 f7b64f e97133 be4e2f d39838 a25939 5e361f 251b19 90a3ac dddbda")
 FACE_COLORS = _hexes("603d30 88594b aa7454 c78b5d d9a16e e3b47e eeaf94 f0c092 f6d8c1 fbcdb6 fbdbd1")
 EYE_COLORS = _hexes("735346 515e74 6c734b 7b7c78 46403a")

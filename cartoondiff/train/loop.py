@@ -36,21 +36,18 @@ from cartoondiff.tracking import NullTracker
 from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
-from cartoondiff.train.rundir import RunFolderLock, resolve_run_dir, resume_command
+from cartoondiff.train.rundir import (
+    RunFolderLock,
+    resolve_run_dir,
+    resume_command,
+    resume_state,
+    same_run_changes,
+)
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# What a training checkpoint holds beyond the weights (model_ema.pt has only "model").
-TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "rng", "noise_rng", "step")
-# Settings a resumed run may change: how long it trains, where it runs, what it logs and
-# draws. Any other change makes it another run (refused unless named in resume_changes).
-FREE_TO_CHANGE = ("trainer.device", "trainer.progress_bar", "trainer.log_every",
-                  "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.sample_",
-                  "trainer.max_steps", "trainer.max_epochs", "trainer.compile", "logger.",
-                  "evaluate.", "sampler.", "data.cache_dir", "data.root", "data.on_error",
-                  "resume", "figures", "blog_epochs", "hydra")
 SECTIONS = ("data", "model", "diffusion", "optim", "sampler", "logger", "trainer", "evaluate")
 
 
@@ -69,39 +66,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-class StopFlag:
-    """Turns SIGTERM / SIGINT into a flag the loop checks after each step.
-
-    The first signal puts the previous handlers back, so a second Ctrl-C stops at once
-    (checkpoints are written atomically, so that loses at most the current interval).
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFlag:
-        interrupt.clear()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
-        self.signal = signum
-        interrupt.request(signum)  # grids, evaluations and the classifier stop within a step
-        self._restore()
-
-    def _restore(self) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        self._old.clear()
-
-    def __exit__(self, *exc: object) -> None:
-        self._restore()
-        interrupt.clear()
 
 
 def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
@@ -198,30 +162,9 @@ class Trainer:
         return resume_state(cfg.resume, self.ckpt_dir)
 
     def _restore(self, path: Path, state: dict) -> None:
-        """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step.
-
-        A resumed run is the same run: a setting that changes the result (not how long it
-        trains, where it runs or what it logs) must equal the checkpoint's, unless named in
-        ``resume_changes``; those changes are recorded in the log and W&B."""
-        missing = [k for k in TRAINING_STATE if k not in state]
-        if missing:
-            raise ckpt.CheckpointError(
-                f"resume={path} is not a training checkpoint (it has no {missing[0]!r}; a "
-                "model_ema.pt or model_best.pt export holds weights only): resume from "
-                "checkpoints/ckpt-step*.pt, or pass it to python -m cartoondiff.sample")
-        saved = state.get("config") if isinstance(state.get("config"), dict) else {}
-        current = OmegaConf.to_container(self.cfg, resolve=True)
-        changes = [c for key in sorted(set(saved) | set(current), key=str)
-                   for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
-                   if not c.startswith(FREE_TO_CHANGE)]
-        allowed = tuple(OmegaConf.select(self.cfg, "resume_changes") or ())
-        refused = [c for c in changes if not c.split(":")[0].startswith(allowed or ("\0",))]
-        if refused:
-            keys = ",".join(c.split(":")[0] for c in refused)
-            raise ConfigError(
-                f"resume: {path} is from a run with other settings ({'; '.join(refused)}); a "
-                f"resumed run must be the same run: resume with its settings, or name the "
-                f"changes you mean: resume_changes=[{keys}]")
+        """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step. It
+        must be this run's (``same_run_changes``); named changes are logged and sent to W&B."""
+        changes = same_run_changes(path, state, self.cfg)
         self.resume_changes = changes
         model_changes = [c for c in changes if c.startswith("model.")]
         note = f"config changes since: {', '.join(model_changes)}" if model_changes else ""
@@ -298,7 +241,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (s.progress_bar and self.ddp.is_main))
         try:
-            with StopFlag() as stop:
+            with interrupt.StopFlag() as stop:
                 while self.step < self.total_steps:
                     loss, grad_norm = self._train_step()
                     self.step += 1  # a skipped step consumes its batch too: resume stays exact
@@ -466,21 +409,6 @@ def require_seed_and_resume(cfg: DictConfig) -> None:
     if not (resume in (None, "auto") or Path(str(resume)).expanduser().is_file()):
         raise ConfigError(f"resume={resume!r} is invalid: expected null, auto, or the path of "
                           "an existing checkpoint file")
-
-
-def resume_state(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None:
-    """``resume=auto`` (latest good checkpoint of this run, if any) or ``resume=PATH``."""
-    if not resume:
-        return None
-    if resume == "auto":
-        found = ckpt.load_latest(ckpt_dir)  # warns about each damaged checkpoint it skips
-        if found is None and ckpt.list_checkpoints(ckpt_dir):
-            raise ckpt.CheckpointError(f"resume=auto: no checkpoint in {ckpt_dir} loads (see "
-                                       "the warnings above); move them aside to start fresh")
-        if found is None:
-            print(f"resume=auto: no checkpoint in {ckpt_dir}, starting fresh")
-        return found
-    return Path(resume), ckpt.load(resume)
 
 
 def _nonfinite_message(loss: float, step: int, ckpt_dir: Path) -> str:

@@ -9,7 +9,20 @@ import socket
 import time
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from cartoondiff.errors import ConfigError, UserError
+from cartoondiff.inference import checkpoint as ckpt
+
+# What a training checkpoint holds beyond the weights (model_ema.pt has only "model").
+TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "rng", "noise_rng", "step")
+# Settings a resumed run may change: how long it trains, where it runs, what it logs and
+# draws. Any other change makes it another run (refused unless named in resume_changes).
+FREE_TO_CHANGE = ("trainer.device", "trainer.progress_bar", "trainer.log_every",
+                  "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.sample_",
+                  "trainer.max_steps", "trainer.max_epochs", "trainer.compile", "logger.",
+                  "evaluate.", "sampler.", "data.cache_dir", "data.root", "data.on_error",
+                  "resume", "figures", "blog_epochs", "hydra")
 
 
 def resolve_run_dir() -> Path:
@@ -69,3 +82,46 @@ class RunFolderLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def resume_state(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None:
+    """``resume=auto`` (latest good checkpoint of this run, if any) or ``resume=PATH``."""
+    if not resume:
+        return None
+    if resume == "auto":
+        found = ckpt.load_latest(ckpt_dir)  # warns about each damaged checkpoint it skips
+        if found is None and ckpt.list_checkpoints(ckpt_dir):
+            raise ckpt.CheckpointError(f"resume=auto: no checkpoint in {ckpt_dir} loads (see "
+                                       "the warnings above); move them aside to start fresh")
+        if found is None:
+            print(f"resume=auto: no checkpoint in {ckpt_dir}, starting fresh")
+        return found
+    return Path(resume), ckpt.load(resume)
+
+
+def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
+    """``key: old -> new`` for each setting of ``cfg`` that differs from the checkpoint's and
+    was named in ``cfg.resume_changes``; any other change of a setting that alters the result
+    (not how long the run trains, where it runs or what it logs) is a ConfigError.
+
+    A resumed run is the same run; a weights-only export is no training checkpoint."""
+    missing = [k for k in TRAINING_STATE if k not in state]
+    if missing:
+        raise ckpt.CheckpointError(
+            f"resume={path} is not a training checkpoint (it has no {missing[0]!r}; a "
+            "model_ema.pt or model_best.pt export holds weights only): resume from "
+            "checkpoints/ckpt-step*.pt, or pass it to python -m cartoondiff.sample")
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    current = OmegaConf.to_container(cfg, resolve=True)
+    changes = [c for key in sorted(set(saved) | set(current), key=str)
+               for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
+               if not c.startswith(FREE_TO_CHANGE)]
+    allowed = tuple(OmegaConf.select(cfg, "resume_changes") or ())
+    refused = [c for c in changes if not c.split(":")[0].startswith(allowed or ("\0",))]
+    if refused:
+        keys = ",".join(c.split(":")[0] for c in refused)
+        raise ConfigError(
+            f"resume: {path} is from a run with other settings ({'; '.join(refused)}); a "
+            "resumed run must be the same run: resume with its settings, or name the changes "
+            f"you mean: resume_changes=[{keys}]")
+    return changes
