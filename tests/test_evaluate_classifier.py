@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-import struct
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from cartoondiff.attributes import COUNTS, NAMES
 from cartoondiff.data.dataset import AvatarData, load_avatar_data
 from cartoondiff.evaluate import classifier as C
 from cartoondiff.evaluate.evaluator import EvaluationError, evaluate_generator, reference_set
+from tests.faults import flip_a_tensor_bit
 
 # 16 px keeps the test cheap; the 32 px numbers of the default settings are in
 # docs/evaluation.md. Accuracy is limited by optimizer steps, hence the small batch.
@@ -152,17 +151,6 @@ def test_bad_inputs_are_refused(trained, data):
 # ----------------------------------------------------------------------------- damaged files
 
 
-def _flip_a_weight_bit(path):
-    """Flip one bit in the largest stored tensor (a disk or copy error torch.load misses)."""
-    with zipfile.ZipFile(path) as archive:
-        info = max(archive.infolist(), key=lambda i: i.file_size)
-    raw = bytearray(path.read_bytes())
-    at = info.header_offset
-    name_len, extra_len = struct.unpack("<HH", raw[at + 26:at + 30])  # local file header
-    raw[at + 30 + name_len + extra_len + info.file_size // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
-
-
 class _RunsCode:
     """Pickles to a call of ``exec``: a plain pickle.load would run it."""
 
@@ -183,7 +171,7 @@ DAMAGED_FILES = {
     "empty": lambda p: p.write_bytes(b""),
     "garbage": lambda p: p.write_bytes(bytes(range(256)) * 8),
     "text": lambda p: p.write_text("not a classifier\n"),
-    "one flipped bit": _flip_a_weight_bit,
+    "one flipped bit": flip_a_tensor_bit,
     "a bare tensor": lambda p: torch.save(torch.zeros(3), p),
     "a list": lambda p: torch.save([1, 2], p),
     "field missing": _resave(lambda s: {k: v for k, v in s.items() if k != "heldout"}),

@@ -11,9 +11,7 @@ import logging
 import os
 import re
 import shutil
-import struct
 import tempfile
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from cartoondiff.tracking import read_metrics
 from cartoondiff.train import train
 from cartoondiff.train.loop import NonFiniteLossError
 from tests.conftest import REPO, checkpoint_steps, compose_tiny, on_step
+from tests.faults import flip_a_tensor_bit
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +43,12 @@ def run_copy(trained, tmp_path) -> Path:
     return Path(shutil.copytree(trained, tmp_path / "run"))
 
 
-def _flip_a_tensor_byte(path: Path) -> None:
-    """Flip one bit inside the largest tensor's stored bytes (a disk or copy error)."""
-    with zipfile.ZipFile(path) as archive:
-        info = max(archive.infolist(), key=lambda i: i.file_size)
-    raw = bytearray(path.read_bytes())
-    at = info.header_offset
-    name_len, extra_len = struct.unpack("<HH", raw[at + 26 : at + 30])  # local file header
-    raw[at + 30 + name_len + extra_len + info.file_size // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
-
-
 DAMAGE = {
     "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
     "empty": lambda p: p.write_bytes(b""),
     "garbage": lambda p: p.write_bytes(bytes(range(256)) * 8),
     "text": lambda p: p.write_text("not a checkpoint\n"),
-    "one flipped bit": _flip_a_tensor_byte,
+    "one flipped bit": flip_a_tensor_bit,
 }
 
 
