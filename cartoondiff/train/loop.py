@@ -44,6 +44,7 @@ from cartoondiff.train.rundir import (
     same_run_changes,
 )
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
+from cartoondiff.train.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     with named("trainer.strategy"):
         ddp, device_name = distributed.setup(settings.strategy, settings.device)
     try:
-        return Trainer(cfg, run_dir, ddp, device_name).fit()
+        return Trainer(cfg, settings, run_dir, ddp, device_name).fit()
     finally:
         distributed.teardown(ddp)
 
@@ -89,10 +90,10 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 class Trainer:
     """One training run: built and checked in ``__init__``, run by ``fit``."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path | str | None,
+    def __init__(self, cfg: DictConfig, settings: TrainerSettings, run_dir: Path | str | None,
                  ddp: distributed.Distributed, device_name: str) -> None:
         self.cfg, self.ddp = cfg, ddp
-        self.settings = s = build(cfg, "trainer")
+        self.settings = s = settings
         with named("trainer.device"):
             self.device = pick_device(device_name)
         with named("trainer.precision"):
