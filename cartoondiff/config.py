@@ -30,7 +30,7 @@ _PLAIN_INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
 
 # The classes a trained model's stored config may rebuild, section by section.
 MODEL_TARGETS = ("cartoondiff.models.Denoiser", "cartoondiff.models.UNet",
-                 "cartoondiff.models.Tau")
+                 "cartoondiff.models.Tau", "cartoondiff.models.AttributeTokens")
 DIFFUSION_TARGETS = ("cartoondiff.diffusion.Diffusion",
                      "cartoondiff.diffusion.schedules.linear_betas",
                      "cartoondiff.diffusion.schedules.cosine_betas")

@@ -17,6 +17,7 @@ from cartoondiff.diffusion.schedules import check_betas
 from cartoondiff.errors import is_number, require
 
 PREDICTIONS: tuple[str, ...] = ("eps", "v")
+WEIGHTINGS: tuple[str, ...] = ("uniform", "min_snr")
 
 # model(x_t (B,C,H,W), t (B,), ids (B,18) | None, drop (B,) bool | None) -> (B,C,H,W)
 Model = Callable[..., torch.Tensor]
@@ -39,11 +40,17 @@ class Diffusion:
             network learns the conditional and the unconditional noise (classifier-free
             guidance, Ho & Salimans 2022, Algorithm 1); below 1, or nothing conditional is
             ever learned.
+        weighting: the loss weight per step t: "uniform" (Ho et al. eq. 14) or "min_snr"
+            (Hang et al. 2023): the implied x0 error is weighted min(SNR_t, snr_gamma), i.e.
+            the eps error by min(SNR, gamma) / SNR and the v error by min(SNR, gamma) / (SNR + 1).
+        snr_gamma: gamma of "min_snr" (Hang et al.'s 5).
     """
 
     betas: torch.Tensor
     prediction: str = "eps"
     p_uncond: float = 0.0
+    weighting: str = "uniform"
+    snr_gamma: float = 5.0
     alphas: torch.Tensor = field(init=False, repr=False)
     alpha_bar: torch.Tensor = field(init=False, repr=False)
     alpha_bar_prev: torch.Tensor = field(init=False, repr=False)
@@ -58,6 +65,9 @@ class Diffusion:
                 f"one of {PREDICTIONS}")
         require(is_number(self.p_uncond) and 0 <= self.p_uncond < 1, "p_uncond", self.p_uncond,
                 "a number in [0, 1)")
+        require(self.weighting in WEIGHTINGS, "weighting", self.weighting, f"one of {WEIGHTINGS}")
+        require(is_number(self.snr_gamma) and self.snr_gamma > 0, "snr_gamma", self.snr_gamma,
+                "a number > 0")
         betas = check_betas(self.betas)  # (T,) float64
         alphas = 1.0 - betas
         alpha_bar = torch.cumprod(alphas, dim=0)
@@ -156,7 +166,12 @@ class Diffusion:
         x_t = self.q_sample(x0, t, noise)  # (B, C, H, W)
         target = noise if self.prediction == "eps" else self.v_target(x0, t, noise)
         out = model(x_t, t, ids, drop)  # (B, C, H, W)
-        return F.mse_loss(out.float(), target.float())
+        if self.weighting == "uniform":
+            return F.mse_loss(out.float(), target.float())
+        per_sample = (out.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        snr = self.at(self.alpha_bar / (1.0 - self.alpha_bar), t, per_sample[:, None]).flatten()
+        weight = snr.clamp(max=self.snr_gamma) / (snr if self.prediction == "eps" else snr + 1)
+        return (per_sample * weight).mean()  # min-SNR-gamma (Hang et al. 2023, eq. 9)
 
     def forward_picture(
         self,

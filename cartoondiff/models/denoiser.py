@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cartoondiff.errors import ArgumentError
-from cartoondiff.models.tau import Tau
+from cartoondiff.models.tau import AttributeTokens, Tau
 from cartoondiff.models.unet import UNet
 
 
@@ -24,7 +24,7 @@ class Denoiser(nn.Module):
             no cross-attention).
     """
 
-    def __init__(self, unet: UNet, tau: Tau | None) -> None:
+    def __init__(self, unet: UNet, tau: Tau | AttributeTokens | None) -> None:
         super().__init__()
         if (tau is None) != (unet.context_dim is None):
             raise ArgumentError("tau", "null" if tau is None else "a Tau",

@@ -29,16 +29,21 @@ from cartoondiff.models.embeddings import TimestepEmbedder
 class ResBlock(nn.Module):
     """x + [GN-SiLU-Conv3 -> + time -> GN-SiLU-Dropout-Conv3](x), with a 1x1 skip if C changes.
 
-    The second conv starts at zero, so the block starts as its skip path.
+    With ``scale_shift`` the embedding scales and shifts the second normalisation instead,
+    GN(h) (1 + s) + b with (s, b) = Linear(emb) (adaptive group norm: ADM's
+    use_scale_shift_norm, Dhariwal & Nichol 2021, sec. 3). The second conv starts at zero, so
+    the block starts as its skip path.
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, norm_groups: int
+        self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, norm_groups: int,
+        scale_shift: bool = False,
     ) -> None:
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(norm_groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.time = nn.Linear(temb_dim, out_ch)
+        self.time = nn.Linear(temb_dim, 2 * out_ch if scale_shift else out_ch)
         self.norm2 = nn.GroupNorm(norm_groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -49,8 +54,13 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """x: (B, in_ch, H, W), temb: (B, temb_dim) already through SiLU -> (B, out_ch, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))  # (B, out_ch, H, W)
-        h = h + self.time(temb)[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        emb = self.time(temb)[:, :, None, None]  # (B, out_ch or 2 out_ch, 1, 1)
+        if self.scale_shift:
+            scale, shift = emb.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + emb)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
@@ -89,6 +99,12 @@ class UNet(nn.Module):
         image_size: height = width of the input; divisible by 2**(levels - 1).
         self_attention: add self-attention before cross-attention at attention resolutions.
         norm_groups: GroupNorm groups; must divide every level's width.
+        global_context: also add Linear(mean of the context tokens) to the timestep embedding,
+            so every residual block sees the whole condition (as class-conditional ADM adds
+            its label embedding, and DiT conditions adaLN on t + y); the null context gives
+            the unconditional branch's, so guidance works unchanged. Needs cross_attention.
+        scale_shift: residual blocks apply the (time + global) embedding as a GroupNorm scale
+            and shift instead of a bias (``ResBlock``).
     """
 
     def __init__(
@@ -105,6 +121,8 @@ class UNet(nn.Module):
         image_size: int = 32,
         self_attention: bool = False,
         norm_groups: int = 32,
+        global_context: bool = False,
+        scale_shift: bool = False,
     ) -> None:
         super().__init__()
         _validate(
@@ -119,6 +137,8 @@ class UNet(nn.Module):
             context_dim=context_dim,
             num_heads=num_heads,
             self_attention=self_attention,
+            global_context=global_context,
+            scale_shift=scale_shift,
         )
         levels = len(channel_mults)
         widths = [base_channels * m for m in channel_mults]
@@ -135,7 +155,8 @@ class UNet(nn.Module):
                     attns.append(AttentionBlock(c_out, num_heads, None, norm_groups))
                 if cross_attention:
                     attns.append(AttentionBlock(c_out, num_heads, context_dim, norm_groups))
-            return Stage(ResBlock(c_in, c_out, temb_dim, dropout, norm_groups), attns)
+            return Stage(ResBlock(c_in, c_out, temb_dim, dropout, norm_groups, scale_shift),
+                         attns)
 
         self.time_embed = TimestepEmbedder(base_channels, temb_dim)
         self.stem = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -166,6 +187,7 @@ class UNet(nn.Module):
         self.out_conv = nn.Conv2d(c, in_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+        self.global_embed = nn.Linear(context_dim, temb_dim) if global_context else None
         # Conv weights channels_last: oneDNN's CPU convolutions then run on NHWC activations,
         # 1.1-1.2x faster per training step at 32x32 and 64x64 (docs/benchmarks.md); the
         # activations stay NHWC through the network whatever the input's layout.
@@ -179,7 +201,10 @@ class UNet(nn.Module):
             context = None  # the vanilla model ignores any context
         elif context is None:
             raise ValueError("UNet: cross_attention=True needs a context (B, N, D)")
-        temb = F.silu(self.time_embed(t))  # (B, temb_dim), SiLU once for all blocks
+        temb = self.time_embed(t)  # (B, temb_dim)
+        if self.global_embed is not None:
+            temb = temb + self.global_embed(context.mean(dim=1))  # + the whole condition
+        temb = F.silu(temb)  # SiLU once for all blocks
         h = self.stem(x)  # (B, base, H, W)
         skips = []
         for i, stages in enumerate(self.down):
@@ -211,6 +236,8 @@ def _validate(
     context_dim: int | None,
     num_heads: int,
     self_attention: bool,
+    global_context: bool,
+    scale_shift: bool,
 ) -> None:
     """ArgumentError naming the UNet argument that cannot work."""
     require(is_int(base_channels) and base_channels >= 1, "base_channels", base_channels,
@@ -239,6 +266,11 @@ def _validate(
             "true or false")
     require(not cross_attention or (is_int(context_dim) and context_dim >= 1), "context_dim",
             context_dim, "an integer >= 1 (the width of Tau's tokens) with cross_attention")
+    for name, value in (("global_context", global_context), ("scale_shift", scale_shift),
+                        ("self_attention", self_attention)):
+        require(isinstance(value, bool), name, value, "true or false")
+    require(not global_context or cross_attention, "global_context", global_context,
+            "false without cross_attention (there is no condition to add)")
     if cross_attention or self_attention:
         for i in attention_levels:
             require(is_int(num_heads) and num_heads >= 1 and widths[i] % num_heads == 0,
