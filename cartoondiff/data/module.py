@@ -11,7 +11,6 @@ from cartoondiff.data.dataset import (
     NORMALIZATIONS,
     SOURCES,
     AvatarData,
-    denormalize,
     load_avatar_data,
     normalize,
 )
@@ -72,11 +71,6 @@ class AvatarDataModule:
         self.on_error, self.normalize, self.batch_size = on_error, normalize, batch_size
         self.data: AvatarData | None = None
 
-    @property
-    def value_range(self) -> tuple[float, float]:
-        """Range of the model's data space: (-1, 1) for pm1, (0, 1) for unit."""
-        return NORMALIZATIONS[self.normalize]
-
     def setup(self, labeled: bool | None = True) -> AvatarDataModule:
         """Load the arrays (decoding and caching them on first use). ``labeled``: True needs
         the attribute labels, None reads them where they exist, False reads none (see
@@ -103,12 +97,8 @@ class AvatarDataModule:
     def batch(
         self, idx: torch.Tensor, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images (B, 3, H, W) float in ``value_range`` and attribute ids (B, 18) or None."""
+        """Images (B, 3, H, W) float in the ``normalize`` range and ids (B, 18) or None."""
         data = self._loaded()
         images = data.images[idx].to(device, non_blocking=True)  # uint8 (B, 3, H, W)
         ids = data.ids[idx].to(device) if data.ids is not None else None
         return normalize(images, self.normalize), ids
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Model-space images back to uint8 (B, 3, H, W)."""
-        return denormalize(x, self.normalize)
