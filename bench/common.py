@@ -33,8 +33,9 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 def project_config(overrides: Sequence[str], image_size: int) -> DictConfig:
     """The composed config with the model at ``image_size``: attention stays at the preset's
-    UNet levels at any size, so the network and its parameter count are the same."""
-    return compose_config([*overrides, f"data.image_size={image_size}"])
+    UNet levels at any size, so the network and its parameter count are the same. The
+    benchmarks measure the blog's design (``recipe=blog``) unless ``overrides`` say otherwise."""
+    return compose_config(["recipe=blog", *overrides, f"data.image_size={image_size}"])
 
 
 def count_params(model: torch.nn.Module) -> int:

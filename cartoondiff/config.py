@@ -35,6 +35,7 @@ DIFFUSION_TARGETS = ("cartoondiff.diffusion.Diffusion",
                      "cartoondiff.diffusion.schedules.linear_betas",
                      "cartoondiff.diffusion.schedules.cosine_betas")
 DATA_TARGETS = ("cartoondiff.data.module.AvatarDataModule",)
+SAMPLER_TARGETS = ("cartoondiff.diffusion.Sampler",)
 
 
 def build(cfg: DictConfig, key: str, allowed: Collection[str] | None = None,

@@ -24,10 +24,12 @@ from cartoondiff.inference import generate, load_trained
 from cartoondiff.inference.grids import save_grid
 
 USAGE = ("python -m cartoondiff.sample checkpoint=PATH [n=16] [attributes=random|NAME=V,...] "
-         "[sampler=ddim] [steps=50] [eta=0] [guidance=2] [seed=0] [out=samples.png]")
-OPTIONS = {"checkpoint": None, "n": 16, "attributes": "random", "sampler": "ddim",
-           "steps": 50, "eta": 0.0, "guidance": 2.0, "seed": 0, "out": "samples.png",
+         "[sampler=ddim] [steps=25] [eta=1] [guidance=1] [seed=0] [out=samples.png]")
+# sampler, steps, eta and guidance default to the run's own sampler (its config's `sampler`)
+OPTIONS = {"checkpoint": None, "n": 16, "attributes": "random", "sampler": None,
+           "steps": None, "eta": None, "guidance": None, "seed": 0, "out": "samples.png",
            "device": "auto", "nrow": None}
+SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
 
@@ -39,8 +41,15 @@ def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
     return torch.tensor([attributes.complete(fixed, rng) for _ in range(n)])
 
 
-def check_options(opts: dict) -> tuple[Sampler, torch.Tensor, torch.device]:
-    """Every option checked before any work: the sampler, the ids, the device, the paths."""
+def run_sampler(opts: dict, own: Sampler) -> Sampler:
+    """The sampler options given, the rest from ``own`` (the run's sampler)."""
+    given = {k: opts[k] for k in SAMPLER_OPTIONS if opts[k] is not None}
+    return Sampler.from_options(**{**own.options(), **given})
+
+
+def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
+    """Every option checked before the checkpoint is read: the ids, the device, the paths, and
+    the sampler options given (completed with the defaults of ``Sampler``)."""
     def need(ok: bool, key: str, expected: str) -> None:
         if not ok:
             raise ArgumentError(key, opts[key], expected)
@@ -54,9 +63,9 @@ def check_options(opts: dict) -> tuple[Sampler, torch.Tensor, torch.device]:
          "null or an integer >= 1")
     need(Path(str(opts["out"])).suffix.lower() in IMAGE_SUFFIXES, "out",
          f"an image path ending in one of {IMAGE_SUFFIXES}")
-    sampler = Sampler.from_options(opts["sampler"], opts["steps"], opts["eta"], opts["guidance"])
+    run_sampler(opts, Sampler())
     ids = attribute_ids(str(opts["attributes"]), opts["n"], opts["seed"])
-    return sampler, ids, pick_device(str(opts["device"]))
+    return ids, pick_device(str(opts["device"]))
 
 
 def main(argv: list[str]) -> Path:
@@ -64,8 +73,9 @@ def main(argv: list[str]) -> Path:
     if args.positional:
         raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
     opts = args.options
-    sampler, ids, device = check_options(opts)
+    ids, device = check_options(opts)
     trained = load_trained(opts["checkpoint"], device)
+    sampler = run_sampler(opts, trained.sampler)
     sampler.check_steps(trained.diffusion.T)
     if not trained.conditional and str(opts["attributes"]) not in ("random", ""):
         raise ArgumentError("attributes", opts["attributes"], "random: the checkpoint's model "

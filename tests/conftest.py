@@ -111,7 +111,8 @@ def preset_config(preset: str = "tiny", attention: str | None = None,
                   tau: dict | None = None, **unet: object) -> DictConfig:
     """conf/config.yaml with a model preset (conf/model/PRESET.yaml, the one place presets
     live) at its image size, with optional attention option, Tau and UNet arguments."""
-    overrides = [f"model={preset}", f"data.image_size={PRESET_SIZES[preset]}"]
+    # the blog's design (its Tau), whose options these presets are tested with
+    overrides = [f"model={preset}", f"data.image_size={PRESET_SIZES[preset]}", "recipe=blog"]
     if preset == "blog":  # the blog's final model: one-hot, mha4, Tau 2x
         overrides.append("tau.projections=2x")
     if attention is not None:

@@ -16,7 +16,7 @@ from cartoondiff.config import build
 from cartoondiff.errors import UserError
 from tests.conftest import REPO
 
-TINY = ["model=tiny", "data.image_size=16"]
+TINY = ["model=tiny", "data.image_size=16", "recipe=blog"]
 
 
 def test_memory_rows_come_from_the_model_and_the_estimate_is_linear_in_batch(capsys):

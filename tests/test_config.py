@@ -28,6 +28,7 @@ GROUPS = [
     "sampler",
     "logger",
     "trainer",
+    "recipe",
 ]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
 
@@ -85,9 +86,10 @@ def test_option_composes_and_builds(make_cfg, tmp_path, group, option):
         ("model.unet.num_heads=3", "model.unet.num_heads"),  # does not divide 32 channels
         ("model.unet.attention_levels=[2]", "model.unet.attention_levels"),  # 2 levels: 0, 1
         ("model.unet.norm_groups=5", "model.unet.norm_groups"),
-        ("model.unet.cross_attention=false", "model.tau"),  # a Tau with nothing to attend
+        ("model.unet.cross_attention=false", "model.unet.global_context"),  # nothing to add
         ("tau.projections=3x", "tau.projections"),  # written under model.tau: named as typed
-        ("tau.encoding=binary", "tau.encoding"),
+        ("recipe=blog tau.encoding=binary", "tau.encoding"),  # the blog's Tau has encodings
+        ("recipe=blog model.unet.cross_attention=false", "model.tau"),  # nothing to attend
         ("sampler.method=euler", "sampler.method"),
         ("sampler.steps=null", "sampler.steps"),  # only ddpm runs without a step count
         ("sampler.steps=41", "sampler.steps"),  # more than T=40
@@ -109,7 +111,7 @@ def test_option_composes_and_builds(make_cfg, tmp_path, group, option):
 )
 def test_bad_values_name_their_key(make_cfg, tmp_path, override, key):
     with pytest.raises(ConfigError, match="^" + re.escape(key) + "[= ]") as info:
-        train(make_cfg(override), run_dir=tmp_path / "run")
+        train(make_cfg(*override.split()), run_dir=tmp_path / "run")
     assert "\n" not in str(info.value)
     assert not list((tmp_path / "run").glob("checkpoints/*")), "nothing was trained"
 

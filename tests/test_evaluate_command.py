@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cartoondiff.config import build
+from cartoondiff.diffusion import Sampler
 from cartoondiff.errors import UserError
 from cartoondiff.evaluate import classifier as C
 from cartoondiff.evaluate.__main__ import main, settings_grid
@@ -56,9 +57,15 @@ def test_command_sweeps_guidance_and_writes_valid_json(tiny_checkpoint, tmp_path
     assert first_rows == ["hair_color", "face_color", "eye_color", "glasses", "hair"]
 
 
+def test_options_not_given_are_the_runs_own_sampler():
+    own = Sampler("ddim", 25, 1.0, 1.0)
+    grid = settings_grid({"sampler": None, "steps": None, "eta": None, "guidance": "0,2"}, own)
+    assert grid == [Sampler("ddim", 25, 1.0, 0.0), Sampler("ddim", 25, 1.0, 2.0)]
+
+
 def test_sweep_grid_runs_ddpm_once_per_guidance():
     opts = {"sampler": "ddpm,dpmpp2m", "steps": "5,10", "guidance": [0, 1], "eta": 0.0}
-    grid = settings_grid(opts)
+    grid = settings_grid(opts, Sampler())
     assert [(g.method, g.steps, g.guidance) for g in grid] == [
         ("ddpm", None, 0.0), ("ddpm", None, 1.0),
         ("dpmpp2m", 5, 0.0), ("dpmpp2m", 5, 1.0), ("dpmpp2m", 10, 0.0), ("dpmpp2m", 10, 1.0)]

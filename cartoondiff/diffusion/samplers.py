@@ -265,6 +265,11 @@ class Sampler:
             raise ArgumentError("sampler" if err.name == "method" else err.name, err.value,
                                 err.expected) from None
 
+    def options(self) -> dict[str, object]:
+        """These settings under the commands' option names (``sampler=`` is the method)."""
+        return {"sampler": self.method, "steps": self.steps, "eta": self.eta,
+                "guidance": self.guidance}
+
     def check_steps(self, T: int) -> None:  # noqa: N803 -- the papers' symbol
         """ArgumentError unless the sampler's steps fit a process of T steps."""
         if self.method != "ddpm" and self.steps > T:

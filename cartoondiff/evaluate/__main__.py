@@ -39,10 +39,11 @@ from cartoondiff.inference import load_trained
 from cartoondiff.inference.checkpoint import CheckpointError
 
 USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] "
-         "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=0] [seed=0] [out=eval.json]")
+         "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=1] [seed=0] [out=eval.json]")
+# sampler, steps, eta and guidance default to the run's own sampler (its config's `sampler`)
 OPTIONS: dict[str, Any] = {
-    "checkpoint": None, "n": 256, "guidance": 2.0, "sampler": "ddim", "steps": 50,
-    "eta": 0.0, "seed": 0, "out": "eval.json", "device": "auto", "batch_size": 256,
+    "checkpoint": None, "n": 256, "guidance": None, "sampler": None, "steps": None,
+    "eta": None, "seed": 0, "out": "eval.json", "device": "auto", "batch_size": 256,
     "conditions": "heldout", "diversity_groups": 8, "diversity_per_group": 4,
     "classifier": None, "classifier_epochs": 8, "cache_dir": None, "data_root": None,
     "inception": None,
@@ -63,9 +64,10 @@ def as_list(value: Any, cast: type, key: str) -> list:
         raise ArgumentError(key, value, f"{cast.__name__} value(s), comma-separated") from None
 
 
-def settings_grid(opts: dict[str, Any]) -> list[Sampler]:
+def settings_grid(opts: dict[str, Any], own: Sampler) -> list[Sampler]:
     """The sweep: every (sampler, steps, guidance), each checked by ``Sampler``; ddpm (all T
-    steps) once per guidance."""
+    steps) once per guidance. Options not given are ``own``'s (the run's sampler)."""
+    opts = {**opts, **{k: v for k, v in own.options().items() if opts[k] is None}}
     grid: list[Sampler] = []
     for method, steps, w in itertools.product(as_list(opts["sampler"], str, "sampler"),
                                               as_list(opts["steps"], int, "steps"),
@@ -77,7 +79,7 @@ def settings_grid(opts: dict[str, Any]) -> list[Sampler]:
     return grid
 
 
-def check_options(opts: dict[str, Any]) -> list[Sampler]:
+def check_options(opts: dict[str, Any]) -> None:
     """Every option checked before the checkpoint is read or anything is sampled."""
     def need(ok: bool, key: str, expected: str) -> None:
         if not ok:
@@ -95,7 +97,7 @@ def check_options(opts: dict[str, Any]) -> list[Sampler]:
         need(opts[key] is None or Path(str(opts[key])).is_file(), key, "null or an existing file")
     need(opts["data_root"] is None or Path(str(opts["data_root"])).is_dir(), "data_root",
          "null or an existing folder")
-    return settings_grid(opts)
+    settings_grid(opts, Sampler())  # the sampler options given, checked before loading
 
 
 def label(run: dict[str, Any]) -> str:
@@ -150,9 +152,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     if args.positional:
         raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
     opts = args.options
-    grid = check_options(opts)
+    check_options(opts)
     device = pick_device(str(opts["device"]))
     trained = load_trained(opts["checkpoint"], device)
+    grid = settings_grid(opts, trained.sampler)
     T = trained.diffusion.T
     for sampler in grid:
         sampler.check_steps(T)

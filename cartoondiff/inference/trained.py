@@ -14,9 +14,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cartoondiff.config import DIFFUSION_TARGETS, MODEL_TARGETS, build
+from cartoondiff.config import DIFFUSION_TARGETS, MODEL_TARGETS, SAMPLER_TARGETS, build
 from cartoondiff.data.dataset import NORMALIZATIONS
-from cartoondiff.diffusion import Diffusion
+from cartoondiff.diffusion import Diffusion, Sampler
 from cartoondiff.errors import ConfigError
 from cartoondiff.inference import checkpoint as ckpt
 
@@ -41,6 +41,14 @@ class Trained:
     @property
     def conditional(self) -> bool:
         return bool(getattr(self.model, "conditional", False))
+
+    @property
+    def sampler(self) -> Sampler:
+        """The run's own sampler (its grids and evaluations used it): the commands' default."""
+        try:
+            return build(self.cfg, "sampler", allowed=SAMPLER_TARGETS)
+        except ConfigError as err:
+            raise ckpt.CheckpointError(f"its stored sampler config: {err}") from None
 
 
 def stored_config(path: Path | str, state: dict) -> DictConfig:
