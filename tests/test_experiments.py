@@ -11,6 +11,8 @@ from cartoondiff.train import train
 from tests.conftest import REPO
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+BLOG = [e for e in EXPERIMENTS if not e.startswith("beyond_")]  # the blog's own design
+BEYOND = [e for e in EXPERIMENTS if e.startswith("beyond_")]
 # The CPU scale, shrunk further to seconds: fewer images, smaller batch, fewer steps.
 QUICK = ["data.n=24", "data.batch_size=8", "noise_schedule.T=40", "sampler.steps=3",
          "trainer.max_steps=2", "trainer.sample_rows=2", "trainer.sample_cols=2",
@@ -37,7 +39,7 @@ def test_each_blog_figure_is_drawn_by_its_experiment_at_the_blogs_scale(tmp_path
     assert drawn == BLOG_FIGURES
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", BLOG)
 def test_gpu_scale_composes_with_the_blog_model(tmp_path, name):
     from tests.conftest import compose_cfg
 
@@ -45,6 +47,27 @@ def test_gpu_scale_composes_with_the_blog_model(tmp_path, name):
     assert cfg.data.source == "cartoonset" and cfg.data.image_size == 64
     assert cfg.model.unet.base_channels == 128  # the blog preset
     assert cfg.logger.group == name and cfg.logger.tags
+
+
+@pytest.mark.parametrize("name", BLOG)
+def test_blog_experiments_keep_the_blogs_design(name):
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(f"experiment={name}", "data=synthetic")
+    assert cfg.model.unet.global_context is False and cfg.diffusion.prediction == "eps"
+    assert cfg.model.tau is None or cfg.model.tau._target_.endswith(".Tau")
+    assert (cfg.sampler.method, cfg.sampler.steps, cfg.sampler.eta) == ("ddim", 50, 0.0)
+
+
+@pytest.mark.parametrize("name", BEYOND)
+def test_beyond_experiments_run_at_the_default_scale_or_the_blogs(name):
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(f"experiment={name}")
+    assert cfg.data.image_size == 32 and cfg.model.unet.base_channels == 32
+    assert cfg.logger.group == name and "beyond" in cfg.logger.tags
+    gpu = compose_cfg(f"experiment={name}", "scale=gpu", "data=synthetic")
+    assert gpu.data.image_size == 64 and gpu.model.unet.base_channels == 128
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
