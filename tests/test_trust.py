@@ -99,7 +99,7 @@ def stopped_run(make_cfg, tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("override, change", [
-    ("diffusion.prediction=v", "diffusion.prediction: 'eps' -> 'v'"),
+    ("diffusion.prediction=eps", "diffusion.prediction: 'v' -> 'eps'"),
     ("noise_schedule.T=50", "noise_schedule.T: 40 -> 50"),
     ("data.normalize=unit", "data.normalize: 'pm1' -> 'unit'"),
     ("attention=single", "model.unet.num_heads: 4 -> 1"),
