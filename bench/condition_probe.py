@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cartoondiff.attributes import COUNTS, INDEX, NAMES, random_ids  # noqa: E402
 from cartoondiff.data.synthesize import render_avatar, sample_ids  # noqa: E402
