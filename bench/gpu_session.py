@@ -38,17 +38,15 @@ BUDGET_S=200 when a first call failed and the lease has little time left).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repo root importable
@@ -60,10 +58,9 @@ from bench.gpu_results import (  # noqa: E402
     latest_model,
     run_summary,
 )
+from bench.gpu_runner import REPO, Runner  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-MAX_OUT_FILES = 8
-LOG_TAIL = 200_000  # characters of each phase's log kept in session.log
+MAX_OUT_FILES = 8  # what comes back from the GPU machine
 # The four runs of part 2: (name, experiment config, attention, Tau projections).
 CLAIM_RUNS = (
     ("single_tau1x", "fig10_11_onehot", "single", "1x"),
@@ -130,132 +127,22 @@ class Settings:
             epochs=int(epochs) if epochs else None)
 
 
-@dataclass
-class Job:
-    name: str
-    cmd: list[str]
-    log: Path
-    proc: subprocess.Popen
-    start: float
-    result: dict = field(default_factory=dict)
+class Session(Runner):
+    """The GPU session's runner: its settings, its record's fields, its run and eval commands."""
 
-
-class Session:
     def __init__(self, out: Path, work: Path, s: Settings) -> None:
-        self.out, self.work, self.s = out, work, s
-        self.t0 = time.monotonic()
-        self.deadline = self.t0 + s.budget_s
+        self.s = s
         self.python = os.environ.get("PYTHON") or sys.executable
-        out.mkdir(parents=True, exist_ok=True)
-        work.mkdir(parents=True, exist_ok=True)
-        self.log_path = out / "session.log"
-        self.log_file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
-        self.results: dict = {
+        results: dict = {
             "schema": 1, "tiny": s.tiny, "budget_s": s.budget_s, "settings": asdict(s),
             "work_dir": str(work), "python": sys.version.split()[0], "gpu": None,
             "wandb_mode": None, "wheels": os.environ.get("GPU_SESSION_WHEELS", "not installed"),
             "phases": {}, "part1": {}, "part2": {}, "files": [],
         }
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="1",
-                        CARTOONDIFF_CACHE=str(work / "cache"), WANDB_SILENT="true",
-                        TORCHINDUCTOR_CACHE_DIR=str(work / "inductor"))
-
-    # ---- bookkeeping -------------------------------------------------------------------
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def say(self, text: str) -> None:
-        line = f"[{self.elapsed():6.1f} s] {text}"
-        print(line, flush=True)
-        self.log_file.write(line + "\n")
-        self.log_file.flush()
-
-    def phase(self, name: str, **info) -> None:
-        self.results["phases"][name] = {**self.results["phases"].get(name, {}), **info}
-
-    def skip(self, name: str, why: str) -> None:
-        self.say(f"skip {name}: {why}")
-        self.phase(name, status="skipped", why=why)
-
-    # ---- subprocesses ------------------------------------------------------------------
-    def start(self, name: str, cmd: list[str], threads: int | None = None) -> Job:
-        log = self.work / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(self.env)
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-        self.say(f"start {name}: {' '.join(cmd)}")
-        handle = open(log, "w", encoding="utf-8")  # noqa: SIM115 -- closed by the child's exit
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        handle.close()
-        return Job(name, cmd, log, proc, time.monotonic())
-
-    def finish(self, job: Job, timeout: float, record: bool = True) -> dict:
-        """Wait for ``job`` at most ``timeout`` s; then SIGTERM its process group (run.py
-        checkpoints and exits), then SIGKILL after the grace period. Returns its status."""
-        timed_out = False
-        try:
-            job.proc.wait(timeout=max(0.0, timeout))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self.say(f"{job.name}: timeout after {time.monotonic() - job.start:.0f} s, SIGTERM")
-            self._signal_group(job, signal.SIGTERM)
-            try:
-                job.proc.wait(timeout=self.s.grace_s)
-            except subprocess.TimeoutExpired:
-                self._signal_group(job, signal.SIGKILL)
-                job.proc.wait()
-        rc = job.proc.returncode
-        status = "timeout" if timed_out else ("ok" if rc == 0 else "failed")
-        job.result = {"status": status, "rc": rc,
-                      "seconds": round(time.monotonic() - job.start, 1),
-                      "log": f"logs/{job.log.name}"}
-        self.say(f"end {job.name}: {status} (rc {rc}, {job.result['seconds']} s)")
-        self._append_log(job)
-        if record:
-            self.phase(job.name, **job.result)
-        self.write()  # results.json is always there, even if a later phase hangs
-        return job.result
-
-    def run(self, name: str, cmd: list[str], timeout: float, threads: int | None = None) -> dict:
-        return self.finish(self.start(name, cmd, threads), timeout)
-
-    @staticmethod
-    def _signal_group(job: Job, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(job.proc.pid, sig)  # the group start_new_session made for this child
-
-    def _append_log(self, job: Job) -> None:
-        text = job.log.read_text(encoding="utf-8", errors="replace")
-        if len(text) > LOG_TAIL:
-            text = f"[... {len(text) - LOG_TAIL} characters cut ...]\n" + text[-LOG_TAIL:]
-        self.log_file.write(f"\n===== {job.name}: {' '.join(job.cmd)}\n{text}\n"
-                            f"===== end {job.name}: {job.result}\n\n")
-        self.log_file.flush()
-
-    # ---- outputs -----------------------------------------------------------------------
-    def copy_out(self, src: Path, name: str) -> None:
-        """Copy a file into OUT_DIR if it exists and the 8-file limit allows."""
-        files = self.results["files"]
-        if not src.is_file():
-            self.say(f"not copied (missing): {src}")
-            return
-        if len(files) + 2 >= MAX_OUT_FILES:  # results.json and session.log are always there
-            self.say(f"not copied (8-file limit): {src}")
-            return
-        shutil.copyfile(src, self.out / name)
-        files.append(name)
-
-    def write(self) -> None:
-        self.results["elapsed_s"] = round(self.elapsed(), 1)
-        self.results["within_budget"] = self.elapsed() <= self.s.budget_s
-        tmp = self.out / "results.json.tmp"
-        tmp.write_text(json.dumps(self.results, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, self.out / "results.json")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="1",
+                   CARTOONDIFF_CACHE=str(work / "cache"), WANDB_SILENT="true",
+                   TORCHINDUCTOR_CACHE_DIR=str(work / "inductor"))
+        super().__init__(out, work, s.budget_s, s.grace_s, MAX_OUT_FILES, results, env)
 
     # ---- common command pieces -------------------------------------------------------------
     def run_cmd(self, experiment: str, run_dir: Path, *extra: str) -> list[str]:
