@@ -29,7 +29,6 @@ USAGE = ("python -m cartoondiff.sample checkpoint=PATH [n=16] [attributes=random
 OPTIONS = {"checkpoint": None, "n": 16, "attributes": "random", "sampler": None,
            "steps": None, "eta": None, "guidance": None, "seed": 0, "out": "samples.png",
            "device": "auto", "nrow": None}
-SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
 
@@ -43,8 +42,7 @@ def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
 
 def run_sampler(opts: dict, own: Sampler) -> Sampler:
     """The sampler options given, the rest from ``own`` (the run's sampler)."""
-    given = {k: opts[k] for k in SAMPLER_OPTIONS if opts[k] is not None}
-    return Sampler.from_options(**{**own.options(), **given})
+    return Sampler.from_options(**own.fill(opts))
 
 
 def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:

@@ -9,7 +9,7 @@ all T steps; DDIM visits ``steps`` steps evenly spaced in t from T-1 down to 0, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -269,6 +269,10 @@ class Sampler:
         """These settings under the commands' option names (``sampler=`` is the method)."""
         return {"sampler": self.method, "steps": self.steps, "eta": self.eta,
                 "guidance": self.guidance}
+
+    def fill(self, opts: Mapping[str, object]) -> dict[str, object]:
+        """The commands' sampler options: each one ``opts`` gives (not None), else this one's."""
+        return {k: v if opts.get(k) is None else opts[k] for k, v in self.options().items()}
 
     def check_steps(self, T: int) -> None:  # noqa: N803 -- the papers' symbol
         """ArgumentError unless the sampler's steps fit a process of T steps."""

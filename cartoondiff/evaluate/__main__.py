@@ -67,7 +67,7 @@ def as_list(value: Any, cast: type, key: str) -> list:
 def settings_grid(opts: dict[str, Any], own: Sampler) -> list[Sampler]:
     """The sweep: every (sampler, steps, guidance), each checked by ``Sampler``; ddpm (all T
     steps) once per guidance. Options not given are ``own``'s (the run's sampler)."""
-    opts = {**opts, **{k: v for k, v in own.options().items() if opts[k] is None}}
+    opts = {**opts, **own.fill(opts)}
     grid: list[Sampler] = []
     for method, steps, w in itertools.product(as_list(opts["sampler"], str, "sampler"),
                                               as_list(opts["steps"], int, "steps"),
