@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cartoondiff.attributes import COUNTS, INDEX, NAMES, random_ids  # noqa: E402
+from cartoondiff.data.dataset import normalize  # noqa: E402
 from cartoondiff.data.synthesize import render_avatar, sample_ids  # noqa: E402
 from cartoondiff.inference import Trained, load_trained  # noqa: E402
 
@@ -97,8 +98,8 @@ def context_shares(trained: Trained, n: int = 8192, seed: int = 0) -> dict[str, 
 
 def _render(ids: list[int], size: int, crop: int | None) -> torch.Tensor:
     """One synthetic avatar in [-1, 1], (3, size, size)."""
-    pixels = np.asarray(render_avatar(ids, size, crop=crop), dtype=np.float32)
-    return torch.from_numpy(pixels / 127.5 - 1).permute(2, 0, 1)
+    pixels = torch.from_numpy(np.array(render_avatar(ids, size, crop=crop)))  # uint8 (H, W, 3)
+    return normalize(pixels.permute(2, 0, 1)[None], "pm1")[0]
 
 
 @torch.no_grad()

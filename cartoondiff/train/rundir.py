@@ -117,7 +117,7 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
                for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
                if not c.startswith(FREE_TO_CHANGE)]
     allowed = tuple(OmegaConf.select(cfg, "resume_changes") or ())
-    refused = [c for c in changes if not c.split(":")[0].startswith(allowed or ("\0",))]
+    refused = [c for c in changes if not (allowed and c.split(":")[0].startswith(allowed))]
     if refused:
         keys = ",".join(c.split(":")[0] for c in refused)
         raise ConfigError(
