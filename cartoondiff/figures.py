@@ -173,25 +173,65 @@ def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss", smooth: flo
     return line_chart(series, title, log_y=key.endswith("loss"))
 
 
-COMMANDS = ("grid", "compare", "forward", "curves", "blog")
 USAGE = "python -m cartoondiff.figures grid|compare|forward|curves|blog RUN_DIR ... [key=value]"
-OPTIONS = {"epoch": None, "out": None, "key": "train/loss", "smooth": 0.6, "from_step": 0}
+OPTIONS = {
+    "epoch": cli.Option(None, "the epoch whose grid is drawn (0-based, as the blog counts); "
+                        "null: the last"),
+    "out": cli.Option(None, "the image written (.png); for blog the folder; null: COMMAND.png "
+                      "in the current folder (blog: figures/)"),
+    "key": cli.Option("train/loss", "the logged metric plotted against step"),
+    "smooth": cli.Option(0.6, "exponential smoothing, 0 (none) to <1, as W&B's slider"),
+    "from_step": cli.Option(0, "drop the steps before this one"),
+}
+# Each command: its usage, what it draws, its options (of OPTIONS) and an example.
+COMMANDS = {
+    "grid": ("python -m cartoondiff.figures grid RUN_DIR [epoch=N] [out=fig.png]",
+             "A run's sample grid after one epoch, titled.", ("epoch", "out"),
+             "python -m cartoondiff.figures grid outputs/DATE/TIME epoch=9 out=fig13.png"),
+    "compare": ("python -m cartoondiff.figures compare RUN_DIR RUN_DIR ... [epoch=N] "
+                "[out=fig.png]",
+                "Several runs' grids at the same epoch side by side, titled.",
+                ("epoch", "out"),
+                "python -m cartoondiff.figures compare RUN_A RUN_B epoch=9 out=heads.png"),
+    "forward": ("python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]",
+                "The forward process of a config (Hydra overrides), without training.",
+                ("out",),
+                "python -m cartoondiff.figures forward noise_schedule.beta_end=0.2 "
+                "out=noise.png"),
+    "curves": ("python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] "
+               "[from_step=0] [out=fig.png]",
+               "A logged metric against step, one line per experiment (seeds averaged).",
+               ("key", "smooth", "from_step", "out"),
+               "python -m cartoondiff.figures curves RUN_A RUN_B out=loss.png"),
+    "blog": ("python -m cartoondiff.figures blog RUN_DIR [out=DIR]",
+             "Every blog figure the run's experiment redraws, into a folder.", ("out",),
+             "python -m cartoondiff.figures blog outputs/DATE/TIME out=figures"),
+}
 
 
 def main(argv: Sequence[str]) -> Path:
+    if argv and argv[0] in cli.HELP_FLAGS:
+        commands = "\n".join(f"  {name:<9}{about}" for name, (_, about, _, _)
+                              in COMMANDS.items())
+        cli.exit_with_help(cli.help_text(
+            USAGE, OPTIONS, f"{__doc__}\ncommands (COMMAND --help lists its options):\n"
+            f"{commands}", COMMANDS["grid"][3]))
     if not argv or argv[0] not in COMMANDS:
         raise cli.UsageError(f"the first argument is one of {', '.join(COMMANDS)} "
-                             "(python -m cartoondiff.figures; see its docstring)")
+                             "(python -m cartoondiff.figures --help)")
     command = argv[0]
-    args = cli.parse(argv[1:], OPTIONS, USAGE, overrides=command == "forward")
-    opts, runs = args.options, [Path(p) for p in args.positional]
+    usage, about, keys, example = COMMANDS[command]
+    args = cli.parse(argv[1:], {k: OPTIONS[k] for k in keys}, usage,
+                     overrides=command == "forward", about=about, example=example)
+    opts = {**{k: o.default for k, o in OPTIONS.items()}, **args.options}
+    runs = [Path(p) for p in args.positional]
     if opts["epoch"] is not None and not (isinstance(opts["epoch"], int) and opts["epoch"] >= 0):
         raise ArgumentError("epoch", opts["epoch"], "an integer >= 0 (0-based, as the blog)")
     out = Path(str(opts["out"] or f"{command}.png"))
     needed = {"grid": 1, "compare": 2, "curves": 1, "forward": 0, "blog": 1}[command]
     if len(runs) < needed or (command in ("grid", "blog") and len(runs) > 1):
         raise cli.UsageError(f"{command} takes {needed}{'' if command in ('grid', 'blog') else '+'}"
-                             f" run folder(s); got {len(runs)} (usage: {USAGE})")
+                             f" run folder(s); got {len(runs)} (usage: {usage})")
     if command == "blog":
         written = blog_figures(runs[0], Path(str(opts["out"] or "figures")))
         print("wrote " + ", ".join(map(str, written)))
@@ -211,5 +251,10 @@ def main(argv: Sequence[str]) -> Path:
     return out
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console script ``cartoondiff-figures``."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

@@ -38,6 +38,8 @@ from cartoondiff.train.ema import EMA
 from cartoondiff.train.loop import autocast_dtype
 
 USAGE = "python -m cartoondiff.memory [measure=true|false] [hydra overrides ...]"
+OPTIONS = {"measure": cli.Option(True, "also run one real training step and report its peak "
+                                       "memory beside the estimate")}
 MiB = 2**20
 
 
@@ -191,7 +193,8 @@ def _available_bytes() -> int | None:
 
 def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
     """Compose the config from ``argv``, print the table, return (estimate, measured)."""
-    args = cli.parse(argv, {"measure": True}, USAGE, overrides=True)
+    args = cli.parse(argv, OPTIONS, USAGE, overrides=True, about=__doc__,
+                     example="python -m cartoondiff.memory model=blog data.batch_size=128")
     measure = args.options["measure"]
     if not isinstance(measure, bool):
         raise cli.UsageError(f"measure={measure!r} is invalid: expected true or false")

@@ -403,12 +403,20 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
 
 USAGE = ("python -m cartoondiff.data.download cartoonset10k|cartoonset100k dest=DIR [url=URL] "
          "[sha256=HEX] [extract=true] [progress=true]")
+OPTIONS = {
+    "dest": cli.Option(None, "the folder the archive is downloaded and extracted into; "
+                       "required", "DIR"),
+    "url": cli.Option(None, "a mirror to download from; null: the official bucket"),
+    "sha256": cli.Option(None, "the archive's expected sha256; null: the known one, if any"),
+    "extract": cli.Option(True, "extract the archive after verifying it"),
+    "progress": cli.Option(True, "show a progress bar (a line every 10% when not a terminal)"),
+}
 
 
 def main(argv: list[str]) -> Path:
     """CLI: download (resumable), verify and extract one archive; prints and returns where."""
-    args = cli.parse(argv, {"dest": None, "url": None, "sha256": None, "extract": True,
-                            "progress": True}, USAGE)
+    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__,
+                     example="python -m cartoondiff.data.download cartoonset10k dest=data/")
     opts = args.options
     if len(args.positional) != 1 or args.positional[0] not in SOURCES or opts["dest"] is None:
         raise cli.UsageError(f"name one archive ({', '.join(sorted(SOURCES))}) and dest=DIR "

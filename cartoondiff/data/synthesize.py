@@ -130,11 +130,18 @@ def write_cartoonset(out_dir: Path, n: int, seed: int, size: int = 500) -> None:
 
 
 USAGE = "python -m cartoondiff.data.synthesize out=DIR n=1000 [seed=0] [size=500]"
+OPTIONS = {
+    "out": cli.Option(None, "the folder to write csN.png + csN.csv pairs into; required", "DIR"),
+    "n": cli.Option(None, "how many avatars; required", "N"),
+    "seed": cli.Option(0, "which set: avatar i of set s is always the same drawing"),
+    "size": cli.Option(FRAME, "image side in px (Cartoon Set's is 500)"),
+}
 
 
 def main(argv: Sequence[str]) -> None:
     """CLI: write a synthetic Cartoon-Set-format directory."""
-    args = cli.parse(argv, {"out": None, "n": None, "seed": 0, "size": FRAME}, USAGE)
+    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__,
+                     example="python -m cartoondiff.data.synthesize out=avatars n=1000 seed=0")
     opts = args.options
     if args.positional or opts["out"] is None or opts["n"] is None:
         raise cli.UsageError(f"out=DIR and n=N are required (usage: {USAGE})")
