@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 
-from tqdm import tqdm
-
 from cartoondiff import cli
 from cartoondiff.errors import UserError
+from cartoondiff.progress import progress_bar
 
 
 class DownloadError(UserError, RuntimeError):
@@ -187,8 +186,8 @@ def _fetch_once(url: str, part: Path, label: str, progress: bool) -> tuple[int |
             raise DownloadError(f"unexpected HTTP {status} from {url}")
 
         received = 0
-        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=label, disable=not progress)
+        bar = progress_bar(total=total, initial=offset, unit="B", unit_scale=True,
+                           unit_divisor=1024, desc=label, enabled=progress)
         with open(part, mode) as f, bar:
             try:
                 while chunk := resp.read(_CHUNK):

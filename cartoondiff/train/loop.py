@@ -31,6 +31,7 @@ from cartoondiff.errors import ConfigError, is_int, require
 from cartoondiff.evaluate import higher_is_better
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image
+from cartoondiff.progress import progress_bar
 from cartoondiff.run_naming import run_labels
 from cartoondiff.tracking import NullTracker
 from cartoondiff.train import distributed
@@ -239,8 +240,8 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         self._window = [0.0, 0, time.perf_counter()]  # loss sum, steps, start time
         self.bad_steps = 0
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not (s.progress_bar and self.ddp.is_main))
+        bar = progress_bar(total=self.total_steps, initial=self.step, desc="train",
+                           dynamic_ncols=True, enabled=s.progress_bar and self.ddp.is_main)
         try:
             with interrupt.StopFlag() as stop:
                 while self.step < self.total_steps:
@@ -324,8 +325,8 @@ class Trainer:
             "train/epoch": self.step / self.steps_per_epoch,
         }
         self.tracker.log(self.metrics, self.step)
-        bar.set_postfix(loss=f"{self.metrics['train/loss']:.4f}",
-                        img_s=f"{self.metrics['train/images_per_s']:.0f}")
+        bar.set_postfix(loss=f"{self.metrics['train/loss']:.4f}",  # shown at the next redraw
+                        img_s=f"{self.metrics['train/images_per_s']:.0f}", refresh=False)
         self._window = [0.0, 0, time.perf_counter()]
 
     def _end_of_epoch(self, epochs_done: int) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cartoondiff.data.dataset import DEFAULT_CACHE_DIR
+from cartoondiff.data.cache import resolve_cache_dir
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.diffusion import Diffusion, Sampler
 from cartoondiff.errors import is_int, require
@@ -41,7 +41,7 @@ class PeriodicEvaluator:
         every_epochs: int = 0,
         n: int = 64,
         metric: str = "eval/faithfulness_mean",
-        cache_dir: str | Path = DEFAULT_CACHE_DIR,
+        cache_dir: str | Path | None = None,
         classifier: dict[str, Any] | None = None,
     ) -> None:
         require(is_int(every_epochs) and every_epochs >= 0, "every_epochs", every_epochs,
@@ -51,7 +51,8 @@ class PeriodicEvaluator:
                 f"one of the evaluation's metrics, e.g. {', '.join(metric_names('eval/')[:3])}")
         self.diffusion, self.sampler = diffusion, sampler
         self.device, self.best_path = device, Path(best_path)
-        self.every_epochs, self.n, self.cache_dir = every_epochs, n, cache_dir
+        self.every_epochs, self.n = every_epochs, n
+        self.cache_dir = resolve_cache_dir(cache_dir)  # None: the user cache
         self.classifier_settings = dict(classifier or {})
         self.best = BestTracker(metric)
         self.data: AvatarDataModule | None = None
