@@ -29,6 +29,7 @@ GROUPS = [
     "logger",
     "trainer",
     "recipe",
+    "debug",
 ]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
 

@@ -30,17 +30,21 @@ from tests.conftest import REAL_SAMPLE, REPO, compose_tiny
 
 README = REPO / "README.md"
 SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
-TINY_RUN = ["model=tiny", "data.image_size=16", "data.batch_size=8", "noise_schedule.T=60",
-            "sampler.steps=4", "trainer.max_steps=2", "trainer.sample_rows=2",
-            "trainer.sample_cols=2", "trainer.progress_bar=false", "logger.mode=disabled",
-            "evaluate.every_epochs=0", "trainer.device=cpu"]
+# the smoke preset (conf/debug/smoke.yaml), at the prepared runs' T
+TINY_RUN = ["debug=smoke", "noise_schedule.T=60"]
 # Commands that cannot run here, and where they are checked instead.
 NOT_HERE = {
     "python -m pytest -q": "the test suite itself",
     "wandb leet outputs/DATE/TIME/wandb": "an interactive terminal UI (its inspect form runs)",
     "wandb sync outputs/DATE/TIME/wandb/offline-run-*": "needs a W&B account and a network",
     "bash bench/gpu_session.sh OUT": "run at tiny scale by tests/test_gpu_session.py",
+    "pip install .": "installs into this environment; tests/test_package.py installs the wheel "
+                     "into a scratch one and runs its commands from another folder",
 }
+# Installed command names run here as the checkout's forms (test_package.py runs the real ones).
+INSTALLED = {"cartoondiff-train": "python run.py",
+             **{f"cartoondiff-{c}": f"python -m cartoondiff.{c}"
+                for c in ("sample", "evaluate", "figures", "report")}}
 
 
 def _code_spans(text: str) -> list[str]:
@@ -105,6 +109,9 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
         command = command[len(SETUP):]
     if command in NOT_HERE:
         return NOT_HERE[command]
+    name, _, rest = command.partition(" ")
+    if name in INSTALLED:
+        command = f"{INSTALLED[name]} {rest}".strip()
     out = ws.root / f"out-{tag}"  # one folder per command
     out.mkdir()
     vanilla = "vanilla" in command  # the PNG-only path: the real sample, no CSVs
@@ -138,9 +145,9 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
         return [str(Path(sys.executable).parent / "wandb"), *argv[1:-1],
                 str(next((ws.run_a / "wandb").glob("offline-run-*")))]
     if argv[:2] == ["bash", "experiments/cpu_ablations.sh"]:
-        tiny = [t for t in TINY_RUN if not t.startswith("evaluate.")]  # it evaluates: keep it
+        # the script's own evaluate.every_epochs=2, typed on its command line, beats the preset
         return ["env", "EXPERIMENTS=fig10_11_onehot fig03_05_vanilla_pm1", "SEEDS=0",
-                f"EXTRA={' '.join(tiny)} data.n=16 trainer.max_steps=4 "
+                f"EXTRA={' '.join(TINY_RUN)} data.n=16 trainer.max_steps=4 "
                 "evaluate.classifier.epochs=1", "EVAL_N=8", "FROM_STEP=0",
                 *argv, str(out / "ablations")]
     pytest.fail(f"the README runner does not know this command; teach it: {command}")
