@@ -65,7 +65,12 @@ def _code_spans(text: str) -> list[str]:
 
 
 def readme_commands() -> list[str]:
-    return _code_spans(README.read_text(encoding="utf-8"))
+    """The README's commands, installed names in their checkout form (each runs once)."""
+    commands = []
+    for command in _code_spans(README.read_text(encoding="utf-8")):
+        name, _, rest = command.partition(" ")
+        commands.append(f"{INSTALLED[name]} {rest}".strip() if name in INSTALLED else command)
+    return list(dict.fromkeys(commands))
 
 
 def experiment_commands() -> list[str]:
@@ -109,9 +114,6 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
         command = command[len(SETUP):]
     if command in NOT_HERE:
         return NOT_HERE[command]
-    name, _, rest = command.partition(" ")
-    if name in INSTALLED:
-        command = f"{INSTALLED[name]} {rest}".strip()
     out = ws.root / f"out-{tag}"  # one folder per command
     out.mkdir()
     vanilla = "vanilla" in command  # the PNG-only path: the real sample, no CSVs
