@@ -169,3 +169,30 @@ def test_the_wheel_runs_its_commands_from_any_folder(installed, tmp_path):
     assert len(runs) == 1, train.stdout[-2000:]
     caches = list((home / "xdg-cache" / "cartoondiff").glob("synthetic-16px-*/meta.json"))
     assert len(caches) == 1, sorted(map(str, home.rglob("*")))[:20]
+
+
+def test_the_cache_is_the_users_unless_told(monkeypatch, tmp_path):
+    from cartoondiff.data.cache import default_cache_dir, resolve_cache_dir
+
+    monkeypatch.delenv("CARTOONDIFF_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "cartoondiff"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG rule: absolute only
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "cartoondiff"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "cartoondiff"
+    monkeypatch.setenv("CARTOONDIFF_CACHE", str(tmp_path / "mine"))
+    assert resolve_cache_dir(None) == tmp_path / "mine"
+    assert resolve_cache_dir(tmp_path / "given") == tmp_path / "given"  # data.cache_dir wins
+
+
+def test_progress_off_a_terminal_is_a_line_every_10_percent(capsys):
+    from cartoondiff.progress import progress_bar
+
+    assert not sys.stderr.isatty()  # pytest captures it
+    for _ in progress_bar(range(1000), desc="rendering avatars"):
+        pass
+    lines = capsys.readouterr().err.splitlines()
+    assert 2 <= len(lines) <= 12 and "\r" not in "".join(lines)
+    assert lines[-1].startswith("rendering avatars: 100%")
