@@ -24,6 +24,8 @@ class BuildPyWithConfigs(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return  # an editable install reads conf/ from the source tree itself
+        if not (ROOT / "conf" / "config.yaml").is_file():
+            raise FileNotFoundError(f"{ROOT / 'conf'}: no config.yaml to ship in the package")
         target = Path(self.build_lib) / "cartoondiff" / "conf"
         shutil.rmtree(target, ignore_errors=True)
         for source, dest in ((ROOT / "conf", target), (ROOT / "experiments",
