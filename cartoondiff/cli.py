@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
@@ -84,8 +85,6 @@ def help_text(usage: str, options: Mapping[str, Any], about: str = "", example: 
               ) -> str:
     """``--help``: usage, ``about`` (e.g. the module docstring), every option with its default
     and meaning, and ``example``."""
-    import textwrap
-
     rows = []
     for key, option in options.items():
         default = _default(option)
@@ -113,9 +112,12 @@ def help_text(usage: str, options: Mapping[str, Any], about: str = "", example: 
     return "\n".join(lines)
 
 
-def exit_with_help(text: str) -> None:
-    """Print a command's help on stdout and exit 0."""
-    print(text)
+def exit_with_help(text: str) -> NoReturn:
+    """Print a command's help on stdout and exit 0 (also when piped into ``head``)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # the reader left: no traceback (the Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(0)
 
 
