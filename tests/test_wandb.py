@@ -214,7 +214,7 @@ def test_a_multirun_with_a_data_path_and_30_overrides_runs(tmp_path, cache_dir):
     root = tmp_path / ("very_long_folder_name_" * 6) / "cartoonset100k"
     write_cartoonset(root, n=8, seed=0)
     tiny = [t for t in TINY if not t.startswith("data.n=")]  # a synthetic-only key
-    extra = [f"trainer.sample_seed={1000 + i}" for i in range(15)]  # makes 30 with TINY, below
+    extra = [f"trainer.sample_seed={1000 + i}" for i in range(23)]  # makes 30 with the rest
     cmd = [sys.executable, "run.py", "-m", "seed=0,1", *tiny, "trainer.max_steps=1",
            "data=cartoonset", f"data.root={root}",
            f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]
