@@ -143,11 +143,15 @@ def test_the_wheel_runs_its_commands_from_any_folder(installed, tmp_path):
     elsewhere.mkdir()
     env = _env(installed, home)
 
+    # (torchvision's import pulls in torch._dynamo: the commands start seconds faster without)
     where = subprocess.run([str(installed / "bin" / "python"), "-c",
-                            "import cartoondiff.cli as c; print(c.__file__); print(c.conf_dir())"],
+                            "import sys, cartoondiff.cli as c, cartoondiff.train, "
+                            "cartoondiff.sample; "
+                            "print(c.__file__, c.conf_dir(), 'torchvision' in sys.modules)"],
                            cwd=elsewhere, env=env, check=True, capture_output=True, text=True)
-    module, conf = where.stdout.split()
+    module, conf, torchvision = where.stdout.split()
     assert module.startswith(str(installed)) and conf.startswith(str(installed)), where.stdout
+    assert torchvision == "False"
     assert (Path(conf) / "debug" / "smoke.yaml").is_file()
     assert (Path(conf) / "experiment" / "fig15_16_final.yaml").is_file()
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid
 
 from cartoondiff.diffusion.schedules import check_betas
 from cartoondiff.errors import is_number, require
+from cartoondiff.image_grid import make_grid
 
 PREDICTIONS: tuple[str, ...] = ("eps", "v")
 WEIGHTINGS: tuple[str, ...] = ("uniform", "min_snr")
@@ -189,7 +189,7 @@ class Diffusion:
             x0: (B, C, H, W) clean images.
             ts: steps in [0, T).
         Returns:
-            (C, H', W') grid from torchvision.utils.make_grid with len(ts) columns.
+            (C, H', W') grid (``image_grid.make_grid``) with len(ts) columns.
         """
         bad = [t for t in ts if not 0 <= int(t) < self.T]
         if not ts or bad:

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.utils import make_grid
 
 from cartoondiff import attributes
 from cartoondiff.data.dataset import denormalize, normalize
 from cartoondiff.diffusion import Diffusion, Sampler
+from cartoondiff.image_grid import make_grid
 from cartoondiff.inference.generate import generate
 
 
