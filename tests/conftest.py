@@ -131,9 +131,9 @@ def preset_cfg(preset: str = "tiny", attention: str | None = None, tau: dict | N
 def build_denoiser(preset: str = "tiny", attention: str | None = None, tau: dict | None = None,
                    **unet: object) -> torch.nn.Module:
     """A fresh Denoiser from a preset; see ``preset_config``."""
-    from cartoondiff.config import build
+    from cartoondiff.config import build_model
 
-    return build(preset_config(preset, attention, tau, **unet), "model")
+    return build_model(preset_config(preset, attention, tau, **unet))
 
 
 def unet_args(preset: str = "tiny") -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.tracking import read_metrics
@@ -36,8 +37,11 @@ def test_two_steps_of_every_ablation(
     assert [r["step"] for r in rows] == [1, 2]
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in rows)
     assert (tmp_path / "samples" / "final.png").is_file()
-    assert (tmp_path / "config.yaml").is_file()
-    assert ckpt.list_checkpoints(tmp_path / "checkpoints")
+    saved = OmegaConf.load(tmp_path / "config.yaml")
+    assert saved.recipe == "beyond" and saved.tau.projections == projections  # one copy
+    assert "tau" not in saved.model and "betas" not in saved.diffusion
+    (last,) = ckpt.list_checkpoints(tmp_path / "checkpoints")[-1:]
+    assert ckpt.load(last)["config"]["recipe"] == "beyond"
 
 
 def test_resume_is_exact(make_cfg, tmp_path):

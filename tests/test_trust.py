@@ -23,9 +23,9 @@ from cartoondiff.evaluate import __main__ as evaluate_cli
 from cartoondiff.evaluate import classifier as C
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
+from cartoondiff.run_folder import RunFolderBusyError
 from cartoondiff.tracking import read_metrics
 from cartoondiff.train import train
-from cartoondiff.train.rundir import RunFolderBusyError
 from tests.conftest import REPO
 
 # --- 1. a checkpoint's stored config never runs code -------------------------------------
@@ -52,9 +52,9 @@ def _hostile_nodes(marker: Path) -> list[tuple[str, str, dict]]:
         ("model", "model._target_", {"_target_": "builtins.exec", "source": write}),
         ("model.unet", "model.unet._target_",
          {"_target_": "os.system", "command": f"touch {marker}"}),
-        ("model.tau", "model.tau._target_",
+        ("tau", "tau._target_",
          {"_target_": "builtins.eval", "_args_": [write]}),
-        ("diffusion.betas", "diffusion.betas._target_",
+        ("noise_schedule", "noise_schedule._target_",
          {"_target_": "pathlib.Path.write_text", "_partial_": True, "self": str(marker),
           "data": "ran"}),
         ("model", "model._partial_",  # an allowed class, called lazily: refused too
@@ -140,7 +140,7 @@ def test_a_weights_only_export_is_not_a_training_checkpoint(make_cfg, stopped_ru
 HOLD = """
 import sys, time
 from pathlib import Path
-from cartoondiff.train.rundir import RunFolderLock
+from cartoondiff.run_folder import RunFolderLock
 RunFolderLock(Path(sys.argv[1])).acquire()
 print("holding", flush=True)
 time.sleep(120)

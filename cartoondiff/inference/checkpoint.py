@@ -218,3 +218,15 @@ def config_changes(saved: object, current: object, prefix: str) -> list[str]:
 def _few(items: list[str], n: int = 4) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return "[" + ", ".join(items[:n]) + "]" + more
+
+
+def current_layout(config: dict) -> dict:
+    """A stored run config in today's layout, for comparing with a run's: configs stored
+    before the ``tau`` and ``noise_schedule`` nodes were composed once held copies of them
+    as ``model.tau`` and ``diffusion.betas`` (building from them still works as stored)."""
+    out = dict(config)
+    for section, copy in (("model", "tau"), ("diffusion", "betas")):
+        node = out.get(section)
+        if isinstance(node, dict) and copy in node:
+            out[section] = {k: v for k, v in node.items() if k != copy}
+    return out

@@ -25,24 +25,25 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from cartoondiff import interrupt
-from cartoondiff.config import build, named
+from cartoondiff.config import build, build_diffusion, build_model, named
 from cartoondiff.devices import pick_device
 from cartoondiff.errors import ConfigError, is_int, require
 from cartoondiff.evaluate import higher_is_better
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image
-from cartoondiff.run_naming import run_labels
-from cartoondiff.tracking import NullTracker
-from cartoondiff.train import distributed
-from cartoondiff.train.batches import BatchOrder
-from cartoondiff.train.ema import EMA
-from cartoondiff.train.rundir import (
+from cartoondiff.run_folder import (
+    RunFolder,
     RunFolderLock,
     resolve_run_dir,
     resume_command,
     resume_state,
     same_run_changes,
 )
+from cartoondiff.run_naming import run_labels
+from cartoondiff.tracking import NullTracker
+from cartoondiff.train import distributed
+from cartoondiff.train.batches import BatchOrder
+from cartoondiff.train.ema import EMA
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
 from cartoondiff.train.settings import TrainerSettings
 
@@ -101,8 +102,8 @@ class Trainer:
         require_seed_and_resume(cfg)
         seed_everything(cfg.seed)  # before the model: its initial weights come from the seed
         # The objects first, each checked by its constructor, before any file is touched.
-        self.model = build(cfg, "model").to(self.device)
-        self.diffusion = build(cfg, "diffusion")
+        self.model = build_model(cfg).to(self.device)
+        self.diffusion = build_diffusion(cfg)
         self.sampler = build(cfg, "sampler")
         with named("sampler.steps"):
             self.sampler.check_steps(self.diffusion.T)
@@ -113,12 +114,17 @@ class Trainer:
         with named("trainer.ema_decay"):
             self.ema = EMA(self.model, s.ema_decay)
         self.optimizer = build(cfg, "optim.optimizer", params=self.model.parameters())
+        # The LR schedule's own checks now; it is built for real once the data gives the run's
+        # length, on a stand-in optimizer here so the real one's learning rate is untouched.
+        build(cfg, "optim.scheduler", optimizer=torch.optim.SGD([torch.zeros(1)], lr=1.0),
+              total_steps=s.max_steps or 1, steps_per_epoch=1.0)
         self.run_dir = Path(ddp.broadcast(str(run_dir if run_dir is not None
                                               else resolve_run_dir())))
+        self.folder = RunFolder(self.run_dir)
         self.evaluator = build(cfg, "evaluate", diffusion=self.diffusion, sampler=self.sampler,
-                               device=self.device, best_path=self.run_dir / "model_best.pt")
+                               device=self.device, best_path=self.folder.model_best)
         self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.ckpt_dir = self.folder.checkpoints
         self.lock = RunFolderLock(self.run_dir)
         self.resume_changes: list[str] = []
         self.step = 0
@@ -198,7 +204,7 @@ class Trainer:
             return
         print(f"trainable parameters: {self.n_params:,}")
         print(f"output directory: {self.run_dir}")
-        OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+        OmegaConf.save(self.cfg, self.folder.config, resolve=True)
         self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
                              config={**self.config_dict, **labels.config},
                              resume_step=self.step if resumed else None,
@@ -215,7 +221,7 @@ class Trainer:
         images = self.data.data.images[:4]  # uint8 (4, 3, H, W)
         picture, ts = forward_process_image(self.diffusion.to("cpu"), torch.as_tensor(images),
                                             self.data.normalize, seed=self.settings.sample_seed)
-        path = self.run_dir / "samples" / "forward_process.png"
+        path = self.folder.grid("forward_process")
         path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path)
         path.with_suffix(".txt").write_text(f"columns: t = {ts}\n", encoding="utf-8")
@@ -336,7 +342,7 @@ class Trainer:
             return
         if s.sample_every_epochs and epochs_done % s.sample_every_epochs == 0:
             epoch = epochs_done - 1
-            path, rows = self._draw_grid(f"epoch{epoch:03d}")
+            path, rows = self._draw_grid(RunFolder.epoch_grid_name(epoch))
             self.tracker.log_image("samples", path, self.step, f"epoch {epoch}", rows)
         if self.evaluator.due(epochs_done):
             scores = self.evaluator.run(self.ema.shadow, self.step, self.config_dict)
@@ -344,7 +350,7 @@ class Trainer:
 
     def _draw_grid(self, name: str) -> tuple[Path, list[str]]:
         return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
-                              self.run_dir / "samples" / f"{name}.png",
+                              self.folder.grid(name),
                               image_size=self.data.image_size, normalize=self.data.normalize,
                               device=self.device)
 
@@ -385,7 +391,7 @@ class Trainer:
         path, rows = self._draw_grid("final")
         # Its own key: under "samples" at this step it would replace the last epoch's grid.
         self.tracker.log_image("samples_final", path, self.step, "final", rows)
-        export = self.run_dir / "model_ema.pt"
+        export = self.folder.model_ema
         ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
                          export)
         self.tracker.log_model(export, {"step": self.step, "parameters": self.n_params})

@@ -1,4 +1,27 @@
-"""A training run's folder: where it is, who writes it, and the command that continues it."""
+"""A training run's folder, its one owner: the layout, the lock, what to resume, the same-run rule.
+
+Every command that writes or reads a run folder takes its file names from ``RunFolder``::
+
+    RUN_DIR/
+      .lock                   who writes it now (an flock held for the run's life)
+      config.yaml             the resolved run config (its recipe included)
+      metrics.jsonl           one JSON row per logged step (train/*, eval/*, resume/*)
+      checkpoints/
+        ckpt-step000000500.pt full training state, the newest keep_checkpoints of them
+      samples/
+        forward_process.png   q(x_t | x_0) before training (+ .txt: its columns' t)
+        epoch000.png          the EMA model's grid after each epoch (0-based, as the blog)
+        final.png             the grid at the end
+      model_ema.pt            the EMA weights and config at the end (what sample/evaluate load)
+      model_best.pt           the best EMA weights by evaluate.metric
+      wandb_id.txt            the W&B run id a resume continues
+      wandb/                  W&B's offline runs
+
+A resumed run is the same run: ``same_run_changes`` compares its config with the
+checkpoint's, and only the keys in ``RESULT_NEUTRAL`` (where and how a run executes and logs:
+never in a run's name either, see run_naming) and ``CONTINUABLE`` (how long it trains, what it
+draws and how it is evaluated) may differ without being named in ``resume_changes``.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +35,54 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cartoondiff.errors import ConfigError, UserError
-from cartoondiff.inference import checkpoint as ckpt
 
 # What a training checkpoint holds beyond the weights (model_ema.pt has only "model").
 TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "rng", "noise_rng", "step")
-# Settings a resumed run may change: how long it trains, where it runs, what it logs and
-# draws. Any other change makes it another run (refused unless named in resume_changes).
-FREE_TO_CHANGE = ("trainer.device", "trainer.progress_bar", "trainer.log_every",
-                  "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.sample_",
-                  "trainer.max_steps", "trainer.max_epochs", "trainer.compile", "logger.",
-                  "evaluate.", "sampler.", "data.cache_dir", "data.root", "data.on_error",
-                  "resume", "figures", "blog_epochs", "hydra")
+# Keys (prefixes, ending at a key boundary) that never change a run's result: where and how
+# it executes, logs and saves. Left out of run names (run_naming) and free on resume.
+RESULT_NEUTRAL = ("hydra", "logger", "resume", "resume_changes", "trainer.device",
+                  "trainer.progress_bar", "trainer.log_every", "trainer.checkpoint_every",
+                  "trainer.keep_checkpoints", "trainer.compile", "data.cache_dir", "data.on_error")
+# Also free on resume, though they show in a run's name: how long it trains, what it draws
+# and how it is evaluated, where its data lives (a folder moves between machines; the data
+# cache checks what it holds), and the recipe (a name for values compared one by one).
+CONTINUABLE = (*RESULT_NEUTRAL, "trainer.max_steps", "trainer.max_epochs", "trainer.sample_",
+               "evaluate", "sampler", "figures", "blog_epochs", "data.root", "recipe")
+
+
+class RunFolder:
+    """The paths of one run folder (the layout in this module's docstring)."""
+
+    CONFIG, METRICS, LOCK, WANDB_ID = "config.yaml", "metrics.jsonl", ".lock", "wandb_id.txt"
+    MODEL_EMA, MODEL_BEST = "model_ema.pt", "model_best.pt"
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / self.CONFIG)
+    metrics = property(lambda self: self.root / self.METRICS)
+    lock = property(lambda self: self.root / self.LOCK)
+    wandb_id = property(lambda self: self.root / self.WANDB_ID)
+    wandb_dir = property(lambda self: self.root / "wandb")
+    model_ema = property(lambda self: self.root / self.MODEL_EMA)
+    model_best = property(lambda self: self.root / self.MODEL_BEST)
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    samples = property(lambda self: self.root / "samples")
+
+    def grid(self, name: str) -> Path:
+        """``samples/NAME.png``: ``epoch{e:03d}``, ``final`` or ``forward_process``."""
+        return self.samples / f"{name}.png"
+
+    @staticmethod
+    def epoch_grid_name(epoch: int) -> str:
+        return f"epoch{epoch:03d}"
+
+
+def is_under(change_or_key: str, keys: tuple[str, ...]) -> bool:
+    """Whether a key (or a ``key: old -> new`` change) is one of ``keys`` or below one, on
+    key boundaries (``trainer.sample_`` is a prefix on purpose: every sample_* key)."""
+    key = change_or_key.split(":")[0]
+    return any(key == k or key.startswith(k if k.endswith("_") else k + ".") for k in keys)
 
 
 def resolve_run_dir() -> Path:
@@ -45,7 +105,6 @@ def resume_command(run_dir: Path) -> str:
     return shlex.join(["python", "run.py", *keep, "resume=auto", f"hydra.run.dir={run_dir}"])
 
 
-LOCK_NAME = ".lock"
 
 
 class RunFolderBusyError(UserError):
@@ -58,7 +117,7 @@ class RunFolderLock:
     never leaves a folder locked; the file only says who held it last."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
+        self.path = RunFolder(run_dir).lock
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -86,6 +145,8 @@ class RunFolderLock:
 
 def resume_state(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None:
     """``resume=auto`` (latest good checkpoint of this run, if any) or ``resume=PATH``."""
+    from cartoondiff.inference import checkpoint as ckpt  # torch: not for run names
+
     if not resume:
         return None
     if resume == "auto":
@@ -105,6 +166,8 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
     (not how long the run trains, where it runs or what it logs) is a ConfigError.
 
     A resumed run is the same run; a weights-only export is no training checkpoint."""
+    from cartoondiff.inference import checkpoint as ckpt  # torch: not for run names
+
     missing = [k for k in TRAINING_STATE if k not in state]
     if missing:
         raise ckpt.CheckpointError(
@@ -112,12 +175,13 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
             "model_ema.pt or model_best.pt export holds weights only): resume from "
             "checkpoints/ckpt-step*.pt, or pass it to python -m cartoondiff.sample")
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    saved = ckpt.current_layout(saved)
     current = OmegaConf.to_container(cfg, resolve=True)
     changes = [c for key in sorted(set(saved) | set(current), key=str)
                for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
-               if not c.startswith(FREE_TO_CHANGE)]
+               if not is_under(c, CONTINUABLE)]
     allowed = tuple(OmegaConf.select(cfg, "resume_changes") or ())
-    refused = [c for c in changes if not (allowed and c.split(":")[0].startswith(allowed))]
+    refused = [c for c in changes if not is_under(c, allowed)]
     if refused:
         keys = ",".join(c.split(":")[0] for c in refused)
         raise ConfigError(
