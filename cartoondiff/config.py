@@ -167,10 +167,12 @@ def _first_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def named(key: str) -> Iterator[None]:
+def named(key: str, node: bool = False) -> Iterator[None]:
     """Inside: an ``ArgumentError`` becomes a ``ConfigError`` naming config ``key``, for a
-    value passed to a constructor by hand (``EMA(model, cfg.trainer.ema_decay)``)."""
+    value passed to a constructor by hand (``EMA(model, cfg.trainer.ema_decay)``); with
+    ``node``, ``key`` is the node whose keys were passed (``key.<the argument's name>``)."""
     try:
         yield
     except ArgumentError as err:
-        raise ConfigError(f"{key}={err.value!r} is invalid: expected {err.expected}") from None
+        where = f"{key}.{err.name}" if node else key
+        raise ConfigError(f"{where}={err.value!r} is invalid: expected {err.expected}") from None

@@ -77,8 +77,7 @@ class Tracker:
         resume_step: int | None = None,
         eval_summary: Callable[[str], str] | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ArgumentError("mode", mode, f"one of {MODES}")
+        self.check(mode)
         self.run_dir = Path(run_dir)
         self.metrics_path = RunFolder(self.run_dir).metrics
         self.log_model_enabled = log_model
@@ -92,6 +91,12 @@ class Tracker:
             self.wandb = self._init_wandb(
                 mode, resume_step, project=project, entity=entity, name=name, group=group,
                 tags=list(tags), job_type=job_type, config=dict(config))
+
+    @staticmethod
+    def check(mode: str, **_: Any) -> None:
+        """The settings' rules, for a caller that checks them before the run starts."""
+        if mode not in MODES:
+            raise ArgumentError("mode", mode, f"one of {MODES}")
 
     def _truncate_after(self, step: int | None) -> None:
         if step is None or not self.metrics_path.exists():
