@@ -77,6 +77,31 @@ class RunFolder:
     def epoch_grid_name(epoch: int) -> str:
         return f"epoch{epoch:03d}"
 
+    # What a run leaves: a new run never writes over any of it.
+    RECORD = (CONFIG, METRICS, MODEL_EMA, MODEL_BEST, WANDB_ID, "checkpoints", "samples")
+
+    def earlier_record(self) -> list[str]:
+        """The names of an earlier run's files and (non-empty) folders here."""
+        return [name for name in self.RECORD
+                if (p := self.root / name).is_file() or (p.is_dir() and any(p.iterdir()))]
+
+    def check_start(self, resume: str | None) -> None:
+        """Whether a run may start here: a new one (``resume=null``) only where no earlier
+        run left a record, and one resumed from another folder's checkpoint (``resume=PATH``)
+        only in a folder of its own (a branch), never grafted onto another run's history."""
+        record = self.earlier_record()
+        if not record or resume == "auto":
+            return
+        if not resume:
+            raise ConfigError(
+                f"resume=null but {self.root} holds an earlier run ({', '.join(record)}): pass "
+                "resume=auto to continue it, or give this run its own folder (hydra.run.dir=...)")
+        if Path(resume).expanduser().resolve().parent != self.checkpoints.resolve():
+            raise ConfigError(
+                f"resume={resume} is another folder's checkpoint and {self.root} holds a run of "
+                f"its own ({', '.join(record)}): resume into that checkpoint's folder, or "
+                "branch into an empty folder (hydra.run.dir=...)")
+
 
 def is_under(change_or_key: str, keys: tuple[str, ...]) -> bool:
     """Whether a key (or a ``key: old -> new`` change) is one of ``keys`` or below one, on

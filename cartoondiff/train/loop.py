@@ -27,13 +27,14 @@ from tqdm import tqdm
 from cartoondiff import interrupt
 from cartoondiff.config import build, build_diffusion, build_model, named
 from cartoondiff.devices import pick_device
-from cartoondiff.errors import ConfigError, is_int, require
+from cartoondiff.errors import SEED_RULE, ConfigError, is_seed, require
 from cartoondiff.evaluate import higher_is_better
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image
 from cartoondiff.run_folder import (
     RunFolder,
     RunFolderLock,
+    is_under,
     resolve_run_dir,
     resume_command,
     resume_state,
@@ -111,6 +112,8 @@ class Trainer:
         if ddp.enabled and self.data.batch_size % ddp.world_size:
             raise ConfigError(f"data.batch_size={self.data.batch_size} is invalid: expected a "
                               f"multiple of the {ddp.world_size} processes (the global batch)")
+        if self.data.planned_len is not None:  # the batch order's rules, before reading data
+            BatchOrder(self.data.planned_len, self.data.batch_size, cfg.seed)
         with named("trainer.ema_decay"):
             self.ema = EMA(self.model, s.ema_decay)
         self.optimizer = build(cfg, "optim.optimizer", params=self.model.parameters())
@@ -124,6 +127,11 @@ class Trainer:
         self.evaluator = build(cfg, "evaluate", diffusion=self.diffusion, sampler=self.sampler,
                                device=self.device, best_path=self.folder.model_best)
         self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
+        make_tracker = build(cfg, "logger")  # a partial: the run folder comes at the start
+        check = getattr(make_tracker.func, "check", None)
+        if check is not None:  # its rules now, before the run folder is touched
+            with named("logger", node=True):
+                check(**make_tracker.keywords)
         self.ckpt_dir = self.folder.checkpoints
         self.lock = RunFolderLock(self.run_dir)
         self.resume_changes: list[str] = []
@@ -136,10 +144,7 @@ class Trainer:
         cfg, s, ddp = self.cfg, self.settings, self.ddp
         if ddp.is_main:  # one writer per folder (ranks > 0 only read it)
             self.lock.acquire()
-        if not cfg.resume and ckpt.list_checkpoints(self.ckpt_dir):
-            # A fresh start would overwrite (and prune) the earlier run's checkpoints.
-            raise ConfigError(f"resume=null but {self.ckpt_dir} already holds checkpoints: pass "
-                              "resume=auto to continue that run, or choose a new run directory")
+        self.folder.check_start(cfg.resume)  # a run folder is a record: never overwritten
         if not ddp.is_main:
             ddp.barrier()  # rank 0 builds the data cache first; the others then read it
         # labels: required by a conditional model; read when present for the vanilla one
@@ -172,8 +177,11 @@ class Trainer:
         """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step. It
         must be this run's (``same_run_changes``); named changes are logged and sent to W&B."""
         changes = same_run_changes(path, state, self.cfg)
+        fixed = [c for c in changes if is_under(c, NOT_CHANGEABLE)]  # named via a parent key
+        if fixed:
+            raise ConfigError(f"resume: {_not_changeable(fixed[0].split(':')[0])}")
         self.resume_changes = changes
-        model_changes = [c for c in changes if c.startswith("model.")]
+        model_changes = [c for c in changes if is_under(c, ("model", "tau"))]
         note = f"config changes since: {', '.join(model_changes)}" if model_changes else ""
         ckpt.apply_state_dict(self.model, state["model"], path, note)
         self.ema.load_state_dict(state["ema"])
@@ -182,6 +190,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.noise_gen.set_state(state["noise_rng"].to(self.noise_gen.get_state().device))
         restore_rng(state["rng"])
+        if any(is_under(c, ("optim",)) for c in changes):
+            self._apply_optim_settings()
         self.evaluator.load_state_dict(state.get("best", {}))
         self.step = int(state["step"])
         if changes:
@@ -189,6 +199,27 @@ class Trainer:
         if self.ddp.rank > 0:  # only rank 0's noise stream is saved: give the others fresh ones
             self.noise_gen.manual_seed(self.cfg.seed + self.ddp.rank * 1_000_003 + self.step)
         print(f"resumed from {path} at step {self.step}")
+
+    def _apply_optim_settings(self) -> None:
+        """A named ``optim.*`` change takes effect: the checkpoint's optimizer and schedule
+        carry the old hyperparameters (lr, betas, ...; the schedule's base LR), so today's
+        config's are set over them; the moments and the step stay. The schedule's shape
+        (warmup, decay) is rebuilt from the config anyway; its next LR is set here."""
+        node = OmegaConf.to_container(self.cfg.optim.optimizer, resolve=True)
+        today = build(self.cfg, "optim.optimizer", params=[torch.zeros(1, requires_grad=True)])
+        settings = {k: today.defaults[k] for k in node if k in today.defaults}
+        for group in self.optimizer.param_groups:
+            group.update(settings)
+            group["initial_lr"] = settings.get("lr", group["initial_lr"])
+        sched = self.scheduler
+        if not hasattr(sched, "lr_lambdas"):  # the project's schedules are all LambdaLR
+            raise ConfigError(f"resume: optim changes need a LambdaLR schedule to take effect "
+                              f"({type(sched).__name__} is not one): start a new run")
+        sched.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs,
+                                       sched.lr_lambdas, strict=True):
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # what get_last_lr says
 
     def _start_tracking(self, resumed: bool) -> None:
         self.n_params = count_parameters(self.model)
@@ -407,15 +438,34 @@ def eval_summary(key: str) -> str:
     return "max" if higher_is_better(key) else "min"
 
 
+_ABSENT = object()
+# What no resume may change, named or not: the saved state is that class's.
+NOT_CHANGEABLE = ("optim.optimizer._target_", "optim.scheduler._target_")
+
+
 def require_seed_and_resume(cfg: DictConfig) -> None:
     """The two run-level keys that belong to no constructor."""
     seed = OmegaConf.select(cfg, "seed")
-    if not (is_int(seed) and 0 <= seed < 2**31):
-        raise ConfigError(f"seed={seed!r} is invalid: expected an integer in [0, 2**31)")
+    if not is_seed(seed):
+        raise ConfigError(f"seed={seed!r} is invalid: expected {SEED_RULE}")
     resume = OmegaConf.select(cfg, "resume")
     if not (resume in (None, "auto") or Path(str(resume)).expanduser().is_file()):
         raise ConfigError(f"resume={resume!r} is invalid: expected null, auto, or the path of "
                           "an existing checkpoint file")
+    listed = list(OmegaConf.select(cfg, "resume_changes") or [])
+    unknown = [k for k in listed if not (isinstance(k, str) and k and OmegaConf.select(
+        cfg, k, default=_ABSENT, throw_on_missing=False) is not _ABSENT)]
+    if unknown:
+        raise ConfigError(f"resume_changes={listed!r} is invalid: expected keys of the config "
+                          f"(e.g. optim.optimizer.lr); {unknown[0]!r} is none")
+    fixed = [k for k in listed if is_under(k, NOT_CHANGEABLE)]
+    if fixed:
+        raise ConfigError(f"resume_changes={listed!r} is invalid: {_not_changeable(fixed[0])}")
+
+
+def _not_changeable(key: str) -> str:
+    return (f"{key} cannot change on resume (the checkpoint's optimizer and schedule state "
+            "belong to the class it names): start a new run")
 
 
 def _nonfinite_message(loss: float, step: int, ckpt_dir: Path) -> str:
