@@ -100,6 +100,21 @@ def _build(cfg: DictConfig, value: Any, key: str, allowed: Collection[str] | Non
         raise ConfigError(f"{where} is invalid: {_first_line(err)} ({target})") from None
 
 
+# Keys that moved: the copies composed before, now the one node each (old path -> new path).
+MOVED = {"model.tau": "tau", "diffusion.betas": "noise_schedule"}
+
+
+def moved_key(override: str) -> str | None:
+    """One line naming the new key when a command-line override uses a path that moved
+    (``model.tau.projections=2x`` -> ``tau.projections``), else None."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    for old, new in MOVED.items():
+        if key == old or key.startswith(old + "."):
+            return (f"{key} is now {new + key[len(old):]}: the {new} node is composed once and "
+                    f"passed to the {old.split('.')[0]} when it is built")
+    return None
+
+
 def build_model(cfg: DictConfig, allowed: Collection[str] | None = None) -> Any:
     """The ``model`` node's Denoiser, its Tau built from the ``tau`` node when the UNet reads
     the context (cross-attention), else none (the vanilla model). The UNet is built first, as

@@ -17,6 +17,11 @@ Every command that writes or reads a run folder takes its file names from ``RunF
       wandb_id.txt            the W&B run id a resume continues
       wandb/                  W&B's offline runs
 
+The checkpoint store (``checkpoint_path``, ``list_checkpoints``, ``prune``, ``load_latest``)
+names, lists and prunes ``checkpoints/``; the file I/O under it (atomic writes, safe loads)
+is ``inference.checkpoint``'s, imported inside the functions that load, so that run names
+(``run_naming``) can use this module without torch.
+
 A resumed run is the same run: ``same_run_changes`` compares its config with the
 checkpoint's, and only the keys in ``RESULT_NEUTRAL`` (where and how a run executes and logs:
 never in a run's name either, see run_naming) and ``CONTINUABLE`` (how long it trains, what it
@@ -26,15 +31,22 @@ draws and how it is evaluated) may differ without being named in ``resume_change
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shlex
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from cartoondiff.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
 
 # What a training checkpoint holds beyond the weights (model_ema.pt has only "model").
 TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "rng", "noise_rng", "step")
@@ -110,6 +122,48 @@ def is_under(change_or_key: str, keys: tuple[str, ...]) -> bool:
     return any(key == k or key.startswith(k if k.endswith("_") else k + ".") for k in keys)
 
 
+# --- the checkpoint store: RUN_DIR/checkpoints/ckpt-step{step:09d}.pt -------------------------
+
+PREFIX, SUFFIX = "ckpt-step", ".pt"
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"{PREFIX}{step:09d}{SUFFIX}"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints in ``folder``, oldest first (by the step in the name)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{PREFIX}*{SUFFIX}") if p.is_file())
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (and stray temporary files)."""
+    for stray in folder.glob(f"{PREFIX}*.tmp"):
+        stray.unlink(missing_ok=True)
+    if keep > 0:
+        for old in list_checkpoints(folder)[:-keep]:
+            old.unlink(missing_ok=True)
+
+
+def load_latest(
+    folder: Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict] | None:
+    """Newest checkpoint in ``folder`` that loads; damaged ones are skipped with a warning.
+
+    None when the folder holds no checkpoint that loads.
+    """
+    from cartoondiff.inference import checkpoint as ckpt
+
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return path, ckpt.load(path, map_location)
+        except ckpt.CheckpointError as err:
+            log.warning("%s; falling back to the checkpoint before it", err)
+    return None
+
+
 def resolve_run_dir() -> Path:
     """Hydra's output directory for this run or multirun job."""
     from hydra.core.hydra_config import HydraConfig
@@ -175,8 +229,8 @@ def resume_state(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None
     if not resume:
         return None
     if resume == "auto":
-        found = ckpt.load_latest(ckpt_dir)  # warns about each damaged checkpoint it skips
-        if found is None and ckpt.list_checkpoints(ckpt_dir):
+        found = load_latest(ckpt_dir)  # warns about each damaged checkpoint it skips
+        if found is None and list_checkpoints(ckpt_dir):
             raise ckpt.CheckpointError(f"resume=auto: no checkpoint in {ckpt_dir} loads (see "
                                        "the warnings above); move them aside to start fresh")
         if found is None:

@@ -49,9 +49,10 @@ def compose_tiny(cache_dir: Path, *overrides: str) -> DictConfig:
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Steps of the checkpoints a run directory holds, oldest first."""
+    from cartoondiff import run_folder
     from cartoondiff.inference import checkpoint as ckpt
 
-    return [int(ckpt.load(p)["step"]) for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
+    return [int(ckpt.load(p)["step"]) for p in run_folder.list_checkpoints(run_dir / "checkpoints")]
 
 
 def on_step(monkeypatch: pytest.MonkeyPatch, n: int, action) -> None:  # noqa: ANN001

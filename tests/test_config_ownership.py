@@ -106,3 +106,13 @@ def test_a_checkpoint_in_the_earlier_layout_resumes_and_loads(tiny_checkpoint, c
     assert load_trained(path).model.conditional
     training = {k: state.get(k, 0) for k in TRAINING_STATE}
     assert same_run_changes(path, {**training, "config": old}, compose_tiny(cache_dir)) == []
+
+
+def test_a_moved_key_is_refused_naming_the_new_one():
+    from cartoondiff.config import moved_key
+
+    assert moved_key("model.tau.projections=2x").startswith("model.tau.projections is now "
+                                                             "tau.projections:")
+    assert moved_key("++diffusion.betas.T=10").startswith("diffusion.betas.T is now "
+                                                          "noise_schedule.T:")
+    assert moved_key("tau.projections=2x") is None and moved_key("model.taus=1") is None

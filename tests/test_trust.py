@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cartoondiff import sample
+from cartoondiff import run_folder, sample
 from cartoondiff.attributes import SchemaError
 from cartoondiff.errors import ArgumentError, ConfigError
 from cartoondiff.evaluate import __main__ as evaluate_cli
@@ -147,7 +147,7 @@ def test_a_run_folder_is_never_overwritten_or_grafted(make_cfg, stopped_run, tmp
         train(make_cfg("trainer.max_steps=2"), run_dir=stopped_run)
     other = tmp_path / "other"
     train(make_cfg("trainer.max_steps=2", "trainer.checkpoint_every=2"), run_dir=other)
-    (theirs,) = ckpt.list_checkpoints(other / "checkpoints")
+    (theirs,) = run_folder.list_checkpoints(other / "checkpoints")
     with pytest.raises(ConfigError, match=r"another folder's checkpoint .* holds a run"):
         train(make_cfg("trainer.max_steps=3", f"resume={theirs}"), run_dir=stopped_run)
     assert record() == before
@@ -244,7 +244,7 @@ def test_sigterm_during_an_evaluation_stops_within_a_step(make_cfg, tmp_path, mo
     metrics = train(make_cfg(*common, "trainer.max_steps=4"), run_dir=run)
     assert metrics["stopped_by_signal"] == signal.SIGTERM and metrics["step"] == 2
     assert calls[0] <= 4, f"{where} went on for {calls[0]} calls after the signal"
-    assert ckpt.load(ckpt.list_checkpoints(run / "checkpoints")[-1])["step"] == 2
+    assert ckpt.load(run_folder.list_checkpoints(run / "checkpoints")[-1])["step"] == 2
     monkeypatch.undo()
     resumed = train(make_cfg(*common, "trainer.max_steps=4", "resume=auto"), run_dir=run)
     assert resumed["step"] == 4 and "stopped_by_signal" not in resumed

@@ -34,7 +34,10 @@ from cartoondiff.inference.grids import SampleGrid, forward_process_image
 from cartoondiff.run_folder import (
     RunFolder,
     RunFolderLock,
+    checkpoint_path,
     is_under,
+    list_checkpoints,
+    prune,
     resolve_run_dir,
     resume_command,
     resume_state,
@@ -389,7 +392,7 @@ class Trainer:
         """A full checkpoint of this step (rank 0), then prune to ``keep_checkpoints``."""
         if not self.ddp.is_main:
             return None
-        path = ckpt.checkpoint_path(self.ckpt_dir, self.step)
+        path = checkpoint_path(self.ckpt_dir, self.step)
         ckpt.save_atomic({
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -398,7 +401,7 @@ class Trainer:
             "noise_rng": self.noise_gen.get_state(), "config": self.config_dict,
             "best": self.evaluator.state_dict(),
         }, path)
-        ckpt.prune(self.ckpt_dir, self.settings.keep_checkpoints)
+        prune(self.ckpt_dir, self.settings.keep_checkpoints)
         return path
 
     def _stopped(self, signum: int | None, saved: Path | None) -> dict[str, Any]:
@@ -469,7 +472,7 @@ def _not_changeable(key: str) -> str:
 
 
 def _nonfinite_message(loss: float, step: int, ckpt_dir: Path) -> str:
-    saved = ckpt.list_checkpoints(ckpt_dir)
+    saved = list_checkpoints(ckpt_dir)
     last = (f"the last checkpoint, {saved[-1]}, is from before it" if saved
             else "no checkpoint had been written yet")
     return (f"loss is {loss} at step {step}; stopping ({last}). Start a new run with a lower "
