@@ -142,9 +142,14 @@ def _culprit(cfg: DictConfig, key: str, kwargs: Mapping[str, Any], message: str)
     """The one argument a third-party error is about (its value quoted in the message, or a
     string where the message complains of one), named as typed; else the node."""
     words = set(re.findall(r"[-+\w.]+", message))
-    hits = [k for k, v in kwargs.items() if isinstance(v, (int, float, str))
-            and not isinstance(v, bool) and (str(v) in words or repr(v) in message
-                                             or (isinstance(v, str) and "'str'" in message))]
+
+    def named(v: Any) -> bool:  # a scalar quoted in the message, or an item of a list
+        if isinstance(v, (list, tuple)):
+            return any(named(item) for item in v)
+        return isinstance(v, (int, float, str)) and not isinstance(v, bool) and (
+            str(v) in words or repr(v) in message or (isinstance(v, str) and "'str'" in message))
+
+    hits = [k for k, v in kwargs.items() if named(v)]
     return f"{origin(cfg, f'{key}.{hits[0]}')}={kwargs[hits[0]]!r}" if len(hits) == 1 else key
 
 

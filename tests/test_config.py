@@ -80,6 +80,7 @@ def test_option_composes_and_builds(make_cfg, tmp_path, group, option):
         ("noise_schedule.beta_start=0.03", "noise_schedule.beta_end"),  # reversed
         ("noise_schedule.beta_start=0", "noise_schedule.beta_start"),
         ("optim.optimizer.lr=fast", "optim.optimizer.lr"),
+        ("optim.optimizer.betas=[0.9,1.5]", "optim.optimizer.betas"),
         ("data.batch_size=-3", "data.batch_size"),
         ("data.n=4", "data.batch_size"),  # fewer images than one batch
         ("data.image_size=17", "data.image_size"),  # the tiny UNet's 2 levels halve it once
