@@ -40,18 +40,16 @@ from cartoondiff.plots import ema, line_chart
 from cartoondiff.run_folder import RunFolder
 from cartoondiff.tracking import RunFolderError, read_run_metrics
 
-GRID_NAME = re.compile(r"epoch(\d+)\.png$")
 SWEEP_GROUP_PREFIX = "sweep-"  # run_naming's group of a plain sweep
 _NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
 
 def epoch_grids(run_dir: Path) -> dict[int, Path]:
     """Epoch -> sample grid PNG of a run directory."""
-    found = {int(m.group(1)): p for p in RunFolder(run_dir).samples.glob("epoch*.png")
-             if (m := GRID_NAME.search(p.name))}
+    found = RunFolder(run_dir).epoch_grids()
     if not found:
         raise RunFolderError(f"{run_dir}: no samples/epochNNN.png grids (is this a run folder?)")
-    return dict(sorted(found.items()))
+    return found
 
 
 def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:

@@ -89,6 +89,12 @@ class RunFolder:
     def epoch_grid_name(epoch: int) -> str:
         return f"epoch{epoch:03d}"
 
+    def epoch_grids(self) -> dict[int, Path]:
+        """Epoch -> its grid in ``samples/``, in epoch order (empty when there is none)."""
+        found = {int(p.stem[5:]): p for p in self.samples.glob("epoch*.png")
+                 if p.stem[5:].isdigit()}
+        return dict(sorted(found.items()))
+
     # What a run leaves: a new run never writes over any of it.
     RECORD = (CONFIG, METRICS, MODEL_EMA, MODEL_BEST, WANDB_ID, "checkpoints", "samples")
 
