@@ -33,24 +33,23 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
 from cartoondiff import cli
-from cartoondiff.config import build
+from cartoondiff.config import build, build_diffusion
 from cartoondiff.errors import ArgumentError
 from cartoondiff.inference.grids import forward_process_image
 from cartoondiff.plots import ema, line_chart
+from cartoondiff.run_folder import RunFolder
 from cartoondiff.tracking import RunFolderError, read_run_metrics
 
-GRID_NAME = re.compile(r"epoch(\d+)\.png$")
 SWEEP_GROUP_PREFIX = "sweep-"  # run_naming's group of a plain sweep
 _NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
 
 def epoch_grids(run_dir: Path) -> dict[int, Path]:
     """Epoch -> sample grid PNG of a run directory."""
-    found = {int(m.group(1)): p for p in (Path(run_dir) / "samples").glob("epoch*.png")
-             if (m := GRID_NAME.search(p.name))}
+    found = RunFolder(run_dir).epoch_grids()
     if not found:
         raise RunFolderError(f"{run_dir}: no samples/epochNNN.png grids (is this a run folder?)")
-    return dict(sorted(found.items()))
+    return found
 
 
 def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:
@@ -69,7 +68,7 @@ def run_title(run_dir: Path) -> str:
     An experiment's runs: its group (``fig12_tau2x-cpu``). A sweep's runs: their swept keys
     without the seed (``attention=mha4,tau.projections=2x``). Else the run's name, or the folder.
     """
-    cfg_path = Path(run_dir) / "config.yaml"
+    cfg_path = RunFolder(run_dir).config
     cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create()
     group = OmegaConf.select(cfg, "logger.group")
     name = OmegaConf.select(cfg, "logger.name")
@@ -115,7 +114,7 @@ def compare_figure(run_dirs: Sequence[Path], epoch: int | None = None) -> Image.
 def blog_figures(run_dir: Path, out_dir: Path) -> list[Path]:
     """Each figure of the run's experiment (config ``figures``: name -> epoch) as a titled
     grid ``out_dir/NAME.png``; the nearest earlier epoch when the run has not reached it."""
-    cfg_path = Path(run_dir) / "config.yaml"
+    cfg_path = RunFolder(run_dir).config
     wanted = OmegaConf.select(OmegaConf.load(cfg_path), "figures") if cfg_path.is_file() else None
     if not wanted:
         raise RunFolderError(f"{run_dir}: its config names no blog figures (run an experiment: "
@@ -137,7 +136,7 @@ def forward_figure(overrides: Sequence[str]) -> Image.Image:
     """The forward-process picture of the config given by ``overrides`` (no training)."""
     cfg = cli.compose(overrides)
     data = build(cfg, "data").setup(labeled=False)
-    diffusion = build(cfg, "diffusion")
+    diffusion = build_diffusion(cfg)
     images = torch.as_tensor(data.data.images[:4])  # uint8 (4, 3, H, W)
     picture, ts = forward_process_image(diffusion, images, data.normalize)
     schedule = {k: v for k, v in OmegaConf.to_container(cfg.noise_schedule).items()

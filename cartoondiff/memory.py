@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig
 
 from cartoondiff import cli
-from cartoondiff.config import build, named
+from cartoondiff.config import build, build_diffusion, build_model, named
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Diffusion
 from cartoondiff.train.ema import EMA
@@ -205,8 +205,8 @@ def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
     with named("trainer.precision"):
         amp = autocast_dtype(cfg.trainer.precision, device)
     torch.manual_seed(cfg.seed)
-    model = build(cfg, "model").to(device).train()
-    diffusion = build(cfg, "diffusion").to(device)
+    model = build_model(cfg).to(device).train()
+    diffusion = build_diffusion(cfg).to(device)
     batch, size = int(cfg.data.batch_size), int(cfg.data.image_size)
     a = estimate(model, diffusion, batch, size, amp, ema=bool(cfg.trainer.ema_decay))
     measured = None

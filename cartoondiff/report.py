@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from cartoondiff import cli
 from cartoondiff.figures import run_title
+from cartoondiff.run_folder import RunFolder
 from cartoondiff.tracking import RunFolderError, read_run_metrics
 
 DEFAULT_KEYS = ("eval/faithfulness_mean", "eval/hair_color", "eval/frechet_classifier")
@@ -53,7 +54,7 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     """Read one run directory (and its ``final`` evaluation JSON); errors name the file."""
     run_dir = Path(run_dir)
     rows = read_run_metrics(run_dir)
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunFolder(run_dir).config
     seed = OmegaConf.select(OmegaConf.load(cfg_path), "seed") if cfg_path.is_file() else None
     run = RunSummary(group=run_title(run_dir), seed=seed)
     for row in rows:

@@ -19,7 +19,7 @@ import torch
 from cartoondiff import attributes, cli
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Sampler
-from cartoondiff.errors import ArgumentError, is_int
+from cartoondiff.errors import SEED_RULE, ArgumentError, is_int, is_seed
 from cartoondiff.inference import generate, load_trained
 from cartoondiff.inference.grids import save_grid
 
@@ -47,7 +47,6 @@ OPTIONS = {
     "nrow": cli.Option(None, "images per grid row; null: a square grid"),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
 
 
 def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
@@ -72,8 +71,7 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
     need(opts["checkpoint"] is not None, "checkpoint", "the path of a checkpoint file")
     need(Path(str(opts["checkpoint"])).is_file(), "checkpoint", "an existing checkpoint file")
     need(is_int(opts["n"]) and opts["n"] >= 1, "n", "an integer >= 1")
-    need(is_int(opts["seed"]) and 0 <= opts["seed"] <= MAX_SEED, "seed",
-         f"an integer in [0, {MAX_SEED}]")
+    need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
          "null or an integer >= 1")
     need(Path(str(opts["out"])).suffix.lower() in IMAGE_SUFFIXES, "out",

@@ -37,9 +37,10 @@ def compose_tiny(cache_dir: Path, *overrides: str) -> DictConfig:
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Steps of the checkpoints a run directory holds, oldest first."""
+    from cartoondiff import run_folder
     from cartoondiff.inference import checkpoint as ckpt
 
-    return [int(ckpt.load(p)["step"]) for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
+    return [int(ckpt.load(p)["step"]) for p in run_folder.list_checkpoints(run_dir / "checkpoints")]
 
 
 def on_step(monkeypatch: pytest.MonkeyPatch, n: int, action) -> None:  # noqa: ANN001
@@ -119,9 +120,9 @@ def preset_cfg(preset: str = "tiny", attention: str | None = None, tau: dict | N
 def build_denoiser(preset: str = "tiny", attention: str | None = None, tau: dict | None = None,
                    **unet: object) -> torch.nn.Module:
     """A fresh Denoiser from a preset; see ``preset_config``."""
-    from cartoondiff.config import build
+    from cartoondiff.config import build_model
 
-    return build(preset_config(preset, attention, tau, **unet), "model")
+    return build_model(preset_config(preset, attention, tau, **unet))
 
 
 def unet_args(preset: str = "tiny") -> dict:

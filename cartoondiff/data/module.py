@@ -14,7 +14,7 @@ from cartoondiff.data.dataset import (
     load_avatar_data,
     normalize,
 )
-from cartoondiff.errors import is_int, require
+from cartoondiff.errors import SEED_RULE, is_int, is_seed, require
 
 
 class AvatarDataModule:
@@ -67,7 +67,7 @@ class AvatarDataModule:
             require(root is None, "root", root, "null for the built-in avatars (data=cartoonset "
                     "reads a folder)")
             require(is_int(n) and n >= 1, "n", n, "an integer >= 1")
-            require(is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0")
+            require(is_seed(seed), "seed", seed, SEED_RULE)
         self.source, self.root, self.image_size, self.crop = source, root, image_size, crop
         self.n, self.seed, self.cache_dir = n, seed, resolve_cache_dir(cache_dir)
         self.on_error, self.normalize, self.batch_size = on_error, normalize, batch_size
@@ -83,6 +83,11 @@ class AvatarDataModule:
                 labeled=labeled, n=self.n, seed=self.seed, cache_dir=self.cache_dir,
                 on_error=self.on_error)
         return self
+
+    @property
+    def planned_len(self) -> int | None:
+        """How many images ``setup`` will give, when known before reading any (synthetic)."""
+        return self.n if self.source == "synthetic" else None
 
     @property
     def ids(self) -> torch.Tensor | None:

@@ -25,7 +25,7 @@ from cartoondiff import attributes, cli
 from cartoondiff.config import DATA_TARGETS, build
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Sampler
-from cartoondiff.errors import ArgumentError, ConfigError, is_int
+from cartoondiff.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed
 from cartoondiff.evaluate import metrics as M
 from cartoondiff.evaluate.classifier import load_classifier, load_or_train_classifier
 from cartoondiff.evaluate.evaluator import (
@@ -115,7 +115,7 @@ def check_options(opts: dict[str, Any]) -> None:
     for key, low in (("n", 2), ("batch_size", 1), ("diversity_groups", 1),
                      ("diversity_per_group", 2), ("classifier_epochs", 1)):
         need(is_int(opts[key]) and opts[key] >= low, key, f"an integer >= {low}")
-    need(is_int(opts["seed"]) and 0 <= opts["seed"] < 2**31, "seed", "an integer in [0, 2**31)")
+    need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["conditions"] in CONDITIONS, "conditions", f"one of {CONDITIONS}")
     need(str(opts["out"]).endswith(".json"), "out", "a path ending in .json")
     for key in ("classifier", "inception"):
