@@ -29,6 +29,7 @@ from cartoondiff.config import build, named
 from cartoondiff.devices import pick_device
 from cartoondiff.errors import ConfigError, is_int, require
 from cartoondiff.evaluate import higher_is_better
+from cartoondiff.files import save_image_atomic, write_text_atomic
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image
 from cartoondiff.run_naming import run_labels
@@ -198,7 +199,7 @@ class Trainer:
             return
         print(f"trainable parameters: {self.n_params:,}")
         print(f"output directory: {self.run_dir}")
-        OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+        write_text_atomic(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
         self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
                              config={**self.config_dict, **labels.config},
                              resume_step=self.step if resumed else None,
@@ -215,10 +216,8 @@ class Trainer:
         images = self.data.data.images[:4]  # uint8 (4, 3, H, W)
         picture, ts = forward_process_image(self.diffusion.to("cpu"), torch.as_tensor(images),
                                             self.data.normalize, seed=self.settings.sample_seed)
-        path = self.run_dir / "samples" / "forward_process.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path)
-        path.with_suffix(".txt").write_text(f"columns: t = {ts}\n", encoding="utf-8")
+        path = save_image_atomic(picture, self.run_dir / "samples" / "forward_process.png")
+        write_text_atomic(path.with_suffix(".txt"), f"columns: t = {ts}\n")
         self.tracker.log_image("forward_process", path, step=0)
 
     # ------------------------------------------------------------------ the loop
