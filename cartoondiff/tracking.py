@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import secrets
 import shutil
@@ -192,13 +193,9 @@ class Tracker:
         if not path.is_file():
             return None  # drawn by a step after the resume, or deleted: nothing to replay
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as image:
-                    image.load()
-        except Exception as err:  # truncated, empty, not an image, too large: skip it
-            log.warning("%s is damaged (%s); not replayed to W&B", path,
-                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+            open_image(path).close()
+        except RunFolderError as err:
+            log.warning("%s; not replayed to W&B", err)
             return None
         return path
 
@@ -266,6 +263,59 @@ class Tracker:
             for folder in self._superseded:  # everything in them was replayed
                 shutil.rmtree(folder, ignore_errors=True)
             self._superseded = []
+
+
+def open_image(path: Path) -> Image.Image:
+    """A PNG a run wrote, decoded and checked: RunFolderError naming it when it is truncated,
+    empty, not an image or large enough to be a decompression bomb."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.copy()
+    except Exception as err:  # truncated, empty, not an image, too large
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunFolderError(f"{path} is damaged or not a sample grid ({reason})") from None
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run folder's config.yaml as a plain dict; {} with a warning naming the file when it
+    is not a readable YAML mapping (the readers then fall back to the folder's name)."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if not isinstance(config, dict):
+            raise ValueError(f"a {type(config).__name__}, not a mapping")
+    except Exception as err:  # bad YAML, a list, an unreadable file
+        log.warning("%s is not a readable run config (%s); ignoring it", path,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return {}
+    return config
+
+
+def number(value: Any) -> float | None:
+    """A logged value as a finite float, or None (a string, a list, NaN, inf, a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def distinct_folders(folders: Sequence[Path | str]) -> list[Path]:
+    """``folders`` without repeats (the same folder given twice, by another spelling or a
+    symlink, is one run, not two seeds), each repeat named in a warning."""
+    seen: dict[Path, Path] = {}
+    for folder in map(Path, folders):
+        key = folder.resolve()
+        if key in seen:
+            log.warning("%s is the same folder as %s: counted once", folder, seen[key])
+        else:
+            seen[key] = folder
+    return list(seen.values())
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
