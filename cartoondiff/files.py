@@ -100,7 +100,8 @@ def check_output(key: str, path: Path | str, suffixes: tuple[str, ...] = ()) -> 
 
     path = Path(str(path)).expanduser()
     if suffixes and path.suffix.lower() not in suffixes:
-        raise ArgumentError(key, str(path), f"a file path ending in one of {suffixes}")
+        ends = suffixes[0] if len(suffixes) == 1 else f"one of {suffixes}"
+        raise ArgumentError(key, str(path), f"a path ending in {ends}")
     if path.is_dir():
         raise ArgumentError(key, str(path), "a file path: it is an existing folder")
     folder = path.parent

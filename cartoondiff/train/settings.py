@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from cartoondiff.errors import is_int, is_number, require
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range, as the sample command's seed
+
 
 @dataclass(frozen=True)
 class TrainerSettings:
@@ -56,4 +58,5 @@ class TrainerSettings:
         positive_int("max_bad_steps", 0)
         positive_int("keep_checkpoints", 0, " (0 keeps all)")
         positive_int("sample_every_epochs", 0, " (0 never samples during training)")
-        positive_int("sample_seed", 0)
+        require(is_int(self.sample_seed) and 0 <= self.sample_seed <= MAX_SEED, "sample_seed",
+                self.sample_seed, f"an integer in [0, {MAX_SEED}] (torch.Generator's range)")
