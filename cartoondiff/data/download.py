@@ -38,7 +38,8 @@ from types import MappingProxyType
 from tqdm import tqdm
 
 from cartoondiff import cli
-from cartoondiff.errors import UserError
+from cartoondiff.errors import ArgumentError, UserError
+from cartoondiff.files import check_output
 
 
 class DownloadError(UserError, RuntimeError):
@@ -414,6 +415,9 @@ def main(argv: list[str]) -> Path:
         raise cli.UsageError(f"name one archive ({', '.join(sorted(SOURCES))}) and dest=DIR "
                              f"(usage: {USAGE})")
     name, dest, progress = args.positional[0], Path(str(opts["dest"])), opts["progress"] is True
+    if dest.exists() and not dest.is_dir():
+        raise ArgumentError("dest", str(dest), "a folder: it is a file")
+    check_output("dest", dest / f"{name}.part")  # in a folder that exists or can be made
     folder = dest / SOURCES[name].folder
     if opts["extract"] and folder.is_dir():
         _say(f"{folder} already exists; nothing to download or extract", progress)
