@@ -128,7 +128,7 @@ def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_K
     header += [f"{k.removeprefix('eval/')} final" for k in finals]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group, members in groups.items():
-        seeds = ",".join(str(r.seed) for r in members)
+        seeds = ",".join("-" if r.seed is None else str(r.seed) for r in members)
         cells = [group, seeds, mean_sd([r.final_loss(loss_tail) for r in members], 4)]
         for key, step in columns:
             cells.append(metric_cell(key, [r.evals[step][key] for r in members
