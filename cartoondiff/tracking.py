@@ -171,7 +171,9 @@ class Tracker:
                     caption, rows = row.get(f"{key}_caption", ""), row.get(f"{key}_rows", ())
                     self._wandb_image(run, key, path, at, str(caption),
                                       [str(r) for r in rows] if isinstance(rows, list) else [])
-            scalars = {k: v for k, v in row.items() if k != "step" and k not in image_keys}
+            # numbers and text only: a dict could pose as a W&B media object naming any file
+            scalars = {k: v for k, v in row.items() if k != "step" and k not in image_keys
+                       and isinstance(v, int | float | str)}
             if scalars:
                 self._wandb_log(run, scalars, at)
         log.info("W&B: replayed %s up to step %d into run %s", self.metrics_path, step, run.id)

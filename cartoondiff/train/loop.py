@@ -29,7 +29,7 @@ from cartoondiff.config import build, named
 from cartoondiff.devices import pick_device
 from cartoondiff.errors import ConfigError, is_int, require
 from cartoondiff.evaluate import higher_is_better
-from cartoondiff.files import save_image_atomic, write_text_atomic
+from cartoondiff.files import WriteError, save_image_atomic, write_text_atomic
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image
 from cartoondiff.run_naming import run_labels
@@ -335,17 +335,25 @@ class Trainer:
             return
         if s.sample_every_epochs and epochs_done % s.sample_every_epochs == 0:
             epoch = epochs_done - 1
-            path, rows = self._draw_grid(f"epoch{epoch:03d}")
-            self.tracker.log_image("samples", path, self.step, f"epoch {epoch}", rows)
+            drawn = self._draw_grid(f"epoch{epoch:03d}")
+            if drawn is not None:
+                self.tracker.log_image("samples", drawn[0], self.step, f"epoch {epoch}",
+                                       drawn[1])
         if self.evaluator.due(epochs_done):
             scores = self.evaluator.run(self.ema.shadow, self.step, self.config_dict)
             self.tracker.log({**scores, "epoch": epochs_done}, self.step)  # eval/* vs epoch
 
-    def _draw_grid(self, name: str) -> tuple[Path, list[str]]:
-        return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
-                              self.run_dir / "samples" / f"{name}.png",
-                              image_size=self.data.image_size, normalize=self.data.normalize,
-                              device=self.device)
+    def _draw_grid(self, name: str) -> tuple[Path, list[str]] | None:
+        """The sample grid ``samples/NAME.png``; None, with a warning naming it, when it cannot
+        be written (a by-product never stops the training)."""
+        try:
+            return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
+                                  self.run_dir / "samples" / f"{name}.png",
+                                  image_size=self.data.image_size,
+                                  normalize=self.data.normalize, device=self.device)
+        except WriteError as err:
+            log.warning("%s; the grid is skipped, training goes on", err)
+            return None
 
     def _save(self) -> Path | None:
         """A full checkpoint of this step (rank 0), then prune to ``keep_checkpoints``."""
@@ -381,9 +389,10 @@ class Trainer:
             self.tracker.log({"ddp/max_param_diff": metrics["ddp/max_param_diff"]}, self.step)
         if not self.ddp.is_main:
             return metrics
-        path, rows = self._draw_grid("final")
-        # Its own key: under "samples" at this step it would replace the last epoch's grid.
-        self.tracker.log_image("samples_final", path, self.step, "final", rows)
+        drawn = self._draw_grid("final")
+        if drawn is not None:
+            # Its own key: under "samples" at this step it would replace the last epoch's grid.
+            self.tracker.log_image("samples_final", drawn[0], self.step, "final", drawn[1])
         export = self.run_dir / "model_ema.pt"
         ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
                          export)
