@@ -76,8 +76,11 @@ def test_damaged_by_products_never_block_a_resume(make_cfg, cache_dir, tmp_path)
     run = tmp_path / "run"
     train(make_cfg("trainer.max_steps=2"), run_dir=run)  # checkpoint 2, grids, metrics
     # The faults, each a real file: an empty W&B id, a grid cut in half, two malformed metrics
-    # rows, and a row whose grid is a symlink to a PNG outside the run folder.
+    # rows, a row whose grid is a symlink to a PNG outside the run folder, and a folder where
+    # the final grid goes.
     (run / "wandb_id.txt").write_text("")
+    (run / "samples" / "final.png").unlink()
+    (run / "samples" / "final.png").mkdir()
     grid = run / "samples" / "forward_process.png"
     grid.write_bytes(grid.read_bytes()[: grid.stat().st_size // 2])
     outside = _png(tmp_path / "elsewhere" / "secret.png")
@@ -103,6 +106,8 @@ def test_damaged_by_products_never_block_a_resume(make_cfg, cache_dir, tmp_path)
     assert f"{run / 'metrics.jsonl'} line 3: skipping a damaged row (not a JSON object)" in out
     assert f"{run / 'metrics.jsonl'} line 4: skipping a damaged row (no integer step" in out
     assert "planted.png is outside the run folder; not replayed" in out
+    assert f"could not write {run / 'samples' / 'final.png'}: Is a directory; the grid is " \
+        "skipped, training goes on" in out
     # nothing is lost: the bad rows are set aside, the run finished and logged step 3
     assert (run / "metrics.jsonl.damaged").read_text().splitlines() == bad_rows
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r] == [
