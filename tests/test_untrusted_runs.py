@@ -196,6 +196,9 @@ def test_every_option_is_checked_before_any_work(tiny_checkpoint, cache_dir, tmp
          [ckpt, f"out={a_file}/e.json", f"cache_dir={judge_cache}"],
          f"out='{a_file}/e.json' is invalid: expected a path inside a folder: {a_file} is a "
          "file"),
+        ("cartoondiff.evaluate.__main__", [ckpt, "classifier_epochs=100000000",
+                                           f"cache_dir={judge_cache}"],
+         "classifier_epochs=100000000 is invalid"),
         ("cartoondiff.sample", [ckpt, "n=1000000000"], "n=1000000000 is invalid"),
         ("cartoondiff.sample", [ckpt, f"out={a_file}/s.png"], f"out='{a_file}/s.png' is "
          "invalid"),
