@@ -224,6 +224,9 @@ def test_every_option_is_checked_before_any_work(tiny_checkpoint, cache_dir, tmp
         ("train", [str(folder), *_tiny(f"data.cache_dir={cache_dir}",
                                         "trainer.sample_seed=18446744073709551617")],
          "trainer.sample_seed=18446744073709551617 is invalid"),
+        ("train", [str(folder), *_tiny(f"data.cache_dir={cache_dir}", "trainer.sample_rows=1000",
+                                        "trainer.sample_cols=1000")],
+         "trainer.sample_rows=1000 is invalid: expected sample_rows * sample_cols <= 10000"),
         ("train", [str(folder), *_tiny(f"data.cache_dir={cache_dir}", "data.n=100000000000")],
          "data.n=100000000000 is invalid: expected at most"),
     ]
