@@ -108,6 +108,11 @@ def metric_cell(key: str, values: Sequence[float]) -> str:
     return mean_sd(values, 0 if "frechet" in key else 3) if values else "-"
 
 
+def _cell(text: str) -> str:
+    """A name read from a run folder as one Markdown cell: no line breaks, ``|`` escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_KEYS,
                      loss_tail: float = 0.2) -> str:
     """A Markdown table: one row per group, the final loss, ``key epN`` columns
@@ -129,7 +134,7 @@ def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_K
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group, members in groups.items():
         seeds = ",".join("-" if r.seed is None else str(r.seed) for r in members)
-        cells = [group, seeds, mean_sd([r.final_loss(loss_tail) for r in members], 4)]
+        cells = [_cell(group), seeds, mean_sd([r.final_loss(loss_tail) for r in members], 4)]
         for key, step in columns:
             cells.append(metric_cell(key, [r.evals[step][key] for r in members
                                            if key in r.evals.get(step, {})]))

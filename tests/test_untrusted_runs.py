@@ -139,13 +139,15 @@ def test_readers_treat_run_folders_as_untrusted(tmp_path):
     damaged = _fake_run(tmp_path, "damaged", "a: [1, 2\n", bad_rows)
     hostile = _fake_run(tmp_path, "hostile", "seed: {a: 1}\nlogger: {group: [x]}\nfigures:\n"
                         "  ../../escaped: 0\n  fig5: 0\n", good_rows)
+    forged = _fake_run(tmp_path, "forged",  # a name that would add a row to the Markdown table
+                       'seed: 2\nlogger: {group: "x |\\n| forged | 9 | 0.0 |"}\n', good_rows)
     bomb = _fake_run(tmp_path, "bomb", "seed: 1\n", good_rows)
     Image.new("1", (13_000, 13_000)).save(bomb / "samples" / "epoch000.png")  # 22 kB on disk
     out = tmp_path / "out"
     results = _run_commands([
         ("cartoondiff.figures", ["blog", str(hostile), f"out={out}"]),
         ("cartoondiff.report", [str(good), str(damaged), str(hostile), str(good) + "/",
-                                "keys=hair_color"]),
+                                str(forged), "keys=hair_color"]),
         ("cartoondiff.figures", ["curves", str(damaged), str(good), str(good),
                                  f"out={tmp_path / 'c.png'}"]),
         ("cartoondiff.figures", ["grid", str(bomb), f"out={tmp_path / 'g.png'}"]),
@@ -169,6 +171,8 @@ def test_readers_treat_run_folders_as_untrusted(tmp_path):
         assert line in report_text, report_text
     assert "| onehot | 0 | 0.2500 |" in report_text  # one seed, not two
     assert "| damaged | - |" in report_text and "| hostile | - |" in report_text
+    assert "| x \\| \\| forged \\| 9 \\| 0.0 \\| | 2 |" in report_text
+    assert not any(line.startswith("| forged") for line in report_text.splitlines())
     # curves: the same, and the picture is drawn
     assert curves == 0 and (tmp_path / "c.png").is_file()
     assert f"{good} is the same folder as {good}: counted once" in curves_text
