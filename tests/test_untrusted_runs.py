@@ -241,3 +241,12 @@ def test_every_option_is_checked_before_any_work(tiny_checkpoint, cache_dir, tmp
     # nothing was done: no judge trained, no picture, no avatars, no run folder locked
     assert not judge_cache.exists() and not folder.exists() and not (tmp_path / "syn").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "result.json"]
+
+
+def test_a_damaged_sweep_record_names_itself(tmp_path, caplog):
+    from cartoondiff.run_naming import read_sweep_overrides
+
+    for text in ("hydra: [1, 2", "hydra: {sweeper: {params: [1, 2]}}"):  # bad YAML, a list
+        (tmp_path / "multirun.yaml").write_text(text)
+        assert read_sweep_overrides(tmp_path) is None
+        assert f"{tmp_path / 'multirun.yaml'} is not a readable sweep record" in caplog.text
