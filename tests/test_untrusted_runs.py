@@ -203,6 +203,9 @@ def test_every_option_is_checked_before_any_work(tiny_checkpoint, cache_dir, tmp
         ("cartoondiff.evaluate.__main__", [ckpt, "classifier_epochs=100000000",
                                            f"cache_dir={judge_cache}"],
          "classifier_epochs=100000000 is invalid"),
+        ("cartoondiff.evaluate.__main__", [ckpt, "diversity_per_group=100000000",
+                                           f"cache_dir={judge_cache}"],
+         "diversity_per_group=100000000 is invalid"),
         ("cartoondiff.sample", [ckpt, "n=1000000000"], "n=1000000000 is invalid"),
         ("cartoondiff.sample", [ckpt, f"out={a_file}/s.png"], f"out='{a_file}/s.png' is "
          "invalid"),

@@ -93,6 +93,8 @@ def check_options(opts: dict[str, Any]) -> None:
         need(is_int(opts[key]) and opts[key] >= low, key, f"an integer >= {low}")
     need(opts["classifier_epochs"] <= 1000, "classifier_epochs",
          "an integer in [1, 1000] (the default 8 reaches the ceiling)")
+    for key, low in (("diversity_groups", 1), ("diversity_per_group", 2)):  # sampled at once
+        need(opts[key] <= 1000, key, f"an integer in [{low}, 1000]")
     need(is_int(opts["seed"]) and 0 <= opts["seed"] < 2**31, "seed", "an integer in [0, 2**31)")
     need(opts["conditions"] in CONDITIONS, "conditions", f"one of {CONDITIONS}")
     check_output("out", str(opts["out"]), (".json",))  # writable, before the judge is trained
