@@ -142,7 +142,7 @@ def test_readers_treat_run_folders_as_untrusted(tmp_path):
     forged = _fake_run(tmp_path, "forged",  # a name that would add a row to the Markdown table
                        'seed: 2\nlogger: {group: "x |\\n| forged | 9 | 0.0 |"}\n', good_rows)
     bomb = _fake_run(tmp_path, "bomb", "seed: 1\n", good_rows)
-    Image.new("1", (13_000, 13_000)).save(bomb / "samples" / "epoch000.png")  # 22 kB on disk
+    Image.new("1", (9_500, 9_500)).save(bomb / "samples" / "epoch000.png")  # 11 kB, over the limit
     out = tmp_path / "out"
     results = _run_commands([
         ("cartoondiff.figures", ["blog", str(hostile), f"out={out}"]),
