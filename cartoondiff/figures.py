@@ -74,14 +74,15 @@ def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:
     return epoch, grids[epoch]
 
 
-def run_title(run_dir: Path) -> str:
+def run_title(run_dir: Path, config: dict | None = None) -> str:
     """Which experiment a run folder is, as W&B groups it: runs with the same title are seeds
     of one experiment (the report and the curves average them).
 
     An experiment's runs: its group (``fig12_tau2x-cpu``). A sweep's runs: their swept keys
     without the seed (``attention=mha4,tau.projections=2x``). Else the run's name, or the folder.
+    ``config``: the run's config.yaml when the caller has read it (``read_run_config``).
     """
-    logger = read_run_config(run_dir).get("logger")
+    logger = (read_run_config(run_dir) if config is None else config).get("logger")
     logger = logger if isinstance(logger, dict) else {}
     # a name or group that is not a plain value (a list, a mapping) is ignored: the folder's
     group, name = (v if isinstance(v, str | int) and not isinstance(v, bool) else None

@@ -64,8 +64,9 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     """Read one run directory (and its ``final`` evaluation JSON); errors name the file."""
     run_dir = Path(run_dir)
     rows = read_run_metrics(run_dir)
-    seed = read_run_config(run_dir).get("seed")
-    run = RunSummary(group=run_title(run_dir), seed=seed if is_int(seed) else None)
+    config = read_run_config(run_dir)  # a damaged one is named once, then ignored
+    seed = config.get("seed")
+    run = RunSummary(group=run_title(run_dir, config), seed=seed if is_int(seed) else None)
     metrics_path = run_dir / "metrics.jsonl"
     for row in rows:  # a value that is not a finite number is skipped, naming file and step
         step = row["step"]
