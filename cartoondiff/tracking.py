@@ -139,16 +139,22 @@ class Tracker:
                 settings=wandb.Settings(silent=True, init_timeout=60),
             )
 
-        if mode != "online":
-            run = init(mode)
-        else:
-            try:
-                run = init("online")
-            except Exception as err:  # no login, server down, timeout: W&B never fails a run
-                log.warning("W&B: online init failed (%s), logging offline instead (%s)",
-                            str(err).splitlines()[0] if str(err) else type(err).__name__,
-                            sync_hint)
-                run = init("offline")
+        try:
+            if mode != "online":
+                run = init(mode)
+            else:
+                try:
+                    run = init("online")
+                except Exception as err:  # no login, server down, timeout: W&B never fails
+                    log.warning("W&B: online init failed (%s), logging offline instead (%s)",
+                                str(err).splitlines()[0] if str(err) else type(err).__name__,
+                                sync_hint)
+                    run = init("offline")
+        except Exception as err:  # e.g. wandb/ damaged (a file): the run goes on without W&B
+            log.warning("W&B: could not start a run in %s (%s); logging to %s only", wandb_dir,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__,
+                        self.metrics_path)
+            return None
         # Evaluations plot against epochs completed, not optimizer steps.
         run.define_metric(self.EPOCH)
         run.define_metric(f"{self.EVAL_PREFIX}*", step_metric=self.EPOCH)

@@ -253,3 +253,15 @@ def test_a_damaged_sweep_record_names_itself(tmp_path, caplog):
         (tmp_path / "multirun.yaml").write_text(text)
         assert read_sweep_overrides(tmp_path) is None
         assert f"{tmp_path / 'multirun.yaml'} is not a readable sweep record" in caplog.text
+
+
+def test_a_damaged_wandb_folder_leaves_the_run_without_wandb(tmp_path, caplog):
+    from cartoondiff.tracking import Tracker
+
+    (tmp_path / "wandb").write_text("a file where W&B's folder goes")
+    tracker = Tracker(tmp_path, config={}, mode="offline")  # the real wandb.init
+    assert tracker.wandb is None and f"W&B: could not start a run in {tmp_path / 'wandb'}" in (
+        caplog.text)
+    tracker.log({"train/loss": 0.5}, step=1)
+    tracker.finish()
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "train/loss": 0.5}]
