@@ -232,7 +232,7 @@ def check_options(command: str, opts: dict) -> Path:
     if command == "blog":
         out = Path(str(opts["out"] or "figures")).expanduser()
         need(not out.exists() or out.is_dir(), "out", "a folder for the figures: it is a file")
-        check_output("out", out / "fig.png")  # the folder can be created and written
+        check_output("out", out / "fig.png", given=out)  # the folder can be created and written
         return out
     return check_output("out", str(opts["out"] or f"{command}.png"), IMAGE_SUFFIXES)
 

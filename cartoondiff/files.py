@@ -92,24 +92,27 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def check_output(key: str, path: Path | str, suffixes: tuple[str, ...] = ()) -> Path:
+def check_output(key: str, path: Path | str, suffixes: tuple[str, ...] = (),
+                 given: object = None) -> Path:
     """The output path of option ``key``, checked before any work: its suffix is one of
     ``suffixes`` (when given), it is not a folder, and its folder exists and is writable or
-    can be created. Raises ``ArgumentError`` naming ``key``."""
+    can be created. Raises ``ArgumentError`` naming ``key`` (with ``given``, the value the
+    user typed, when ``path`` is a file inside it)."""
     from cartoondiff.errors import ArgumentError
 
     path = Path(str(path)).expanduser()
+    shown = str(path) if given is None else str(given)
     if suffixes and path.suffix.lower() not in suffixes:
         ends = suffixes[0] if len(suffixes) == 1 else f"one of {suffixes}"
-        raise ArgumentError(key, str(path), f"a path ending in {ends}")
+        raise ArgumentError(key, shown, f"a path ending in {ends}")
     if path.is_dir():
-        raise ArgumentError(key, str(path), "a file path: it is an existing folder")
+        raise ArgumentError(key, shown, "a file path: it is an existing folder")
     folder = path.parent
     while not folder.exists():  # the nearest folder that exists must let us create the rest
         folder = folder.parent
     if not folder.is_dir():
-        raise ArgumentError(key, str(path), f"a path inside a folder: {folder} is a file")
+        raise ArgumentError(key, shown, f"a path inside a folder: {folder} is a file")
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists()
                                                      and not os.access(path, os.W_OK)):
-        raise ArgumentError(key, str(path), f"a writable path: {folder} is not writable")
+        raise ArgumentError(key, shown, f"a writable path: {folder} is not writable")
     return path

@@ -417,7 +417,7 @@ def main(argv: list[str]) -> Path:
     name, dest, progress = args.positional[0], Path(str(opts["dest"])), opts["progress"] is True
     if dest.exists() and not dest.is_dir():
         raise ArgumentError("dest", str(dest), "a folder: it is a file")
-    check_output("dest", dest / f"{name}.part")  # in a folder that exists or can be made
+    check_output("dest", dest / f"{name}.part", given=dest)  # a folder that can be made
     folder = dest / SOURCES[name].folder
     if opts["extract"] and folder.is_dir():
         _say(f"{folder} already exists; nothing to download or extract", progress)

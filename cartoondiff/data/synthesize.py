@@ -153,7 +153,7 @@ def check_options(opts: dict) -> Path:
     out = Path(str(opts["out"])).expanduser()
     if out.exists() and not out.is_dir():
         raise SynthesisError(f"out={str(out)!r} is invalid: expected a folder: it is a file")
-    check_output("out", out / "cs0.png")
+    check_output("out", out / "cs0.png", given=out)
     existing = out
     while not existing.exists():
         existing = existing.parent
