@@ -22,6 +22,7 @@ earlier (``scale=cpu``) shows its nearest earlier epoch, and the title says so.
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 from collections import defaultdict
@@ -34,12 +35,24 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cartoondiff import cli
 from cartoondiff.config import build, build_diffusion
-from cartoondiff.errors import ArgumentError
+from cartoondiff.errors import ArgumentError, is_int
+from cartoondiff.files import check_output, save_image_atomic
 from cartoondiff.inference.grids import forward_process_image
 from cartoondiff.plots import ema, line_chart
 from cartoondiff.run_folder import RunFolder
-from cartoondiff.tracking import RunFolderError, read_run_metrics
+from cartoondiff.tracking import (
+    RunFolderError,
+    distinct_folders,
+    number,
+    open_image,
+    read_run_config,
+    read_run_metrics,
+)
 
+log = logging.getLogger(__name__)
+
+GRID_NAME = re.compile(r"epoch(\d+)\.png$")
+FIGURE_NAME = re.compile(r"[A-Za-z0-9][\w.+-]{0,99}")  # a plain file name, no path
 SWEEP_GROUP_PREFIX = "sweep-"  # run_naming's group of a plain sweep
 _NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
@@ -61,17 +74,19 @@ def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:
     return epoch, grids[epoch]
 
 
-def run_title(run_dir: Path) -> str:
+def run_title(run_dir: Path, config: dict | None = None) -> str:
     """Which experiment a run folder is, as W&B groups it: runs with the same title are seeds
     of one experiment (the report and the curves average them).
 
     An experiment's runs: its group (``fig12_tau2x-cpu``). A sweep's runs: their swept keys
     without the seed (``attention=mha4,tau.projections=2x``). Else the run's name, or the folder.
+    ``config``: the run's config.yaml when the caller has read it (``read_run_config``).
     """
-    cfg_path = RunFolder(run_dir).config
-    cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create()
-    group = OmegaConf.select(cfg, "logger.group")
-    name = OmegaConf.select(cfg, "logger.name")
+    logger = (read_run_config(run_dir) if config is None else config).get("logger")
+    logger = logger if isinstance(logger, dict) else {}
+    # a name or group that is not a plain value (a list, a mapping) is ignored: the folder's
+    group, name = (v if isinstance(v, str | int) and not isinstance(v, bool) else None
+                   for v in (logger.get("group"), logger.get("name")))
     if group and not str(group).startswith(SWEEP_GROUP_PREFIX):
         return str(group)
     if name:
@@ -104,7 +119,7 @@ def side_by_side(panels: Sequence[Image.Image], gap: int = 12) -> Image.Image:
 
 def grid_figure(run_dir: Path, epoch: int | None = None) -> Image.Image:
     epoch, path = pick_grid(run_dir, epoch)
-    return titled(Image.open(path), f"{run_title(run_dir)} - epoch {epoch}")
+    return titled(open_image(path), f"{run_title(run_dir)} - epoch {epoch}")
 
 
 def compare_figure(run_dirs: Sequence[Path], epoch: int | None = None) -> Image.Image:
@@ -115,19 +130,30 @@ def blog_figures(run_dir: Path, out_dir: Path) -> list[Path]:
     """Each figure of the run's experiment (config ``figures``: name -> epoch) as a titled
     grid ``out_dir/NAME.png``; the nearest earlier epoch when the run has not reached it."""
     cfg_path = RunFolder(run_dir).config
-    wanted = OmegaConf.select(OmegaConf.load(cfg_path), "figures") if cfg_path.is_file() else None
+    wanted = read_run_config(run_dir).get("figures")
     if not wanted:
         raise RunFolderError(f"{run_dir}: its config names no blog figures (run an experiment: "
                              "python run.py experiment=NAME ...)")
+    # The run folder is untrusted: every name a plain file name (it cannot leave out_dir),
+    # every epoch an integer, all checked before anything is written.
+    if not isinstance(wanted, dict):
+        raise RunFolderError(f"{cfg_path}: figures={wanted!r} is invalid: expected a mapping "
+                             "of figure names to epochs")
+    for name, epoch in wanted.items():
+        if not (isinstance(name, str) and FIGURE_NAME.fullmatch(name)):
+            raise RunFolderError(f"{cfg_path}: figures.{name!r} is invalid: expected a plain "
+                                 "file name (letters, digits, _ . + -), written inside out=")
+        if not (is_int(epoch) and epoch >= 0):
+            raise RunFolderError(f"{cfg_path}: figures.{name}={epoch!r} is invalid: expected "
+                                 "an epoch, an integer >= 0")
     grids = epoch_grids(run_dir)
     written = []
     for name, epoch in wanted.items():
         have = max((e for e in grids if e <= epoch), default=min(grids))
         note = "" if have == epoch else f" (the blog's epoch {epoch} is not in this run)"
         title = f"{name}: {run_title(run_dir)} - epoch {have}{note}"
-        path = Path(out_dir) / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        titled(Image.open(grids[have]), title).save(path)
+        path = save_image_atomic(titled(open_image(grids[have]), title),
+                                 Path(out_dir) / f"{name}.png")
         written.append(path)
     return written
 
@@ -145,8 +171,17 @@ def forward_figure(overrides: Sequence[str]) -> Image.Image:
 
 
 def metric_series(run_dir: Path, key: str) -> dict[int, float]:
-    """Step -> value of ``key`` in a run's metrics.jsonl."""
-    values = {int(r["step"]): float(r[key]) for r in read_run_metrics(run_dir) if key in r}
+    """Step -> value of ``key`` in a run's metrics.jsonl (a value that is not a finite number
+    is skipped, with a warning naming the file and step)."""
+    values = {}
+    for row in read_run_metrics(run_dir):
+        if key in row:
+            value = number(row[key])
+            if value is None:
+                log.warning("%s step %d: %s=%r is not a finite number; skipped",
+                            RunFolder(run_dir).metrics, row["step"], key, row[key])
+            else:
+                values[row["step"]] = value
     if not values:
         raise RunFolderError(f"{Path(run_dir) / 'metrics.jsonl'} has no {key!r} values")
     return values
@@ -208,6 +243,31 @@ COMMANDS = {
 }
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def check_options(command: str, opts: dict) -> Path:
+    """Every option checked before any run folder is read; returns the output path (a
+    folder for ``blog``)."""
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise ArgumentError(key, opts[key], expected)
+
+    need(opts["epoch"] is None or (is_int(opts["epoch"]) and opts["epoch"] >= 0), "epoch",
+         "an integer >= 0 (0-based, as the blog)")
+    need(number(opts["smooth"]) is not None and 0 <= opts["smooth"] < 1, "smooth",
+         "a number in [0, 1) (0: no smoothing)")
+    need(is_int(opts["from_step"]) and opts["from_step"] >= 0, "from_step", "an integer >= 0")
+    need(isinstance(opts["key"], str) and opts["key"] != "", "key",
+         "a logged metric's name, e.g. train/loss")
+    if command == "blog":
+        out = Path(str(opts["out"] or "figures")).expanduser()
+        need(not out.exists() or out.is_dir(), "out", "a folder for the figures: it is a file")
+        check_output("out", out / "fig.png", given=out)  # the folder can be created and written
+        return out
+    return check_output("out", str(opts["out"] or f"{command}.png"), IMAGE_SUFFIXES)
+
+
 def main(argv: Sequence[str]) -> Path:
     if argv and argv[0] in cli.HELP_FLAGS:
         commands = "\n".join(f"  {name:<9}{about}" for name, (_, about, _, _)
@@ -224,15 +284,15 @@ def main(argv: Sequence[str]) -> Path:
                      overrides=command == "forward", about=about, example=example)
     opts = {**{k: o.default for k, o in OPTIONS.items()}, **args.options}
     runs = [Path(p) for p in args.positional]
-    if opts["epoch"] is not None and not (isinstance(opts["epoch"], int) and opts["epoch"] >= 0):
-        raise ArgumentError("epoch", opts["epoch"], "an integer >= 0 (0-based, as the blog)")
-    out = Path(str(opts["out"] or f"{command}.png"))
+    if command in ("compare", "curves"):
+        runs = distinct_folders(runs)
+    out = check_options(command, opts)
     needed = {"grid": 1, "compare": 2, "curves": 1, "forward": 0, "blog": 1}[command]
     if len(runs) < needed or (command in ("grid", "blog") and len(runs) > 1):
         raise cli.UsageError(f"{command} takes {needed}{'' if command in ('grid', 'blog') else '+'}"
                              f" run folder(s); got {len(runs)} (usage: {usage})")
     if command == "blog":
-        written = blog_figures(runs[0], Path(str(opts["out"] or "figures")))
+        written = blog_figures(runs[0], out)
         print("wrote " + ", ".join(map(str, written)))
         return written[0].parent
     if command == "grid":
@@ -244,8 +304,7 @@ def main(argv: Sequence[str]) -> Path:
                                int(opts["from_step"]))
     else:
         figure = forward_figure(args.overrides + [str(r) for r in runs])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.save(out)
+    save_image_atomic(figure, out)
     print(f"wrote {out}")
     return out
 

@@ -32,8 +32,10 @@ from omegaconf import DictConfig
 
 from cartoondiff import cli
 from cartoondiff.config import build, build_diffusion, build_model, named
+from cartoondiff.data.module import MAX_IMAGE_SIZE
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Diffusion
+from cartoondiff.errors import ConfigError, is_int
 from cartoondiff.train.ema import EMA
 from cartoondiff.train.loop import autocast_dtype
 
@@ -207,7 +209,12 @@ def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device).train()
     diffusion = build_diffusion(cfg).to(device)
-    batch, size = int(cfg.data.batch_size), int(cfg.data.image_size)
+    batch, size = cfg.data.batch_size, cfg.data.image_size
+    if not (is_int(batch) and batch >= 1):
+        raise ConfigError(f"data.batch_size={batch!r} is invalid: expected an integer >= 1")
+    if not (is_int(size) and 8 <= size <= MAX_IMAGE_SIZE):
+        raise ConfigError(f"data.image_size={size!r} is invalid: expected an integer in "
+                          f"[8, {MAX_IMAGE_SIZE}]")
     a = estimate(model, diffusion, batch, size, amp, ema=bool(cfg.trainer.ema_decay))
     measured = None
     free = _available_bytes() if device.type == "cpu" else None

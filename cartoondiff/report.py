@@ -16,19 +16,30 @@ usually a larger, less noisy evaluation of the final EMA model. Prints a Markdow
 from __future__ import annotations
 
 import json
+import logging
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from cartoondiff import cli
+from cartoondiff.errors import ArgumentError, is_int
 from cartoondiff.figures import run_title
+from cartoondiff.files import check_output, write_text_atomic
 from cartoondiff.run_folder import RunFolder
-from cartoondiff.tracking import RunFolderError, read_run_metrics
+from cartoondiff.tracking import (
+    RunFolderError,
+    distinct_folders,
+    number,
+    read_run_config,
+    read_run_metrics,
+)
 
+log = logging.getLogger(__name__)
+
+FINAL_NAME = re.compile(r"[A-Za-z0-9][\w.+-]{0,99}\.json")  # inside the run folder
 DEFAULT_KEYS = ("eval/faithfulness_mean", "eval/hair_color", "eval/frechet_classifier")
 
 
@@ -45,7 +56,7 @@ class RunSummary:
 
     def final_loss(self, tail: float) -> float:
         if not self.losses:
-            raise ValueError(f"run of group {self.group!r} logged no train/loss")
+            raise RunFolderError(f"run of group {self.group!r} logged no train/loss")
         values = [v for _, v in self.losses]
         return statistics.fmean(values[-max(1, round(len(values) * tail)):])
 
@@ -54,26 +65,35 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     """Read one run directory (and its ``final`` evaluation JSON); errors name the file."""
     run_dir = Path(run_dir)
     rows = read_run_metrics(run_dir)
-    cfg_path = RunFolder(run_dir).config
-    seed = OmegaConf.select(OmegaConf.load(cfg_path), "seed") if cfg_path.is_file() else None
-    run = RunSummary(group=run_title(run_dir), seed=seed)
-    for row in rows:
-        step = int(row["step"])
-        if "train/loss" in row:
-            run.losses.append((step, float(row["train/loss"])))
-            if row.get("train/epoch"):
-                run.steps_per_epoch = step / float(row["train/epoch"])
-        evals = {k: float(v) for k, v in row.items() if k.startswith("eval/")}
+    config = read_run_config(run_dir)  # a damaged one is named once, then ignored
+    seed = config.get("seed")
+    run = RunSummary(group=run_title(run_dir, config), seed=seed if is_int(seed) else None)
+    metrics_path = RunFolder(run_dir).metrics
+    for row in rows:  # a value that is not a finite number is skipped, naming file and step
+        step = row["step"]
+        values = {k: number(v) for k, v in row.items()
+                  if k in ("train/loss", "train/epoch") or k.startswith("eval/")}
+        bad = [k for k, v in values.items() if v is None]
+        if bad:
+            log.warning("%s step %d: %s not a finite number; skipped", metrics_path, step,
+                        ", ".join(f"{k}={row[k]!r}" for k in bad))
+        if values.get("train/loss") is not None:
+            run.losses.append((step, values["train/loss"]))
+            if values.get("train/epoch"):
+                run.steps_per_epoch = step / values["train/epoch"]
+        evals = {k: v for k, v in values.items() if k.startswith("eval/") and v is not None}
         if evals:
             run.evals.setdefault(step, {}).update(evals)
     path = run_dir / final if final else None
     if path is not None and path.exists():  # not evaluated yet: its cells show "-"
         try:
             evaluation = json.loads(path.read_text(encoding="utf-8"))["runs"][0]["metrics"]
-        except (OSError, ValueError, KeyError, IndexError) as err:
+            if not isinstance(evaluation, dict):
+                raise TypeError(f"its metrics are a {type(evaluation).__name__}")
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
             raise RunFolderError(f"{path}: not an evaluation JSON ({err!r})") from err
-        run.final = {f"eval/{k}": float(v) for k, v in evaluation.items()
-                     if isinstance(v, int | float)}
+        run.final = {f"eval/{k}": number(v) for k, v in evaluation.items()
+                     if number(v) is not None}
     return run
 
 
@@ -88,6 +108,11 @@ def mean_sd(values: Sequence[float], digits: int = 3) -> str:
 def metric_cell(key: str, values: Sequence[float]) -> str:
     """Distances are large numbers (no decimals); accuracies get three."""
     return mean_sd(values, 0 if "frechet" in key else 3) if values else "-"
+
+
+def _cell(text: str) -> str:
+    """A name read from a run folder as one Markdown cell: no line breaks, ``|`` escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_KEYS,
@@ -110,8 +135,8 @@ def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_K
     header += [f"{k.removeprefix('eval/')} final" for k in finals]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group, members in groups.items():
-        seeds = ",".join(str(r.seed) for r in members)
-        cells = [group, seeds, mean_sd([r.final_loss(loss_tail) for r in members], 4)]
+        seeds = ",".join("-" if r.seed is None else str(r.seed) for r in members)
+        cells = [_cell(group), seeds, mean_sd([r.final_loss(loss_tail) for r in members], 4)]
         for key, step in columns:
             cells.append(metric_cell(key, [r.evals[step][key] for r in members
                                            if key in r.evals.get(step, {})]))
@@ -135,16 +160,35 @@ OPTIONS = {
 }
 
 
+def check_options(opts: dict) -> Path | None:
+    """Every option checked before any run folder is read; returns the ``out`` path."""
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise ArgumentError(key, opts[key], expected)
+
+    tail = number(opts["loss_tail"])
+    need(tail is not None and 0 < tail <= 1, "loss_tail",
+         "a fraction in (0, 1] of the logged losses")
+    need(isinstance(opts["keys"], str) and all(k.strip() for k in opts["keys"].split(",")),
+         "keys", "comma-separated metric names, e.g. hair_color,faithfulness_mean")
+    need(opts["final"] is None or (isinstance(opts["final"], str)
+                                   and FINAL_NAME.fullmatch(opts["final"]) is not None),
+         "final", "the plain file name of an evaluation JSON in each run folder, e.g. eval.json")
+    return None if opts["out"] is None else check_output("out", str(opts["out"]))
+
+
 def main(argv: Sequence[str]) -> str:
     args = cli.parse(argv, OPTIONS, USAGE, about=__doc__, example=EXAMPLE)
-    opts, dirs = args.options, [Path(a) for a in args.positional]
-    if not dirs:
+    opts = args.options
+    if not args.positional:
         raise cli.UsageError(f"no run folders given (usage: {USAGE})")
+    out = check_options(opts)
+    dirs = distinct_folders(args.positional)  # one folder given twice is not two seeds
     keys = [k if k.startswith("eval/") else f"eval/{k}" for k in str(opts["keys"]).split(",")]
     table = comparison_table([summarize_run(d, opts["final"]) for d in dirs], keys,
                              float(opts["loss_tail"]))
-    if opts["out"]:
-        Path(str(opts["out"])).write_text(table + "\n", encoding="utf-8")
+    if out is not None:
+        write_text_atomic(out, table + "\n")
     print(table)
     return table
 

@@ -15,6 +15,7 @@ An experiment (``experiment=NAME``) keeps its group, with the scale it ran at ap
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cartoondiff.run_folder import RESULT_NEUTRAL, is_under
+
+log = logging.getLogger(__name__)
 
 SUBDIR_RESOLVER = "cartoondiff.sweep_subdir"
 # Overrides that say where or how a run executes, not what it is, are left out of run names:
@@ -177,10 +180,15 @@ def read_sweep_overrides(sweep_dir: str | Path) -> list[str] | None:
     path = Path(sweep_dir) / "multirun.yaml"
     if not path.is_file():
         return None
-    saved = OmegaConf.load(path)
-    params = OmegaConf.select(saved, "hydra.sweeper.params") or {}
-    task = OmegaConf.select(saved, "hydra.overrides.task") or []
-    return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
+    try:  # the sweep folder is read back: a damaged file names itself, the run goes on
+        saved = OmegaConf.load(path)
+        params = OmegaConf.select(saved, "hydra.sweeper.params") or {}
+        task = OmegaConf.select(saved, "hydra.overrides.task") or []
+        return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
+    except Exception as err:  # bad YAML, a list where a mapping belongs, an unreadable file
+        log.warning("%s is not a readable sweep record (%s); naming the run without it", path,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return None
 
 
 def run_labels(logger: DictConfig | Mapping[str, Any]) -> RunLabels:

@@ -20,6 +20,7 @@ from cartoondiff import attributes, cli
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Sampler
 from cartoondiff.errors import SEED_RULE, ArgumentError, is_int, is_seed
+from cartoondiff.files import check_output
 from cartoondiff.inference import generate, load_trained
 from cartoondiff.inference.grids import save_grid
 
@@ -47,6 +48,7 @@ OPTIONS = {
     "nrow": cli.Option(None, "images per grid row; null: a square grid"),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MAX_N = 10_000  # one grid of 64 px avatars is then 6.6k px square (130 MB in memory)
 
 
 def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
@@ -70,12 +72,13 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
 
     need(opts["checkpoint"] is not None, "checkpoint", "the path of a checkpoint file")
     need(Path(str(opts["checkpoint"])).is_file(), "checkpoint", "an existing checkpoint file")
-    need(is_int(opts["n"]) and opts["n"] >= 1, "n", "an integer >= 1")
+    need(is_int(opts["n"]) and 1 <= opts["n"] <= MAX_N, "n",
+         f"an integer in [1, {MAX_N}] (one grid; for more, sample again with another seed)")
     need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
          "null or an integer >= 1")
-    need(Path(str(opts["out"])).suffix.lower() in IMAGE_SUFFIXES, "out",
-         f"an image path ending in one of {IMAGE_SUFFIXES}")
+    out = check_output("out", str(opts["out"]), IMAGE_SUFFIXES)  # writable, before any work
+    check_output("out", out.with_suffix(".txt"))  # the captions beside it
     run_sampler(opts, Sampler())
     ids = attribute_ids(str(opts["attributes"]), opts["n"], opts["seed"])
     return ids, pick_device(str(opts["device"]))

@@ -14,22 +14,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import math
+import re
 import secrets
 import shutil
 import socket
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from cartoondiff.errors import ArgumentError, UserError
+from cartoondiff.errors import ArgumentError, UserError, is_int
+from cartoondiff.files import write_text_atomic
 from cartoondiff.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # W&B refuses empty ids and :;,#?/'"
 WANDB_HOST = ("api.wandb.ai", 443)
 
 
@@ -103,10 +108,15 @@ class Tracker:
             if step is None:
                 self.metrics_path.unlink(missing_ok=True)
             return
-        kept = [json.dumps(row) for row in _rows(self.metrics_path) if row.get("step", 0) <= step]
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(row + "\n" for row in kept), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
+        rows, damaged = _read_rows(self.metrics_path)
+        kept = [json.dumps(row) for row in rows if row["step"] <= step]
+        if damaged:  # set aside, not deleted: the file then reads as one clean run
+            aside = self.metrics_path.with_name(self.metrics_path.name + ".damaged")
+            with open(aside, "a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in damaged))
+            log.warning("%s: %d damaged line(s) moved to %s", self.metrics_path, len(damaged),
+                        aside)
+        write_text_atomic(self.metrics_path, "".join(row + "\n" for row in kept))
 
     def _init_wandb(self, mode: str, resume_step: int | None, **init_args: Any) -> Any:
         import wandb
@@ -120,9 +130,10 @@ class Tracker:
         # W&B run ids are short lowercase alphanumerics; the same id on resume continues the
         # run. A fresh start gets a new id: what an earlier attempt logged is not this run.
         resuming = resume_step is not None
-        known = resuming and id_file.exists()
-        run_id = id_file.read_text().strip() if known else secrets.token_hex(4)
-        id_file.write_text(run_id)
+        run_id = _read_run_id(id_file) if resuming else None
+        known = run_id is not None
+        run_id = run_id or secrets.token_hex(4)
+        write_text_atomic(id_file, run_id)
         # W&B names a folder offline-run-TIME-ID, adding -1, -2 ... when TIME repeats
         earlier = sorted({*wandb_dir.glob(f"offline-run-*-{run_id}"),
                           *wandb_dir.glob(f"offline-run-*-{run_id}-*")}) if known else []
@@ -134,16 +145,22 @@ class Tracker:
                 settings=wandb.Settings(silent=True, init_timeout=60),
             )
 
-        if mode != "online":
-            run = init(mode)
-        else:
-            try:
-                run = init("online")
-            except Exception as err:  # no login, server down, timeout: W&B never fails a run
-                log.warning("W&B: online init failed (%s), logging offline instead (%s)",
-                            str(err).splitlines()[0] if str(err) else type(err).__name__,
-                            sync_hint)
-                run = init("offline")
+        try:
+            if mode != "online":
+                run = init(mode)
+            else:
+                try:
+                    run = init("online")
+                except Exception as err:  # no login, server down, timeout: W&B never fails
+                    log.warning("W&B: online init failed (%s), logging offline instead (%s)",
+                                str(err).splitlines()[0] if str(err) else type(err).__name__,
+                                sync_hint)
+                    run = init("offline")
+        except Exception as err:  # e.g. wandb/ damaged (a file): the run goes on without W&B
+            log.warning("W&B: could not start a run in %s (%s); logging to %s only", wandb_dir,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__,
+                        self.metrics_path)
+            return None
         # Evaluations plot against epochs completed, not optimizer steps.
         run.define_metric(self.EPOCH)
         run.define_metric(f"{self.EVAL_PREFIX}*", step_metric=self.EPOCH)
@@ -157,18 +174,44 @@ class Tracker:
     def _replay(self, run: Any, step: int) -> None:
         """Log the JSONL rows (already cut at the resume step) into a fresh W&B run."""
         for row in _rows(self.metrics_path):
-            at = row.get("step", 0)
+            at = row["step"]
             images = [k[: -len("_path")] for k in row if k.endswith("_path")]
             image_keys = {f"{key}_{part}" for key in images for part in ("path", "caption", "rows")}
             for key in images:
-                path = Path(row[f"{key}_path"])
-                if path.is_file():
-                    self._wandb_image(run, key, path, at, row.get(f"{key}_caption", ""),
-                                      row.get(f"{key}_rows", ()))
-            scalars = {k: v for k, v in row.items() if k != "step" and k not in image_keys}
+                path = self._replayable_image(row[f"{key}_path"])
+                if path is not None:
+                    caption, rows = row.get(f"{key}_caption", ""), row.get(f"{key}_rows", ())
+                    self._wandb_image(run, key, path, at, str(caption),
+                                      [str(r) for r in rows] if isinstance(rows, list) else [])
+            # numbers and text only: a dict could pose as a W&B media object naming any file
+            scalars = {k: v for k, v in row.items() if k != "step" and k not in image_keys
+                       and isinstance(v, int | float | str)}
             if scalars:
                 self._wandb_log(run, scalars, at)
         log.info("W&B: replayed %s up to step %d into run %s", self.metrics_path, step, run.id)
+
+    def _replayable_image(self, recorded: object) -> Path | None:
+        """The grid a metrics row names, if it is a readable image inside this run folder
+        (the same name under ``samples/`` when the folder was moved); else None, with a
+        warning naming it. Replay never reads a file outside the run folder."""
+        def inside(path: Path) -> bool:
+            return path.resolve().is_relative_to(self.run_dir.resolve())
+
+        path = Path(str(recorded))
+        if not (path.is_absolute() and inside(path)):
+            path = RunFolder(self.run_dir).samples / path.name
+            if not inside(path):
+                log.warning("%s: image %s is outside the run folder; not replayed",
+                            self.metrics_path, recorded)
+                return None
+        if not path.is_file():
+            return None  # drawn by a step after the resume, or deleted: nothing to replay
+        try:
+            open_image(path).close()
+        except RunFolderError as err:
+            log.warning("%s; not replayed to W&B", err)
+            return None
+        return path
 
     def _wandb_log(self, run: Any, metrics: Mapping[str, Any], step: int) -> None:
         for key in metrics:
@@ -236,6 +279,59 @@ class Tracker:
             self._superseded = []
 
 
+def open_image(path: Path) -> Image.Image:
+    """A PNG a run wrote, decoded and checked: RunFolderError naming it when it is truncated,
+    empty, not an image or large enough to be a decompression bomb."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.copy()
+    except Exception as err:  # truncated, empty, not an image, too large
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunFolderError(f"{path} is damaged or not a sample grid ({reason})") from None
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run folder's config.yaml as a plain dict; {} with a warning naming the file when it
+    is not a readable YAML mapping (the readers then fall back to the folder's name)."""
+    from omegaconf import OmegaConf
+
+    path = RunFolder(run_dir).config
+    if not path.is_file():
+        return {}
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if not isinstance(config, dict):
+            raise ValueError(f"a {type(config).__name__}, not a mapping")
+    except Exception as err:  # bad YAML, a list, an unreadable file
+        log.warning("%s is not a readable run config (%s); ignoring it", path,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return {}
+    return config
+
+
+def number(value: Any) -> float | None:
+    """A logged value as a finite float, or None (a string, a list, NaN, inf, a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def distinct_folders(folders: Sequence[Path | str]) -> list[Path]:
+    """``folders`` without repeats (the same folder given twice, by another spelling or a
+    symlink, is one run, not two seeds), each repeat named in a warning."""
+    seen: dict[Path, Path] = {}
+    for folder in map(Path, folders):
+        key = folder.resolve()
+        if key in seen:
+            log.warning("%s is the same folder as %s: counted once", folder, seen[key])
+        else:
+            seen[key] = folder
+    return list(seen.values())
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl`` file (a last line cut short by a crash is left out)."""
     return _rows(Path(path))
@@ -250,14 +346,52 @@ def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    return _read_rows(path)[0]
+
+
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of a metrics file (each a JSON object with an integer ``step`` >= 0) and its
+    damaged lines, each named in a warning with its line number; OSError names the file."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise RunFolderError(f"{path}: cannot read it ({err.strerror or err})") from None
+    rows, damaged = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if line.strip():
-                log.warning("%s: skipping a damaged line %r", path, line[:80])
-    return rows
+            row = json.loads(line)
+            problem = ("not a JSON object" if not isinstance(row, dict) else
+                       "no integer step >= 0" if not (is_int(row.get("step"))
+                                                      and row["step"] >= 0) else "")
+        except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
+            problem = f"not JSON ({str(err).splitlines()[0]})"
+        if problem:
+            log.warning("%s line %d: skipping a damaged row (%s): %r", path, number, problem,
+                        line[:80])
+            damaged.append(line)
+        else:
+            rows.append(row)
+    return rows, damaged
+
+
+def _read_run_id(id_file: Path) -> str | None:
+    """The W&B run id kept in the run folder, or None (with a warning naming the file when
+    it is there but empty or damaged: the resumed run then logs to a new W&B run)."""
+    if not id_file.exists():
+        return None
+    try:
+        run_id = id_file.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as err:
+        run_id, problem = "", err.strerror or str(err)
+    else:
+        problem = "empty" if not run_id else "not a W&B run id"
+    if _RUN_ID.match(run_id):
+        return run_id
+    log.warning("%s is damaged (%s: %r); the resumed run logs to a new W&B run (the earlier "
+                "W&B folders are kept)", id_file, problem, run_id[:40])
+    return None
 
 
 def _plain(value: Any) -> Any:

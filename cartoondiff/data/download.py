@@ -36,7 +36,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 
 from cartoondiff import cli
-from cartoondiff.errors import UserError
+from cartoondiff.errors import ArgumentError, UserError
+from cartoondiff.files import check_output
 from cartoondiff.progress import progress_bar
 
 
@@ -421,6 +422,9 @@ def main(argv: list[str]) -> Path:
         raise cli.UsageError(f"name one archive ({', '.join(sorted(SOURCES))}) and dest=DIR "
                              f"(usage: {USAGE})")
     name, dest, progress = args.positional[0], Path(str(opts["dest"])), opts["progress"] is True
+    if dest.exists() and not dest.is_dir():
+        raise ArgumentError("dest", str(dest), "a folder: it is a file")
+    check_output("dest", dest / f"{name}.part", given=dest)  # a folder that can be made
     folder = dest / SOURCES[name].folder
     if opts["extract"] and folder.is_dir():
         _say(f"{folder} already exists; nothing to download or extract", progress)

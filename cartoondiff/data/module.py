@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -15,6 +16,17 @@ from cartoondiff.data.dataset import (
     normalize,
 )
 from cartoondiff.errors import SEED_RULE, is_int, is_seed, require
+
+MAX_IMAGE_SIZE = 512
+FRAME = 500  # px of a Cartoon Set image (and of the built-in renderer's frame)
+
+
+def physical_memory() -> int:
+    """Bytes of memory this machine has (the decoded images must fit in it)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no estimate
+        return 2**63
 
 
 class AvatarDataModule:
@@ -52,9 +64,11 @@ class AvatarDataModule:
         batch_size: int = 64,
     ) -> None:
         require(source in SOURCES, "source", source, f"one of {SOURCES}")
-        require(is_int(image_size) and image_size >= 8, "image_size", image_size,
-                "an integer >= 8")
-        require(is_int(crop) and crop >= 1, "crop", crop, "an integer >= 1")
+        require(is_int(image_size) and 8 <= image_size <= MAX_IMAGE_SIZE, "image_size",
+                image_size, f"an integer in [8, {MAX_IMAGE_SIZE}] (Cartoon Set's frame is "
+                f"{FRAME} px: a larger size only upscales it)")
+        require(is_int(crop) and 1 <= crop <= FRAME, "crop", crop,
+                f"an integer in [1, {FRAME}] (px of Cartoon Set's {FRAME} px frame)")
         require(on_error in ("raise", "skip"), "on_error", on_error, "raise or skip")
         require(normalize in NORMALIZATIONS, "normalize", normalize,
                 f"one of {tuple(NORMALIZATIONS)}")
@@ -68,6 +82,10 @@ class AvatarDataModule:
                     "reads a folder)")
             require(is_int(n) and n >= 1, "n", n, "an integer >= 1")
             require(is_seed(seed), "seed", seed, SEED_RULE)
+            need, have = n * 3 * image_size**2, physical_memory()
+            require(need <= have, "n", n, f"at most {have // (3 * image_size**2):,} avatars "
+                    f"of {image_size} px: {n:,} take {need / 2**30:.1f} GiB of memory, this "
+                    f"machine has {have / 2**30:.1f} GiB")
         self.source, self.root, self.image_size, self.crop = source, root, image_size, crop
         self.n, self.seed, self.cache_dir = n, seed, resolve_cache_dir(cache_dir)
         self.on_error, self.normalize, self.batch_size = on_error, normalize, batch_size

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from cartoondiff.data.avatar_drawing import (  # noqa: F401 -- re-exported for u
     paint,
 )
 from cartoondiff.errors import UserError
+from cartoondiff.files import check_output
 from cartoondiff.progress import progress_bar
 
 RENDERER_VERSION = 1  # part of the cache key: bump whenever the drawing changes
@@ -129,6 +131,40 @@ def write_cartoonset(out_dir: Path, n: int, seed: int, size: int = 500) -> None:
         (out_dir / f"{stem}.csv").write_text("".join(lines))
 
 
+MAX_N = 10**7  # the names' 7-digit index (avatar_name)
+
+
+def disk_bytes(n: int, size: int) -> int:
+    """About what ``n`` avatars take on disk: a PNG (measured: 17 kB at 500 px, 3 kB at 64 px
+    with its CSV) and a CSV, each at least one 4 kB block."""
+    return n * (8192 + size * size // 10)
+
+
+def check_options(opts: dict) -> Path:
+    """``out``, ``n``, ``seed`` and ``size`` checked before any file is written: ``out`` a
+    folder that can be written, ``n`` within the names' range and the disk's free space."""
+    n, size, seed = opts["n"], opts["size"], opts["seed"]
+    if not 0 <= n <= MAX_N:
+        raise SynthesisError(f"n={n!r} is invalid: expected an integer in [0, {MAX_N}] "
+                             "(the file names' 7-digit index)")
+    if seed < 0:
+        raise SynthesisError(f"seed={seed!r} is invalid: expected an integer >= 0")
+    _check(size, None)
+    out = Path(str(opts["out"])).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SynthesisError(f"out={str(out)!r} is invalid: expected a folder: it is a file")
+    check_output("out", out / "cs0.png", given=out)
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    free, need = shutil.disk_usage(existing).free, disk_bytes(n, size)
+    if need > free:
+        raise SynthesisError(f"n={n} is invalid: {n} avatars of {size} px take about "
+                             f"{need / 2**30:.1f} GiB and {existing} has {free / 2**30:.1f} GiB "
+                             "free")
+    return out
+
+
 USAGE = "python -m cartoondiff.data.synthesize out=DIR n=1000 [seed=0] [size=500]"
 OPTIONS = {
     "out": cli.Option(None, "the folder to write csN.png + csN.csv pairs into; required", "DIR"),
@@ -148,7 +184,8 @@ def main(argv: Sequence[str]) -> None:
     for key in ("n", "seed", "size"):
         if not isinstance(opts[key], int) or isinstance(opts[key], bool):
             raise SynthesisError(f"{key}={opts[key]!r} is invalid: expected an integer")
-    write_cartoonset(Path(str(opts["out"])), opts["n"], opts["seed"], opts["size"])
+    out = check_options(opts)
+    write_cartoonset(out, opts["n"], opts["seed"], opts["size"])
     print(f"wrote {opts['n']} avatars to {opts['out']}")
 
 

@@ -35,6 +35,7 @@ from cartoondiff.evaluate.evaluator import (
     reference_set,
 )
 from cartoondiff.evaluate.inception import InceptionFeatures
+from cartoondiff.files import check_output, write_text_atomic
 from cartoondiff.inference import load_trained
 from cartoondiff.inference.checkpoint import CheckpointError
 
@@ -116,8 +117,12 @@ def check_options(opts: dict[str, Any]) -> None:
                      ("diversity_per_group", 2), ("classifier_epochs", 1)):
         need(is_int(opts[key]) and opts[key] >= low, key, f"an integer >= {low}")
     need(is_seed(opts["seed"]), "seed", SEED_RULE)
+    need(opts["classifier_epochs"] <= 1000, "classifier_epochs",
+         "an integer in [1, 1000] (the default 8 reaches the ceiling)")
+    for key, low in (("diversity_groups", 1), ("diversity_per_group", 2)):  # sampled at once
+        need(opts[key] <= 1000, key, f"an integer in [{low}, 1000]")
     need(opts["conditions"] in CONDITIONS, "conditions", f"one of {CONDITIONS}")
-    need(str(opts["out"]).endswith(".json"), "out", "a path ending in .json")
+    check_output("out", str(opts["out"]), (".json",))  # writable, before the judge is trained
     for key in ("classifier", "inception"):
         need(opts[key] is None or Path(str(opts[key])).is_file(), key, "null or an existing file")
     need(opts["data_root"] is None or Path(str(opts["data_root"])).is_dir(), "data_root",
@@ -236,10 +241,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         "runs": runs,
     }
     print(format_table(result))
-    out = Path(str(opts["out"]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(finite_or_null(result), indent=1, allow_nan=False),
-                   encoding="utf-8")
+    out = write_text_atomic(Path(str(opts["out"])),
+                            json.dumps(finite_or_null(result), indent=1, allow_nan=False))
     print(f"wrote {out}")
     return result
 

@@ -10,13 +10,9 @@ first, because ``torch.load`` silently returns flipped bytes inside a tensor.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import logging
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +22,7 @@ import torch
 from torch import nn
 
 from cartoondiff.errors import UserError
+from cartoondiff.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,45 +38,18 @@ class CheckpointError(UserError, RuntimeError):
 def save_atomic(state: Mapping[str, Any], path: Path) -> None:
     """Write ``state`` to ``path``: afterwards ``path`` is the old file or the whole new one.
 
-    The one writer of every file a run keeps (checkpoints, exports, the attribute
-    classifier): a temporary name in the same folder, fsync, rename, fsync of the folder.
-    Raises CheckpointError (naming ``path``) when the folder cannot be written or the disk
-    fills up; the old file at ``path`` and every other checkpoint are then left untouched.
+    Through ``files.write_atomic``, the one writer of every file a run keeps (checkpoints,
+    exports, the attribute classifier, grids, configs). Raises CheckpointError (naming
+    ``path``) when the folder cannot be written or the disk fills up; the old file at
+    ``path`` and every other checkpoint are then left untouched.
     """
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
-            stale.unlink(missing_ok=True)  # left by a process killed mid-write
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; checkpoints are shared
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
-    except BaseException as err:  # Ctrl-C included: never leave the temporary file behind
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if not isinstance(err, (OSError, RuntimeError)):
-            raise
+        write_atomic(path, lambda f: torch.save(dict(state), f))
+    except (OSError, RuntimeError) as err:
         raise CheckpointError(
             f"could not write checkpoint {path}: {err} (the existing checkpoints are unchanged)"
         ) from err
 
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a power cut could otherwise undo it)."""
-    with contextlib.suppress(OSError):  # not every platform can open a directory
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

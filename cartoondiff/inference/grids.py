@@ -17,6 +17,7 @@ from torch import nn
 from cartoondiff import attributes
 from cartoondiff.data.dataset import denormalize, normalize
 from cartoondiff.diffusion import Diffusion, Sampler
+from cartoondiff.files import save_image_atomic, write_text_atomic
 from cartoondiff.image_grid import make_grid
 from cartoondiff.inference.generate import generate
 
@@ -29,12 +30,10 @@ def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int, captions: Sequence[str] = ()) -> Path:
     """Save uint8 images (B, 3, H, W) as one PNG grid; ``captions`` go to a .txt beside it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid_image(images, nrow).save(path)
+    path = Path(path)  # both files atomic: a crash never leaves a half grid to trip a resume
+    save_image_atomic(grid_image(images, nrow), path)
     if captions:
-        path.with_suffix(".txt").write_text("".join(f"{c}\n" for c in captions),
-                                            encoding="utf-8")
+        write_text_atomic(path.with_suffix(".txt"), "".join(f"{c}\n" for c in captions))
     return path
 
 

@@ -29,6 +29,7 @@ from cartoondiff.config import build, build_diffusion, build_model, named
 from cartoondiff.devices import pick_device
 from cartoondiff.errors import SEED_RULE, ConfigError, is_seed, require
 from cartoondiff.evaluate import higher_is_better
+from cartoondiff.files import WriteError, save_image_atomic, write_text_atomic
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image
 from cartoondiff.progress import progress_bar
@@ -239,7 +240,7 @@ class Trainer:
             return
         print(f"trainable parameters: {self.n_params:,}")
         print(f"output directory: {self.run_dir}")
-        OmegaConf.save(self.cfg, self.folder.config, resolve=True)
+        write_text_atomic(self.folder.config, OmegaConf.to_yaml(self.cfg, resolve=True))
         self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
                              config={**self.config_dict, **labels.config},
                              resume_step=self.step if resumed else None,
@@ -256,10 +257,8 @@ class Trainer:
         images = self.data.data.images[:4]  # uint8 (4, 3, H, W)
         picture, ts = forward_process_image(self.diffusion.to("cpu"), torch.as_tensor(images),
                                             self.data.normalize, seed=self.settings.sample_seed)
-        path = self.folder.grid("forward_process")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path)
-        path.with_suffix(".txt").write_text(f"columns: t = {ts}\n", encoding="utf-8")
+        path = save_image_atomic(picture, self.folder.grid("forward_process"))
+        write_text_atomic(path.with_suffix(".txt"), f"columns: t = {ts}\n")
         self.tracker.log_image("forward_process", path, step=0)
 
     # ------------------------------------------------------------------ the loop
@@ -377,17 +376,25 @@ class Trainer:
             return
         if s.sample_every_epochs and epochs_done % s.sample_every_epochs == 0:
             epoch = epochs_done - 1
-            path, rows = self._draw_grid(RunFolder.epoch_grid_name(epoch))
-            self.tracker.log_image("samples", path, self.step, f"epoch {epoch}", rows)
+            drawn = self._draw_grid(RunFolder.epoch_grid_name(epoch))
+            if drawn is not None:
+                self.tracker.log_image("samples", drawn[0], self.step, f"epoch {epoch}",
+                                       drawn[1])
         if self.evaluator.due(epochs_done):
             scores = self.evaluator.run(self.ema.shadow, self.step, self.config_dict)
             self.tracker.log({**scores, "epoch": epochs_done}, self.step)  # eval/* vs epoch
 
-    def _draw_grid(self, name: str) -> tuple[Path, list[str]]:
-        return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
-                              self.folder.grid(name),
-                              image_size=self.data.image_size, normalize=self.data.normalize,
-                              device=self.device)
+    def _draw_grid(self, name: str) -> tuple[Path, list[str]] | None:
+        """The sample grid ``samples/NAME.png``; None, with a warning naming it, when it cannot
+        be written (a by-product never stops the training)."""
+        try:
+            return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
+                                  self.folder.grid(name),
+                                  image_size=self.data.image_size,
+                                  normalize=self.data.normalize, device=self.device)
+        except WriteError as err:
+            log.warning("%s; the grid is skipped, training goes on", err)
+            return None
 
     def _save(self) -> Path | None:
         """A full checkpoint of this step (rank 0), then prune to ``keep_checkpoints``."""
@@ -423,9 +430,10 @@ class Trainer:
             self.tracker.log({"ddp/max_param_diff": metrics["ddp/max_param_diff"]}, self.step)
         if not self.ddp.is_main:
             return metrics
-        path, rows = self._draw_grid("final")
-        # Its own key: under "samples" at this step it would replace the last epoch's grid.
-        self.tracker.log_image("samples_final", path, self.step, "final", rows)
+        drawn = self._draw_grid("final")
+        if drawn is not None:
+            # Its own key: under "samples" at this step it would replace the last epoch's grid.
+            self.tracker.log_image("samples_final", drawn[0], self.step, "final", drawn[1])
         export = self.folder.model_ema
         ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
                          export)
