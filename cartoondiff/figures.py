@@ -37,6 +37,7 @@ from cartoondiff.config import build
 from cartoondiff.errors import ArgumentError
 from cartoondiff.inference.grids import forward_process_image
 from cartoondiff.plots import ema, line_chart
+from cartoondiff.run_naming import strip_stamp
 from cartoondiff.tracking import RunFolderError, read_run_metrics
 
 GRID_NAME = re.compile(r"epoch(\d+)\.png$")
@@ -75,9 +76,10 @@ def run_title(run_dir: Path) -> str:
     name = OmegaConf.select(cfg, "logger.name")
     if group and not str(group).startswith(SWEEP_GROUP_PREFIX):
         return str(group)
-    if name:
-        return ",".join(p for p in _NAME_PARTS.split(str(name))
-                        if not p.startswith("seed=")) or str(group or name)
+    if name:  # a plain run's time stamp names the run, not the experiment: left out
+        base = strip_stamp(str(name))
+        return ",".join(p for p in _NAME_PARTS.split(base)
+                        if not p.startswith("seed=")) or str(group or base or Path(run_dir).name)
     return str(group or Path(run_dir).name)
 
 

@@ -12,6 +12,7 @@ checkpoint; the data position is derived from the step (``batches seen = step * 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -121,6 +122,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.lock = RunFolderLock(self.run_dir)
         self.resume_changes: list[str] = []
+        self.resumed_name: str | None = None
         self.step = 0
 
     # ------------------------------------------------------------------ setting up
@@ -167,6 +169,7 @@ class Trainer:
         must be this run's (``same_run_changes``); named changes are logged and sent to W&B."""
         changes = same_run_changes(path, state, self.cfg)
         self.resume_changes = changes
+        self.resumed_name = (state.get("config") or {}).get("logger", {}).get("name")
         model_changes = [c for c in changes if c.startswith("model.")]
         note = f"config changes since: {', '.join(model_changes)}" if model_changes else ""
         ckpt.apply_state_dict(self.model, state["model"], path, note)
@@ -190,6 +193,8 @@ class Trainer:
         # logger's where it leaves them null, in the saved config too: run folders then
         # group in the report and the curves as runs group in W&B.
         labels = run_labels(self.cfg.logger)
+        if resumed and self.resumed_name and not self.cfg.logger.get("name"):
+            labels = dataclasses.replace(labels, name=self.resumed_name)  # a run keeps its name
         for key, value in labels.wandb_args().items():
             OmegaConf.update(self.cfg, f"logger.{key}", value, force_add=True)
         self.config_dict = OmegaConf.to_container(self.cfg, resolve=True)
@@ -200,14 +205,14 @@ class Trainer:
         print(f"output directory: {self.run_dir}")
         OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
         self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
-                             config={**self.config_dict, **labels.config},
+                             config={**self.config_dict, **labels.config,
+                                     "parameters": self.n_params},
                              resume_step=self.step if resumed else None,
                              eval_summary=eval_summary)
         if self.resume_changes:  # a deliberate change stays on the record
             self.tracker.log({"resume/changes": "; ".join(self.resume_changes)}, self.step)
-        if not resumed:
+        if not resumed:  # the parameter count is a number, not a chart: config and summary
             self.tracker.summary({"parameters": self.n_params})
-            self.tracker.log({"parameters": self.n_params}, step=0)
             self._log_forward_process()
 
     def _log_forward_process(self) -> None:
@@ -218,8 +223,9 @@ class Trainer:
         path = self.run_dir / "samples" / "forward_process.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path)
-        path.with_suffix(".txt").write_text(f"columns: t = {ts}\n", encoding="utf-8")
-        self.tracker.log_image("forward_process", path, step=0)
+        caption = f"columns: t = {ts}"
+        path.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
+        self.tracker.log_image("forward_process", path, step=0, caption=caption)
 
     # ------------------------------------------------------------------ the loop
 
@@ -388,6 +394,10 @@ class Trainer:
         export = self.run_dir / "model_ema.pt"
         ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
                          export)
+        best = self.evaluator.best_path
+        if best.is_file():  # the evaluated best first: "latest" then lands on the final export
+            self.tracker.log_model(best, {**self.evaluator.state_dict(),
+                                          "parameters": self.n_params}, aliases=["best"])
         self.tracker.log_model(export, {"step": self.step, "parameters": self.n_params})
         self.tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         self.tracker.finish()
@@ -395,10 +405,10 @@ class Trainer:
 
 
 def eval_summary(key: str) -> str:
-    """The W&B summary of an evaluation metric: its best value over the run."""
+    """The W&B summary of an evaluation metric: its best and its last value over the run."""
     if key == "eval/best":
         return "last"  # already the best so far
-    return "max" if higher_is_better(key) else "min"
+    return "max,last" if higher_is_better(key) else "min,last"
 
 
 def require_seed_and_resume(cfg: DictConfig) -> None:
