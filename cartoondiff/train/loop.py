@@ -31,7 +31,7 @@ from cartoondiff.devices import pick_device
 from cartoondiff.errors import ConfigError, is_int, require
 from cartoondiff.evaluate import higher_is_better
 from cartoondiff.inference import checkpoint as ckpt
-from cartoondiff.inference.grids import SampleGrid, forward_process_image
+from cartoondiff.inference.grids import SampleGrid, forward_process_image, rendered
 from cartoondiff.run_naming import run_labels
 from cartoondiff.tracking import NullTracker
 from cartoondiff.train import distributed
@@ -119,6 +119,7 @@ class Trainer:
         self.evaluator = build(cfg, "evaluate", diffusion=self.diffusion, sampler=self.sampler,
                                device=self.device, best_path=self.run_dir / "model_best.pt")
         self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
+        self._asked_for: torch.Tensor | None = None  # the rows' rendered avatars, if synthetic
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.lock = RunFolderLock(self.run_dir)
         self.resume_changes: list[str] = []
@@ -349,10 +350,13 @@ class Trainer:
             self.tracker.log({**scores, "epoch": epochs_done}, self.step)  # eval/* vs epoch
 
     def _draw_grid(self, name: str) -> tuple[Path, list[str]]:
+        if self._asked_for is None and self.data.source == "synthetic" and self.model.conditional:
+            # the built-in avatars: the renderer draws what each row asks for
+            self._asked_for = rendered(self.grid.row_ids, self.data.image_size, self.data.crop)
         return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
                               self.run_dir / "samples" / f"{name}.png",
                               image_size=self.data.image_size, normalize=self.data.normalize,
-                              device=self.device)
+                              device=self.device, asked_for=self._asked_for)
 
     def _save(self) -> Path | None:
         """A full checkpoint of this step (rank 0), then prune to ``keep_checkpoints``."""
