@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 # Colour-blind-safe palette (Okabe-Ito), cycled when there are more series.
@@ -101,6 +102,12 @@ def line_chart(series: Mapping[str, Sequence[Points]], title: str, x_label: str 
                             color=line.get_color(), alpha=0.2, linewidth=0)
     if log_y:
         ax.set_yscale("log")
+        plain = ticker.FuncFormatter(lambda v, _: f"{v:.3g}")
+        ax.yaxis.set_major_formatter(plain)  # 0.08, not 8 x 10^-2
+        low, high = ax.get_ylim()
+        if high / low < 10:  # within one decade: label the minor ticks too, or none show
+            ax.yaxis.set_minor_formatter(plain)
+            ax.grid(True, which="minor", axis="y", alpha=0.3)
     ax.set(title=title, xlabel=x_label, ylabel=y_label)
     ax.grid(True, which="major", alpha=0.3)
     _legend(figure, ax, len(series))

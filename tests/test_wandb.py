@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cartoondiff import run_naming
+from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.run_naming import labels_for, short_value, sweep_subdir
 from cartoondiff.train import train
 from tests.conftest import REPO, TINY
@@ -243,6 +244,11 @@ def test_resume_continues_one_wandb_run_with_every_step(make_cfg, tmp_path):
     folder = only_run(tmp_path)
     assert folder != first and run_id in folder.name  # (-1 when both started in one second)
     records = leet_records(folder)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run["display_name"].startswith("run@"), "a plain run's name"
+    assert run["display_name"] in (tmp_path / "config.yaml").read_text(), "kept on resume"
+    last = ckpt.list_checkpoints(tmp_path / "checkpoints")[-1]
+    assert ckpt.load(last)["config"]["logger"]["name"] == run["display_name"]
     steps = history(records)
     assert [s for s, row in steps.items() if "train/loss" in row] == [1, 2, 3, 4]
     assert "forward_process" in json.dumps(steps[0]), "images before the resume are kept"
