@@ -1,37 +1,10 @@
 """Train a cartoon-avatar diffusion model: ``python run.py [group=option ...] [key=value ...]``.
 
-A thin Hydra wrapper; the work happens in ``cartoondiff.train.train``. A mistake in a config
-value, a data file or a checkpoint prints one line naming it and exits with status 2
-(``CARTOONDIFF_DEBUG=1`` or ``HYDRA_FULL_ERROR=1`` keeps the traceback).
+The same Hydra app as the installed ``cartoondiff-train`` command (``cartoondiff/run.py``):
+``-m`` sweeps, ``--help``, ``--cfg job``. The work happens in ``cartoondiff.train.train``.
 """
 
-import os
-import sys
-import tempfile
-
-import hydra
-from omegaconf import DictConfig
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    from cartoondiff.cli import run
-    from cartoondiff.train import train
-
-    def train_and_exit(argv: list[str]) -> None:  # noqa: ARG001 -- Hydra parsed the command
-        metrics = train(cfg)
-        if metrics.get("stopped_by_signal"):
-            # Exit as a killed process would, so retry wrappers (`until python run.py
-            # resume=auto ...; do ...`) see a preemption, not a finished run.
-            sys.exit(128 + metrics["stopped_by_signal"])
-
-    run(train_and_exit, [])
-
+from cartoondiff.run import main
 
 if __name__ == "__main__":
-    if os.environ.get("RANK", "0") != "0":
-        # torchrun: Hydra would give every process its own output directory. Ranks > 0 get a
-        # throwaway one; train() uses rank 0's for everything.
-        sys.argv += ["hydra.output_subdir=null",
-                     f"hydra.run.dir={tempfile.gettempdir()}/cartoondiff-rank{os.environ['RANK']}"]
     main()

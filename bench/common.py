@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from cartoondiff.cli import compose
-from cartoondiff.config import build
+from cartoondiff.config import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def build_project(overrides: Sequence[str], image_size: int, device: torch.devic
     """A fresh model from the preset yaml, on ``device``, in train mode."""
     cfg = project_config(overrides, image_size)
     torch.manual_seed(0)
-    return build(cfg, "model").to(device).train(), cfg
+    return build_model(cfg).to(device).train(), cfg
 
 
 def model_kwargs(cfg: DictConfig) -> dict:

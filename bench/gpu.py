@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench.common import count_params, option_combo, project_config, sync  # noqa: E402
-from cartoondiff.config import build  # noqa: E402
+from cartoondiff.config import build, build_diffusion, build_model  # noqa: E402
 from cartoondiff.devices import pick_device  # noqa: E402
 from cartoondiff.diffusion.samplers import sample  # noqa: E402
 from cartoondiff.train.ema import EMA  # noqa: E402
@@ -113,7 +113,7 @@ def build_peer(cfg, image_size: int, target: int) -> tuple[torch.nn.Module, int]
     from bench.train_throughput import match_width
 
     context_dim = int(cfg.model.unet.context_dim)
-    tau = build(cfg, "model.tau")
+    tau = build(cfg, "tau")
     width, _ = match_width(lambda w: diffusers_blog_unet(w, image_size, context_dim),
                            target - count_params(tau), step=32)
     return PeerDenoiser(diffusers_blog_unet(width, image_size, context_dim), tau), width
@@ -132,7 +132,7 @@ class Trainer:
         self.cfg = project_config(args.overrides, args.image_size)
         torch.manual_seed(0)
         if peer_target is None:
-            self.model, self.name = build(self.cfg, "model"), "cartoondiff"
+            self.model, self.name = build_model(self.cfg), "cartoondiff"
         else:
             self.model, width = build_peer(self.cfg, args.image_size, peer_target)
             self.name = f"diffusers UNet2DCondition w={width}"
@@ -143,7 +143,7 @@ class Trainer:
             self.model.to(memory_format=fmt)
         self.net = torch.compile(self.model) if "compile" in opts else self.model
         self.amp = torch.bfloat16 if "bf16" in opts else None
-        self.diffusion = build(self.cfg, "diffusion").to(device)
+        self.diffusion = build_diffusion(self.cfg).to(device)
         self.optimizer = build(self.cfg, "optim.optimizer", params=self.model.parameters())
         self.ema = EMA(self.model, float(self.cfg.trainer.ema_decay))
         g = torch.Generator().manual_seed(0)
@@ -211,8 +211,8 @@ def sampling_row(args: argparse.Namespace, amp: torch.dtype | None, device: torc
     """Seconds to sample ``args.samples`` avatars with DDIM and guidance (fresh weights)."""
     cfg = project_config(args.overrides, args.image_size)
     torch.manual_seed(0)
-    model = build(cfg, "model").to(device).eval()
-    diffusion = build(cfg, "diffusion")
+    model = build_model(cfg).to(device).eval()
+    diffusion = build_diffusion(cfg)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 3, (args.samples, 18), generator=g)
     shape = (args.samples, 3, args.image_size, args.image_size)

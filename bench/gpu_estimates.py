@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import project_config  # noqa: E402
-from cartoondiff.config import build as build_node  # noqa: E402
+from cartoondiff.config import build_diffusion, build_model  # noqa: E402
 from cartoondiff.memory import saved_tensor_bytes  # noqa: E402
 
 MiB = 2**20
@@ -58,7 +58,7 @@ def build(preset: str, image_size: int, extra: list[str]):
     """(model in train mode, diffusion) of ``preset`` on the CPU, seeded."""
     cfg = project_config([f"model={preset}", *extra], image_size)
     torch.manual_seed(0)
-    return build_node(cfg, "model").train(), build_node(cfg, "diffusion")
+    return build_model(cfg).train(), build_diffusion(cfg)
 
 
 def flops(preset: str, batch: int = 2) -> dict:

@@ -1,10 +1,13 @@
 """How every ``python -m cartoondiff.*`` command reads its arguments and reports mistakes.
 
 One parser for all of them: ``key=value`` options (``--key value`` and ``--key=value`` mean
-the same), plus positional arguments such as run folders. An argument is an option only if
-its key is one of the command's option names, so a folder whose name holds ``=`` (Hydra's
-``multirun/.../0_attention=single``) is a positional argument like any other. Commands that
-take Hydra overrides (``figures forward``) receive the other ``key=value`` arguments.
+the same), plus positional arguments such as run folders. Each command declares its options
+as ``Option(default, meaning)``; ``--help`` (or ``-h``) prints the usage, the command's
+description, every option with its default and meaning, and an example, and exits 0. An
+argument is an option only if its key is one of the command's option names, so a folder whose
+name holds ``=`` (Hydra's ``multirun/.../0_attention=single``) is a positional argument like
+any other. Commands that take Hydra overrides (``figures forward``) receive the other
+``key=value`` arguments.
 
 ``run`` turns a ``UserError`` (a bad option, file or checkpoint) into one line on
 stderr and exit status 2; ``CARTOONDIFF_DEBUG=1`` (or ``HYDRA_FULL_ERROR=1``) keeps the
@@ -16,10 +19,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
@@ -27,12 +31,94 @@ from cartoondiff.errors import UserError
 
 USAGE_ERROR = 2  # the exit status of a usage mistake, as argparse and most Unix tools use
 DEBUG_VARIABLES = ("CARTOONDIFF_DEBUG", "HYDRA_FULL_ERROR")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def conf_dir() -> Path:
+    """The Hydra configs: the copy an installed wheel holds (``cartoondiff/conf``, built from
+    the repository's ``conf/`` and ``experiments/`` by setup.py), else the source tree's
+    ``conf/`` beside the package (a checkout, or an editable install)."""
+    package = Path(__file__).resolve().parent
+    packaged = package / "conf"
+    return packaged if (packaged / "config.yaml").is_file() else package.parent / "conf"
+
+
+CONF_DIR = conf_dir()
 _KEY = re.compile(r"^[A-Za-z_][\w.]*$")
 
 
 class UsageError(UserError):
     """A command line the command cannot run; the message says what to type instead."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``key=value`` option: its default and what it means (shown by ``--help``).
+    ``value`` names what to type where the default is None and the option is required."""
+
+    default: Any
+    help: str
+    value: str | None = None
+
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def _default(option: Any) -> Any:
+    return option.default if isinstance(option, Option) else option
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _as_typed(text: str) -> str:
+    """``python -m cartoondiff.sample`` -> ``cartoondiff-sample`` when run as that command."""
+    prog = Path(sys.argv[0]).name if sys.argv else ""
+    if prog.startswith("cartoondiff-"):
+        return re.sub(r"python -m cartoondiff(\.\w+)*", prog, text)
+    return text
+
+
+def help_text(usage: str, options: Mapping[str, Any], about: str = "", example: str = "",
+              ) -> str:
+    """``--help``: usage, ``about`` (e.g. the module docstring), every option with its default
+    and meaning, and ``example``."""
+    rows = []
+    for key, option in options.items():
+        default = _default(option)
+        shown = option.value if isinstance(option, Option) and option.value and default is None \
+            else _shown(default)
+        meaning = option.help if isinstance(option, Option) else ""
+        rows.append((f"{key}={shown}", meaning))
+    rows.append(("-h, --help", "show this help and exit"))
+    width = min(max(len(r[0]) for r in rows) + 2, 28)
+    lines = [f"usage: {_as_typed(usage)}", ""]
+    if about.strip():
+        lines += [textwrap.dedent(about).strip(), ""]
+    lines.append("options (key=value; --key value and --key=value mean the same; shown with "
+                 "their defaults):")
+    for name, meaning in rows:
+        wrapped = textwrap.wrap(meaning, 96 - width) or [""]
+        if len(name) + 2 > width:
+            lines.append(f"  {name}")
+            lines += [f"  {'':<{width}}{w}" for w in wrapped]
+        else:
+            lines.append(f"  {name:<{width}}{wrapped[0]}")
+            lines += [f"  {'':<{width}}{w}" for w in wrapped[1:]]
+    if example:
+        lines += ["", "example:", f"  {_as_typed(example)}"]
+    return "\n".join(lines)
+
+
+def exit_with_help(text: str) -> NoReturn:
+    """Print a command's help on stdout and exit 0 (also when piped into ``head``)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # the reader left: no traceback (the Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(0)
 
 
 @dataclass
@@ -61,10 +147,13 @@ def value(text: str) -> Any:
 
 
 def parse(argv: Sequence[str], options: Mapping[str, Any], usage: str,
-          overrides: bool = False) -> Arguments:
-    """Split ``argv`` into options (named in ``options``, with their defaults), positional
-    arguments and, if ``overrides``, Hydra overrides. ``usage`` ends each error message."""
-    args = Arguments(dict(options))
+          overrides: bool = False, *, about: str = "", example: str = "") -> Arguments:
+    """Split ``argv`` into options (named in ``options``: ``Option``s, or bare defaults),
+    positional arguments and, if ``overrides``, Hydra overrides. ``usage`` ends each error
+    message; ``-h``/``--help`` anywhere prints ``help_text`` and exits 0."""
+    if any(item in HELP_FLAGS for item in argv):
+        exit_with_help(help_text(usage, options, about, example))
+    args = Arguments({key: _default(option) for key, option in options.items()})
     items = list(argv)
     while items:
         item = items.pop(0)

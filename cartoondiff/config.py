@@ -5,6 +5,12 @@ a ``ConfigError`` naming the key the user set (``model.unet.num_heads=3 is inval
 following ``${...}`` interpolations back to where the value was written), so every rule is
 written once, in the class it belongs to.
 
+Two nodes are composed once and joined at build time: the model's ``tau`` is the ``tau`` node
+(``conf/tau``) and the diffusion's ``betas`` the ``noise_schedule`` node (``conf/noise_schedule``),
+so ``tau.projections=2x`` exists once in the config, in ``config.yaml`` and in W&B
+(``build_model``, ``build_diffusion``). Configs stored before that (checkpoints whose ``model``
+holds ``tau`` and whose ``diffusion`` holds ``betas``) still build as they are.
+
 A config read from a file (inside a checkpoint) is data, not code: ``build(..., allowed=...)``
 calls only the listed project classes and refuses every other ``_target_`` and Hydra's other
 special keys before anything is imported or called.
@@ -73,7 +79,7 @@ def _build(cfg: DictConfig, value: Any, key: str, allowed: Collection[str] | Non
     if odd:
         raise ConfigError(f"{key}.{odd[0]} is not supported in cartoondiff configs")
     kwargs = {k: _build(cfg, v, f"{key}.{k}", allowed, {}) for k, v in value.items()
-              if k not in SPECIAL_KEYS}
+              if k not in SPECIAL_KEYS and k not in call_kwargs}  # a given value is not built
     if target is None:
         return kwargs
     try:
@@ -90,12 +96,66 @@ def _build(cfg: DictConfig, value: Any, key: str, allowed: Collection[str] | Non
     except UserError:
         raise
     except (ValueError, TypeError) as err:  # third-party constructors (torch optimizers)
-        raise ConfigError(f"{key} is invalid: {_first_line(err)} ({target})") from None
+        where = _culprit(cfg, key, kwargs, str(err))
+        raise ConfigError(f"{where} is invalid: {_first_line(err)} ({target})") from None
+
+
+# Keys that moved: the copies composed before, now the one node each (old path -> new path).
+MOVED = {"model.tau": "tau", "diffusion.betas": "noise_schedule"}
+
+
+def moved_key(override: str) -> str | None:
+    """One line naming the new key when a command-line override uses a path that moved
+    (``model.tau.projections=2x`` -> ``tau.projections``), else None."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    for old, new in MOVED.items():
+        if key == old or key.startswith(old + "."):
+            return (f"{key} is now {new + key[len(old):]}: the {new} node is composed once and "
+                    f"passed to the {old.split('.')[0]} when it is built")
+    return None
+
+
+def build_model(cfg: DictConfig, allowed: Collection[str] | None = None) -> Any:
+    """The ``model`` node's Denoiser, its Tau built from the ``tau`` node when the UNet reads
+    the context (cross-attention), else none (the vanilla model). The UNet is built first, as
+    when ``tau`` was nested in ``model``, so a seed gives the same weights."""
+    model = OmegaConf.select(cfg, "model")
+    if isinstance(model, DictConfig) and "tau" in model:  # a config stored before: nested
+        return build(cfg, "model", allowed)
+    unet = build(cfg, "model.unet", allowed)
+    tau = build(cfg, "tau", allowed) if getattr(unet, "cross_attention", False) else None
+    if tau is not None and getattr(tau, "context_dim", None) != unet.context_dim:
+        raise ConfigError(f"tau.context_dim={tau.context_dim!r} is invalid: expected the UNet's "
+                          f"context_dim={unet.context_dim} (model.unet.context_dim)")
+    return build(cfg, "model", allowed, unet=unet, tau=tau)
+
+
+def build_diffusion(cfg: DictConfig, allowed: Collection[str] | None = None) -> Any:
+    """The ``diffusion`` node's process on the ``noise_schedule`` node's betas."""
+    diffusion = OmegaConf.select(cfg, "diffusion")
+    if isinstance(diffusion, DictConfig) and "betas" in diffusion:  # a config stored before
+        return build(cfg, "diffusion", allowed)
+    return build(cfg, "diffusion", allowed, betas=build(cfg, "noise_schedule", allowed))
+
+
+def _culprit(cfg: DictConfig, key: str, kwargs: Mapping[str, Any], message: str) -> str:
+    """The one argument a third-party error is about (its value quoted in the message, or a
+    string where the message complains of one), named as typed; else the node."""
+    words = set(re.findall(r"[-+\w.]+", message))
+
+    def named(v: Any) -> bool:  # a scalar quoted in the message, or an item of a list
+        if isinstance(v, (list, tuple)):
+            return any(named(item) for item in v)
+        return isinstance(v, (int, float, str)) and not isinstance(v, bool) and (
+            str(v) in words or repr(v) in message or (isinstance(v, str) and "'str'" in message))
+
+    hits = [k for k, v in kwargs.items() if named(v)]
+    return f"{origin(cfg, f'{key}.{hits[0]}')}={kwargs[hits[0]]!r}" if len(hits) == 1 else key
 
 
 def origin(cfg: DictConfig, key: str) -> str:
     """The key a value was written under: follows plain ``${other.key}`` interpolations of the
-    key or of any node above it (``model.tau.projections`` -> ``tau.projections``)."""
+    key or of any node above it (``model.unet.image_size`` -> ``data.image_size``)."""
     for _ in range(8):  # chains are short; this also stops cycles
         parts = key.split(".")
         for i in range(1, len(parts) + 1):
@@ -106,7 +166,7 @@ def origin(cfg: DictConfig, key: str) -> str:
             raw = OmegaConf.to_container(node, resolve=False).get(leaf)
             match = _PLAIN_INTERPOLATION.match(raw) if isinstance(raw, str) else None
             whole_node = i == len(parts) and isinstance(OmegaConf.select(cfg, key), DictConfig)
-            if match and not whole_node:  # a node is named where it is used (model.tau)
+            if match and not whole_node:  # a node is named where it is used
                 key = ".".join([match.group(1), *parts[i:]])
                 break
         else:
@@ -127,10 +187,12 @@ def _first_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def named(key: str) -> Iterator[None]:
+def named(key: str, node: bool = False) -> Iterator[None]:
     """Inside: an ``ArgumentError`` becomes a ``ConfigError`` naming config ``key``, for a
-    value passed to a constructor by hand (``EMA(model, cfg.trainer.ema_decay)``)."""
+    value passed to a constructor by hand (``EMA(model, cfg.trainer.ema_decay)``); with
+    ``node``, ``key`` is the node whose keys were passed (``key.<the argument's name>``)."""
     try:
         yield
     except ArgumentError as err:
-        raise ConfigError(f"{key}={err.value!r} is invalid: expected {err.expected}") from None
+        where = f"{key}.{err.name}" if node else key
+        raise ConfigError(f"{where}={err.value!r} is invalid: expected {err.expected}") from None

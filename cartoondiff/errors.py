@@ -40,6 +40,16 @@ def is_number(value: object) -> bool:
             and value == value and abs(value) != float("inf"))
 
 
+# Every command's seeds (run, sample, evaluate, the data set's and the grids'): one range,
+# which python's, numpy's and torch's generators all take, with room for per-rank offsets.
+SEED_RULE = "an integer in [0, 2**31)"
+
+
+def is_seed(value: object) -> bool:
+    """True for a seed every command accepts (``SEED_RULE``)."""
+    return is_int(value) and 0 <= value < 2**31
+
+
 def require(ok: bool, name: str, value: object, expected: str) -> None:
     """Raise ``ArgumentError(name, value, expected)`` unless ``ok``."""
     if not ok:

@@ -48,25 +48,24 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
 from cartoondiff import attributes, cli, plots
-from cartoondiff.config import build
+from cartoondiff.config import build, build_diffusion
 from cartoondiff.errors import ArgumentError
 from cartoondiff.inference.grids import forward_process_image
 from cartoondiff.plots import ema
+from cartoondiff.run_folder import RunFolder
 from cartoondiff.run_naming import strip_stamp
 from cartoondiff.tracking import RunFolderError, read_run_metrics
 
-GRID_NAME = re.compile(r"epoch(\d+)\.png$")
 SWEEP_GROUP_PREFIX = "sweep-"  # run_naming's group of a plain sweep
 _NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
 
 def epoch_grids(run_dir: Path) -> dict[int, Path]:
     """Epoch -> sample grid PNG of a run directory."""
-    found = {int(m.group(1)): p for p in (Path(run_dir) / "samples").glob("epoch*.png")
-             if (m := GRID_NAME.search(p.name))}
+    found = RunFolder(run_dir).epoch_grids()
     if not found:
         raise RunFolderError(f"{run_dir}: no samples/epochNNN.png grids (is this a run folder?)")
-    return dict(sorted(found.items()))
+    return found
 
 
 def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:
@@ -85,7 +84,7 @@ def run_title(run_dir: Path) -> str:
     An experiment's runs: its group (``fig12_tau2x-cpu``). A sweep's runs: their swept keys
     without the seed (``attention=mha4,tau.projections=2x``). Else the run's name, or the folder.
     """
-    cfg_path = Path(run_dir) / "config.yaml"
+    cfg_path = RunFolder(run_dir).config
     cfg = OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create()
     group = OmegaConf.select(cfg, "logger.group")
     name = OmegaConf.select(cfg, "logger.name")
@@ -132,7 +131,7 @@ def compare_figure(run_dirs: Sequence[Path], epoch: int | None = None) -> Image.
 def blog_figures(run_dir: Path, out_dir: Path) -> list[Path]:
     """Each figure of the run's experiment (config ``figures``: name -> epoch) as a titled
     grid ``out_dir/NAME.png``; the nearest earlier epoch when the run has not reached it."""
-    cfg_path = Path(run_dir) / "config.yaml"
+    cfg_path = RunFolder(run_dir).config
     wanted = OmegaConf.select(OmegaConf.load(cfg_path), "figures") if cfg_path.is_file() else None
     if not wanted:
         raise RunFolderError(f"{run_dir}: its config names no blog figures (run an experiment: "
@@ -154,7 +153,7 @@ def forward_figure(overrides: Sequence[str]) -> Image.Image:
     """The forward-process picture of the config given by ``overrides`` (no training)."""
     cfg = cli.compose(overrides)
     data = build(cfg, "data").setup(labeled=False)
-    diffusion = build(cfg, "diffusion")
+    diffusion = build_diffusion(cfg)
     images = torch.as_tensor(data.data.images[:4])  # uint8 (4, 3, H, W)
     picture, ts = forward_process_image(diffusion, images, data.normalize)
     schedule = {k: v for k, v in OmegaConf.to_container(cfg.noise_schedule).items()
@@ -306,25 +305,82 @@ def cli_int(value: object) -> int | None:
         return None
 
 
-COMMANDS = ("grid", "compare", "forward", "curves", "loss_quality", "attributes", "settings",
-            "blog")
 CHARTS = ("curves", "loss_quality", "attributes", "settings")  # matplotlib: png, svg or pdf
 USAGE = ("python -m cartoondiff.figures grid|compare|forward|curves|loss_quality|attributes|"
          "settings|blog RUN_DIR|EVAL.json ... [key=value]")
-OPTIONS = {"epoch": None, "out": None, "key": None, "smooth": 0.6, "from_step": 0,
-           "x": None, "setting": "all"}
+OPTIONS = {
+    "epoch": cli.Option(None, "the epoch whose grid is drawn (0-based, as the blog counts); "
+                        "null: the last"),
+    "out": cli.Option(None, "the file written (grids .png; charts .png, .svg or .pdf); for blog "
+                      "the folder; null: COMMAND.png in the current folder (blog: figures/)"),
+    "key": cli.Option(None, "the metric drawn; null: train/loss (curves), "
+                      "eval/faithfulness_mean (loss_quality), faithfulness_mean (settings)"),
+    "smooth": cli.Option(0.6, "exponential smoothing, 0 (none) to <1, as W&B's slider"),
+    "from_step": cli.Option(0, "drop the steps before this one"),
+    "x": cli.Option(None, "curves: epoch (default) or step; settings: guidance, steps or auto "
+                    "(default: whichever varies more)"),
+    "setting": cli.Option("all", "all, or the index of one setting in the evaluation JSON"),
+}
+# Each command: its usage, what it draws, its options (of OPTIONS) and an example.
+COMMANDS = {
+    "grid": ("python -m cartoondiff.figures grid RUN_DIR [epoch=N] [out=fig.png]",
+             "A run's sample grid after one epoch, titled.", ("epoch", "out"),
+             "python -m cartoondiff.figures grid outputs/DATE/TIME epoch=9 out=fig13.png"),
+    "compare": ("python -m cartoondiff.figures compare RUN_DIR RUN_DIR ... [epoch=N] "
+                "[out=fig.png]",
+                "Several runs' grids at the same epoch side by side, titled.",
+                ("epoch", "out"),
+                "python -m cartoondiff.figures compare RUN_A RUN_B epoch=9 out=heads.png"),
+    "forward": ("python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]",
+                "The forward process of a config (Hydra overrides), without training.",
+                ("out",),
+                "python -m cartoondiff.figures forward noise_schedule.beta_end=0.2 "
+                "out=noise.png"),
+    "curves": ("python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] "
+               "[from_step=0] [x=epoch] [out=fig.png|fig.svg]",
+               "A logged metric against epoch, one line per experiment (mean and sd over seeds).",
+               ("key", "smooth", "from_step", "x", "out"),
+               "python -m cartoondiff.figures curves RUN_A RUN_B out=loss.svg"),
+    "loss_quality": ("python -m cartoondiff.figures loss_quality RUN_DIR ... "
+                     "[key=eval/faithfulness_mean] [out=fig.png]",
+                     "Blog figures 17-18: each evaluated epoch at (its mean loss, the metric).",
+                     ("key", "out"),
+                     "python -m cartoondiff.figures loss_quality RUN_A RUN_B "
+                     "key=eval/hair_color out=loss_quality.png"),
+    "attributes": ("python -m cartoondiff.figures attributes EVAL.json [setting=all] "
+                   "[out=fig.png]",
+                   "An evaluation's faithfulness per attribute beside chance and the ceiling.",
+                   ("setting", "out"),
+                   "python -m cartoondiff.figures attributes RUN_A/eval.json out=attributes.png"),
+    "settings": ("python -m cartoondiff.figures settings EVAL.json [key=faithfulness_mean] "
+                 "[x=auto] [out=fig.png]",
+                 "An evaluation's metric against guidance or steps.", ("key", "x", "out"),
+                 "python -m cartoondiff.figures settings RUN_A/eval.json out=guidance.png"),
+    "blog": ("python -m cartoondiff.figures blog RUN_DIR [out=DIR]",
+             "Every blog figure the run's experiment redraws, into a folder.", ("out",),
+             "python -m cartoondiff.figures blog outputs/DATE/TIME out=figures"),
+}
 NEEDED = {"grid": 1, "compare": 2, "curves": 1, "loss_quality": 1, "forward": 0, "blog": 1,
           "attributes": 1, "settings": 1}
 ONE_INPUT = ("grid", "blog", "attributes", "settings")
 
 
 def main(argv: Sequence[str]) -> Path:
+    if argv and argv[0] in cli.HELP_FLAGS:
+        commands = "\n".join(f"  {name:<13}{about}" for name, (_, about, _, _)
+                              in COMMANDS.items())
+        cli.exit_with_help(cli.help_text(
+            USAGE, OPTIONS, f"{__doc__}\ncommands (COMMAND --help lists its options):\n"
+            f"{commands}", COMMANDS["grid"][3]))
     if not argv or argv[0] not in COMMANDS:
         raise cli.UsageError(f"the first argument is one of {', '.join(COMMANDS)} "
-                             "(python -m cartoondiff.figures; see its docstring)")
+                             "(python -m cartoondiff.figures --help)")
     command = argv[0]
-    args = cli.parse(argv[1:], OPTIONS, USAGE, overrides=command == "forward")
-    opts, runs = args.options, [Path(p) for p in args.positional]
+    usage, about, keys, example = COMMANDS[command]
+    args = cli.parse(argv[1:], {k: OPTIONS[k] for k in keys}, usage,
+                     overrides=command == "forward", about=about, example=example)
+    opts = {**{k: o.default for k, o in OPTIONS.items()}, **args.options}
+    runs = [Path(p) for p in args.positional]
     if opts["epoch"] is not None and not (isinstance(opts["epoch"], int) and opts["epoch"] >= 0):
         raise ArgumentError("epoch", opts["epoch"], "an integer >= 0 (0-based, as the blog)")
     out = Path(str(opts["out"] or f"{command}.png"))
@@ -334,7 +390,7 @@ def main(argv: Sequence[str]) -> Path:
     if len(runs) < needed or (command in ONE_INPUT and len(runs) > 1):
         what = "evaluation JSON" if command in ("attributes", "settings") else "run folder(s)"
         raise cli.UsageError(f"{command} takes {needed}{'' if command in ONE_INPUT else '+'}"
-                             f" {what}; got {len(runs)} (usage: {USAGE})")
+                             f" {what}; got {len(runs)} (usage: {usage})")
     if command == "blog":
         written = blog_figures(runs[0], Path(str(opts["out"] or "figures")))
         print("wrote " + ", ".join(map(str, written)))
@@ -365,5 +421,10 @@ def main(argv: Sequence[str]) -> Path:
     return out
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console script ``cartoondiff-figures``."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

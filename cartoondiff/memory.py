@@ -31,13 +31,15 @@ import torch
 from omegaconf import DictConfig
 
 from cartoondiff import cli
-from cartoondiff.config import build, named
+from cartoondiff.config import build, build_diffusion, build_model, named
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Diffusion
 from cartoondiff.train.ema import EMA
 from cartoondiff.train.loop import autocast_dtype
 
 USAGE = "python -m cartoondiff.memory [measure=true|false] [hydra overrides ...]"
+OPTIONS = {"measure": cli.Option(True, "also run one real training step and report its peak "
+                                       "memory beside the estimate")}
 MiB = 2**20
 
 
@@ -191,7 +193,8 @@ def _available_bytes() -> int | None:
 
 def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
     """Compose the config from ``argv``, print the table, return (estimate, measured)."""
-    args = cli.parse(argv, {"measure": True}, USAGE, overrides=True)
+    args = cli.parse(argv, OPTIONS, USAGE, overrides=True, about=__doc__,
+                     example="python -m cartoondiff.memory model=blog data.batch_size=128")
     measure = args.options["measure"]
     if not isinstance(measure, bool):
         raise cli.UsageError(f"measure={measure!r} is invalid: expected true or false")
@@ -202,8 +205,8 @@ def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
     with named("trainer.precision"):
         amp = autocast_dtype(cfg.trainer.precision, device)
     torch.manual_seed(cfg.seed)
-    model = build(cfg, "model").to(device).train()
-    diffusion = build(cfg, "diffusion").to(device)
+    model = build_model(cfg).to(device).train()
+    diffusion = build_diffusion(cfg).to(device)
     batch, size = int(cfg.data.batch_size), int(cfg.data.image_size)
     a = estimate(model, diffusion, batch, size, amp, ema=bool(cfg.trainer.ema_decay))
     measured = None

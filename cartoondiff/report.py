@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from cartoondiff import cli
 from cartoondiff.figures import run_title
+from cartoondiff.run_folder import RunFolder
 from cartoondiff.tracking import RunFolderError, read_run_metrics
 
 DEFAULT_KEYS = ("eval/faithfulness_mean", "eval/hair_color", "eval/frechet_classifier")
@@ -53,7 +54,7 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     """Read one run directory (and its ``final`` evaluation JSON); errors name the file."""
     run_dir = Path(run_dir)
     rows = read_run_metrics(run_dir)
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunFolder(run_dir).config
     seed = OmegaConf.select(OmegaConf.load(cfg_path), "seed") if cfg_path.is_file() else None
     run = RunSummary(group=run_title(run_dir), seed=seed)
     for row in rows:
@@ -121,11 +122,21 @@ def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_K
 
 
 USAGE = "python -m cartoondiff.report RUN_DIR ... [keys=...] [loss_tail=0.2] [final=eval.json]"
-OPTIONS = {"keys": ",".join(DEFAULT_KEYS), "loss_tail": 0.2, "out": None, "final": None}
+EXAMPLE = ("python -m cartoondiff.report multirun/DATE/TIME/* keys=hair_color,faithfulness_mean "
+           "out=table.md")
+OPTIONS = {
+    "keys": cli.Option(",".join(DEFAULT_KEYS), "logged evaluation keys, comma-separated (the "
+                       "eval/ prefix may be left off)"),
+    "loss_tail": cli.Option(0.2, "the final loss is the mean of this last fraction of the "
+                            "logged losses"),
+    "out": cli.Option(None, "also write the Markdown table to this file; null: print only"),
+    "final": cli.Option(None, "NAME of an evaluate JSON in each run folder (RUN_DIR/NAME) "
+                        "whose first setting adds final columns; null: none"),
+}
 
 
 def main(argv: Sequence[str]) -> str:
-    args = cli.parse(argv, OPTIONS, USAGE)
+    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__, example=EXAMPLE)
     opts, dirs = args.options, [Path(a) for a in args.positional]
     if not dirs:
         raise cli.UsageError(f"no run folders given (usage: {USAGE})")
@@ -138,5 +149,10 @@ def main(argv: Sequence[str]) -> str:
     return table
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console script ``cartoondiff-report``."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

@@ -31,10 +31,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cartoondiff.run_folder import RESULT_NEUTRAL, is_under
+
 SUBDIR_RESOLVER = "cartoondiff.sweep_subdir"
-# Overrides that say where or how a run executes, not what it is: left out of run names.
-PLUMBING = ("hydra.", "hydra/", "logger.", "resume", "trainer.device", "trainer.progress_bar",
-            "data.cache_dir")
+# Overrides that say where or how a run executes, not what it is, are left out of run names:
+# the run folder's one list of result-neutral keys, and Hydra's own groups (hydra/launcher=...).
+def _plumbing(key: str) -> bool:
+    return key.startswith("hydra/") or is_under(key, RESULT_NEUTRAL)
+
+
 # Shown by the group (and the scale tag) rather than the name, unless a sweep varies them.
 IN_GROUP = ("experiment", "scale")
 NO_SCALE = "blog"  # an experiment run without scale=cpu|gpu runs at the blog's own settings
@@ -127,7 +132,7 @@ def swept_items(job_overrides: Sequence[str], sweep_overrides: Sequence[str] | N
     """
     job = [item for item, _ in _parse(job_overrides)]
     if sweep_overrides is None:
-        return [i for i in job if not i.key.startswith(PLUMBING)]
+        return [i for i in job if not _plumbing(i.key)]
     swept = [item.key for item, is_sweep in _parse(sweep_overrides) if is_sweep]
     return [i for i in job if i.key in swept and not i.key.startswith(("hydra.", "hydra/"))]
 
@@ -170,7 +175,7 @@ def labels_for(
     elif multirun and swept:
         name = describe(swept)
     else:
-        rest = [i for i in job if not i.key.startswith(PLUMBING + IN_GROUP)]
+        rest = [i for i in job if not (_plumbing(i.key) or i.key.startswith(IN_GROUP))]
         if experiment or multirun:
             name = describe(rest) if rest else experiment
         else:

@@ -19,18 +19,34 @@ import torch
 from cartoondiff import attributes, cli
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Sampler
-from cartoondiff.errors import ArgumentError, is_int
+from cartoondiff.errors import SEED_RULE, ArgumentError, is_int, is_seed
 from cartoondiff.inference import generate, load_trained
 from cartoondiff.inference.grids import save_grid
 
 USAGE = ("python -m cartoondiff.sample checkpoint=PATH [n=16] [attributes=random|NAME=V,...] "
          "[sampler=ddim] [steps=25] [eta=1] [guidance=1] [seed=0] [out=samples.png]")
+EXAMPLE = ("python -m cartoondiff.sample checkpoint=outputs/DATE/TIME/model_ema.pt n=16 "
+           "attributes=\"hair_color=3,glasses=11\" guidance=2 seed=0 out=grid.png")
 # sampler, steps, eta and guidance default to the run's own sampler (its config's `sampler`)
-OPTIONS = {"checkpoint": None, "n": 16, "attributes": "random", "sampler": None,
-           "steps": None, "eta": None, "guidance": None, "seed": 0, "out": "samples.png",
-           "device": "auto", "nrow": None}
+OPTIONS = {
+    "checkpoint": cli.Option(None, "the checkpoint to sample (a run's model_ema.pt, "
+                             "model_best.pt or checkpoints/*.pt); required", "PATH"),
+    "n": cli.Option(16, "how many avatars"),
+    "attributes": cli.Option("random", "random, or NAME=VALUE,... (0-based values, e.g. "
+                             "hair_color=3,glasses=11); attributes not named are drawn at "
+                             "random per image"),
+    "sampler": cli.Option(None, "ddim | ddpm | dpmpp2m; null: the run's own sampler"),
+    "steps": cli.Option(None, "sampling steps (ddpm always takes all T); null: the run's own"),
+    "eta": cli.Option(None, "DDIM noise, 0 (deterministic) to 1; null: the run's own"),
+    "guidance": cli.Option(None, "classifier-free guidance w, (1 + w) eps(x, c) - w eps(x, "
+                           "null); null: the run's own"),
+    "seed": cli.Option(0, "seed of the random attributes and of the sampling noise"),
+    "out": cli.Option("samples.png", "the grid image (.png, .jpg, .webp); its attribute list "
+                      "is written beside it as .txt"),
+    "device": cli.Option("auto", "auto | cpu | cuda"),
+    "nrow": cli.Option(None, "images per grid row; null: a square grid"),
+}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range
 
 
 def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
@@ -55,8 +71,7 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
     need(opts["checkpoint"] is not None, "checkpoint", "the path of a checkpoint file")
     need(Path(str(opts["checkpoint"])).is_file(), "checkpoint", "an existing checkpoint file")
     need(is_int(opts["n"]) and opts["n"] >= 1, "n", "an integer >= 1")
-    need(is_int(opts["seed"]) and 0 <= opts["seed"] <= MAX_SEED, "seed",
-         f"an integer in [0, {MAX_SEED}]")
+    need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
          "null or an integer >= 1")
     need(Path(str(opts["out"])).suffix.lower() in IMAGE_SUFFIXES, "out",
@@ -67,7 +82,7 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
 
 
 def main(argv: list[str]) -> Path:
-    args = cli.parse(argv, OPTIONS, USAGE)
+    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__, example=EXAMPLE)
     if args.positional:
         raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
     opts = args.options
@@ -89,5 +104,10 @@ def main(argv: list[str]) -> Path:
     return out
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console script ``cartoondiff-sample``."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

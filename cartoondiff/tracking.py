@@ -31,6 +31,7 @@ import numpy as np
 
 from cartoondiff import attributes
 from cartoondiff.errors import ArgumentError, UserError
+from cartoondiff.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,9 @@ class Tracker:
         resume_step: int | None = None,
         eval_summary: Callable[[str], str] | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ArgumentError("mode", mode, f"one of {MODES}")
+        self.check(mode)
         self.run_dir = Path(run_dir)
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.metrics_path = RunFolder(self.run_dir).metrics
         self.log_model_enabled = log_model
         self._eval_summary = eval_summary or (lambda key: "last")  # noqa: ARG005
         self._defined: set[str] = set()
@@ -107,6 +107,12 @@ class Tracker:
             self.wandb = self._init_wandb(
                 mode, resume_step, project=project, entity=entity, name=name, group=group,
                 tags=list(tags), job_type=job_type, config=dict(config))
+
+    @staticmethod
+    def check(mode: str, **_: Any) -> None:
+        """The settings' rules, for a caller that checks them before the run starts."""
+        if mode not in MODES:
+            raise ArgumentError("mode", mode, f"one of {MODES}")
 
     def _truncate_after(self, step: int | None) -> None:
         if step is None or not self.metrics_path.exists():
@@ -121,12 +127,12 @@ class Tracker:
     def _init_wandb(self, mode: str, resume_step: int | None, **init_args: Any) -> Any:
         import wandb
 
-        wandb_dir = self.run_dir / "wandb"
+        wandb_dir = RunFolder(self.run_dir).wandb_dir
         sync_hint = f"upload later: wandb sync {wandb_dir}"
         if mode == "online" and not network_reachable():
             log.warning("W&B: no network, logging offline instead (%s)", sync_hint)
             mode = "offline"
-        id_file = self.run_dir / "wandb_id.txt"
+        id_file = RunFolder(self.run_dir).wandb_id
         # W&B run ids are short lowercase alphanumerics; the same id on resume continues the
         # run. A fresh start gets a new id: what an earlier attempt logged is not this run.
         resuming = resume_step is not None
@@ -337,7 +343,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run folder's metrics.jsonl; the error names the folder."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: no metrics.jsonl (is this a run folder?)")
     return read_metrics(path)

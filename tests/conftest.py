@@ -13,23 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REAL_SAMPLE = SHARED / "data" / "cartoonset_sample"
 
-# Tiny settings: every run in the tests uses these unless it overrides them.
-TINY = [
-    "model=tiny",
-    "data.image_size=16",
-    "data.n=48",
-    "data.batch_size=8",
-    "noise_schedule.T=40",
-    "sampler.steps=4",
-    "trainer.device=cpu",
-    "trainer.max_steps=2",
-    "trainer.sample_rows=2",
-    "trainer.sample_cols=2",
-    "trainer.log_every=1",
-    "trainer.progress_bar=false",
-    "logger.mode=disabled",
-    "evaluate.every_epochs=0",
-]
+# Tiny settings: every run in the tests uses these unless it overrides them. The smoke preset
+# (conf/debug/smoke.yaml: the tiny model at 16x16, 48 avatars, T=40, 4 sampling steps, 2
+# training steps on the CPU, no W&B, no evaluation), the one users run; values typed after it
+# on a command line, or given to compose, still win.
+TINY = ["debug=smoke"]
 
 # One thread: the tests use tiny tensors, where a second OpenMP thread only adds waiting.
 torch.set_num_threads(1)
@@ -49,9 +37,10 @@ def compose_tiny(cache_dir: Path, *overrides: str) -> DictConfig:
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Steps of the checkpoints a run directory holds, oldest first."""
+    from cartoondiff import run_folder
     from cartoondiff.inference import checkpoint as ckpt
 
-    return [int(ckpt.load(p)["step"]) for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
+    return [int(ckpt.load(p)["step"]) for p in run_folder.list_checkpoints(run_dir / "checkpoints")]
 
 
 def on_step(monkeypatch: pytest.MonkeyPatch, n: int, action) -> None:  # noqa: ANN001
@@ -131,9 +120,9 @@ def preset_cfg(preset: str = "tiny", attention: str | None = None, tau: dict | N
 def build_denoiser(preset: str = "tiny", attention: str | None = None, tau: dict | None = None,
                    **unet: object) -> torch.nn.Module:
     """A fresh Denoiser from a preset; see ``preset_config``."""
-    from cartoondiff.config import build
+    from cartoondiff.config import build_model
 
-    return build(preset_config(preset, attention, tau, **unet), "model")
+    return build_model(preset_config(preset, attention, tau, **unet))
 
 
 def unet_args(preset: str = "tiny") -> dict:

@@ -87,7 +87,7 @@ def main() -> None:
         _on_step(args.term_in_step, signal.SIGTERM)
     if args.kill_in_save:
         _kill_in_save(args.kill_in_save)
-    # The real entry point, Hydra and all; run as __main__ so Hydra finds conf/ beside it.
+    # The real entry point, Hydra and all, run as `python run.py` runs it.
     sys.argv = ["run.py", *args.overrides]
     runpy.run_path(str(Path(__file__).resolve().parents[1] / "run.py"), run_name="__main__")
 

@@ -12,7 +12,7 @@ import torch
 from bench import gpu, train_throughput
 from bench.common import project_config
 from cartoondiff import memory
-from cartoondiff.config import build
+from cartoondiff.config import build_diffusion, build_model
 from cartoondiff.errors import UserError
 from tests.conftest import REPO
 
@@ -28,8 +28,8 @@ def test_memory_rows_come_from_the_model_and_the_estimate_is_linear_in_batch(cap
     # Extrapolated from batch 1 and 2, the estimate at batch 3 is what autograd really saves.
     cfg = project_config(TINY, 16)
     torch.manual_seed(0)
-    model = build(cfg, "model").train()
-    diffusion = build(cfg, "diffusion")
+    model = build_model(cfg).train()
+    diffusion = build_diffusion(cfg)
     saved3 = memory.saved_tensor_bytes(model, diffusion, 3, 16, None)
     assert anatomy.activations == saved3 > 0
     assert anatomy.total == sum((4 * n, 4 * n, 8 * n, 4 * n, saved3))
@@ -60,7 +60,7 @@ def test_gpu_benchmark_runs_on_cpu_with_a_tiny_setting(capsys):
     cfg = project_config(["model=tiny"], 16)
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build(cfg, "model")
+    model = build_model(cfg)
     with FlopCounterMode(display=False) as fwd:
         model(torch.randn(2, 3, 16, 16), torch.tensor([1, 2]), torch.zeros(2, 18).long())
     ratio = result["flops_per_image"] / (fwd.get_total_flops() / 2)
@@ -120,7 +120,7 @@ def test_train_throughput_times_the_project_model(capsys):
 
 def test_small_preset_at_64_keeps_its_network():
     with torch.device("meta"):
-        at32, at64 = (build(project_config(["model=small"], s), "model") for s in (32, 64))
+        at32, at64 = (build_model(project_config(["model=small"], s)) for s in (32, 64))
     assert [n for n, _ in at32.named_parameters()] == [n for n, _ in at64.named_parameters()]
 
 
@@ -144,4 +144,4 @@ def test_the_package_never_imports_the_peers():
 
 
 def instantiate_small() -> torch.nn.Module:
-    return build(project_config(["model=small"], 32), "model")
+    return build_model(project_config(["model=small"], 32))

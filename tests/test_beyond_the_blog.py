@@ -56,13 +56,13 @@ def test_tiny_model_follows_a_spatial_attribute(tau, unet):
     that ignored the condition scores them the same). After 300 steps every option gets there
     (the ratio is in the hundreds by 400 steps, and 1-10 at 150 depending on the seed: this toy
     separates "follows" from "ignores", not one option from another; docs/results.md does)."""
-    from cartoondiff.config import build
+    from cartoondiff.config import build_model
     from tests.conftest import compose_cfg
 
     torch.manual_seed(0)
     overrides = ["model=tiny", "data.image_size=16", *([f"tau={tau}"] if tau else []),
                  *(f"model.unet.{k}={str(v).lower()}" for k, v in unet.items())]
-    model = build(compose_cfg(*overrides), "model")
+    model = build_model(compose_cfg(*overrides))
     x0, ids = _glasses_images()
     d = Diffusion(linear_betas(100, 1e-4, 0.2), prediction="v")
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cartoondiff import run_folder
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.tracking import read_metrics
 from cartoondiff.train import train
@@ -62,7 +63,7 @@ def _same(a: object, b: object, where: str = "") -> None:
 
 def _assert_same_run(reference: Path, run: Path) -> None:
     """Same final weights, EMA, optimizer, RNG states and per-step losses."""
-    final = ckpt.list_checkpoints(reference / "checkpoints")[-1]
+    final = run_folder.list_checkpoints(reference / "checkpoints")[-1]
     a, b = ckpt.load(final), ckpt.load(run / "checkpoints" / final.name)
     for key in a.keys() - {"config"}:
         _same(a[key], b[key], key)

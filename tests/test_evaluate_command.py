@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from cartoondiff.config import build
+from cartoondiff.config import build, build_diffusion, build_model
 from cartoondiff.diffusion import Sampler
 from cartoondiff.errors import UserError
 from cartoondiff.evaluate import classifier as C
@@ -93,9 +93,9 @@ def test_bad_options_are_refused(tiny_checkpoint, tmp_path, args, message):
 @pytest.mark.parametrize("attention", ["mha4", "none"])
 def test_quick_evaluate_for_the_training_loop(make_cfg, tmp_path, attention):
     cfg = make_cfg(f"attention={attention}")
-    model = build(cfg, "model")  # untrained is fine: this checks the plumbing
+    model = build_model(cfg)  # untrained is fine: this checks the plumbing
     model.train()
-    diffusion = build(cfg, "diffusion")
+    diffusion = build_diffusion(cfg)
     data = build(cfg, "data").setup()
     clf = C.load_or_train_classifier(data, tmp_path, epochs=1, progress=False)
     sample_fn = build(cfg, "sampler")

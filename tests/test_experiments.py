@@ -55,7 +55,7 @@ def test_blog_experiments_keep_the_blogs_design(name):
 
     cfg = compose_cfg(f"experiment={name}", "data=synthetic")
     assert cfg.model.unet.global_context is False and cfg.diffusion.prediction == "eps"
-    assert cfg.model.tau is None or cfg.model.tau._target_.endswith(".Tau")
+    assert not cfg.model.unet.cross_attention or cfg.tau._target_.endswith(".Tau")
     assert (cfg.sampler.method, cfg.sampler.steps, cfg.sampler.eta) == ("ddim", 50, 0.0)
 
 

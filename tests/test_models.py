@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cartoondiff import attributes
-from cartoondiff.config import build
+from cartoondiff.config import build_model
 from cartoondiff.models import AttentionBlock, Denoiser, Tau, TimestepEmbedder, UNet
-from tests.conftest import PRESET_SIZES, build_denoiser, compose_cfg, preset_cfg, unet_args
+from tests.conftest import PRESET_SIZES, build_denoiser, compose_cfg, preset_config, unet_args
 
 BLOG_PARAMS = 76_464_439  # the blog's "trainable parameters of the avatar diffusion model"
 
@@ -183,8 +183,9 @@ def test_preset_sizes():
     assert counts["tiny"] < 300_000
     assert 2_000_000 <= counts["small"] <= 4_000_000
     assert abs(counts["blog"] / BLOG_PARAMS - 1) < 0.02, counts["blog"]
-    blog = preset_cfg("blog")
-    assert blog.unet.image_size == 64 and blog.unet.cross_attention and blog.unet.num_heads == 4
+    blog = preset_config("blog")
+    assert blog.model.unet.image_size == 64
+    assert blog.model.unet.cross_attention and blog.model.unet.num_heads == 4
     assert blog.tau.encoding == "onehot" and blog.tau.projections == "2x"
 
 
@@ -204,7 +205,7 @@ def test_presets_run_at_their_image_size(name):
 def test_presets_build_at_every_data_size(name, size):
     """Attention levels count from the full resolution, so no size needs a preset rewritten."""
     with torch.device("meta"):
-        model = build(compose_cfg(f"model={name}", f"data.image_size={size}"), "model")
+        model = build_model(compose_cfg(f"model={name}", f"data.image_size={size}"))
         out = model(torch.randn(1, 3, size, size), torch.tensor([5]),
                     torch.zeros(1, 18, dtype=torch.long))
     assert out.shape == (1, 3, size, size)

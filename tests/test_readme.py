@@ -30,17 +30,21 @@ from tests.conftest import REAL_SAMPLE, REPO, compose_tiny
 
 README = REPO / "README.md"
 SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
-TINY_RUN = ["model=tiny", "data.image_size=16", "data.batch_size=8", "noise_schedule.T=60",
-            "sampler.steps=4", "trainer.max_steps=2", "trainer.sample_rows=2",
-            "trainer.sample_cols=2", "trainer.progress_bar=false", "logger.mode=disabled",
-            "evaluate.every_epochs=0", "trainer.device=cpu"]
+# the smoke preset (conf/debug/smoke.yaml), at the prepared runs' T
+TINY_RUN = ["debug=smoke", "noise_schedule.T=60"]
 # Commands that cannot run here, and where they are checked instead.
 NOT_HERE = {
     "python -m pytest -q": "the test suite itself",
     "wandb leet outputs/DATE/TIME/wandb": "an interactive terminal UI (its inspect form runs)",
     "wandb sync outputs/DATE/TIME/wandb/offline-run-*": "needs a W&B account and a network",
     "bash bench/gpu_session.sh OUT": "run at tiny scale by tests/test_gpu_session.py",
+    "pip install .": "installs into this environment; tests/test_package.py installs the wheel "
+                     "into a scratch one and runs its commands from another folder",
 }
+# Installed command names run here as the checkout's forms (test_package.py runs the real ones).
+INSTALLED = {"cartoondiff-train": "python run.py",
+             **{f"cartoondiff-{c}": f"python -m cartoondiff.{c}"
+                for c in ("sample", "evaluate", "figures", "report")}}
 
 
 def _code_spans(text: str) -> list[str]:
@@ -61,7 +65,12 @@ def _code_spans(text: str) -> list[str]:
 
 
 def readme_commands() -> list[str]:
-    return _code_spans(README.read_text(encoding="utf-8"))
+    """The README's commands, installed names in their checkout form (each runs once)."""
+    commands = []
+    for command in _code_spans(README.read_text(encoding="utf-8")):
+        name, _, rest = command.partition(" ")
+        commands.append(f"{INSTALLED[name]} {rest}".strip() if name in INSTALLED else command)
+    return list(dict.fromkeys(commands))
 
 
 def experiment_commands() -> list[str]:
@@ -145,9 +154,9 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
         return [str(Path(sys.executable).parent / "wandb"), *argv[1:-1],
                 str(next((ws.run_a / "wandb").glob("offline-run-*")))]
     if argv[:2] == ["bash", "experiments/cpu_ablations.sh"]:
-        tiny = [t for t in TINY_RUN if not t.startswith("evaluate.")]  # it evaluates: keep it
+        # the script's own evaluate.every_epochs=2, typed on its command line, beats the preset
         return ["env", "EXPERIMENTS=fig10_11_onehot fig03_05_vanilla_pm1", "SEEDS=0",
-                f"EXTRA={' '.join(tiny)} data.n=16 trainer.max_steps=4 "
+                f"EXTRA={' '.join(TINY_RUN)} data.n=16 trainer.max_steps=4 "
                 "evaluate.classifier.epochs=1", "EVAL_N=8", "FROM_STEP=0",
                 *argv, str(out / "ablations")]
     pytest.fail(f"the README runner does not know this command; teach it: {command}")
@@ -166,6 +175,7 @@ def _set(arg: str, key: str, value: str) -> str:
 
 
 def _training(argv: list[str], out: Path) -> list[str]:
+    argv = [a for a in argv if a not in TINY_RUN]  # appended below
     sweep = "-m" in argv
     synthetic = "data.root" not in " ".join(argv) or "data=synthetic" in argv
     tiny = [*TINY_RUN, *(["data.n=16"] if synthetic else [])]
@@ -224,8 +234,13 @@ def test_the_readme_names_its_commands():
 def test_every_command_runs_as_written(workspace, source):
     commands = readme_commands() if source == "README.md" else experiment_commands()
     prefix = "readme" if source == "README.md" else "experiments"
-    jobs = [(c, substitute(c, workspace, f"{prefix}{i}")) for i, c in enumerate(commands)]
-    runnable = [(c, argv) for c, argv in jobs if isinstance(argv, list)]
+    runnable, seen = [], set()
+    for i, c in enumerate(commands):
+        argv = substitute(c, workspace, f"{prefix}{i}")
+        same = tuple(str(a).replace(f"out-{prefix}{i}", "out") for a in argv)
+        if isinstance(argv, list) and same not in seen:  # e.g. `python run.py debug=smoke`
+            runnable.append((c, argv))                   # runs here as `python run.py` does
+            seen.add(same)
     with ThreadPoolExecutor(2) as pool:  # two cores: one-thread commands two at a time
         results = list(pool.map(lambda job: _run(job[1], workspace), runnable))
     failed = [f"{c}\n  ran: {shlex.join(map(str, argv))}\n  {r.stderr.strip()[-1500:]}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cartoondiff import sample, tracking
+from cartoondiff import run_folder, sample, tracking
 from cartoondiff.errors import ConfigError, UserError
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
@@ -54,7 +54,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_checkpoint_is_a_clear_error_naming_the_file(run_copy, damage):
-    path = ckpt.list_checkpoints(run_copy / "checkpoints")[-1]
+    path = run_folder.list_checkpoints(run_copy / "checkpoints")[-1]
     DAMAGE[damage](path)
     if damage == "one flipped bit":  # why load() checks CRCs: torch.load would not notice
         torch.load(path, weights_only=True)
@@ -82,7 +82,7 @@ def _hostile(path: Path, marker: Path) -> Path:
 
 
 def test_checkpoint_that_would_run_code_is_refused_everywhere(run_copy, make_cfg, tmp_path):
-    clean = ckpt.list_checkpoints(run_copy / "checkpoints")[-1]
+    clean = run_folder.list_checkpoints(run_copy / "checkpoints")[-1]
     proof, marker = tmp_path / "proof", tmp_path / "marker"
     trial = _hostile(Path(shutil.copy(clean, tmp_path / "trial.pt")), proof)
     torch.load(trial, weights_only=False)  # the payload is real: an unsafe load runs it
@@ -116,14 +116,14 @@ def test_every_torch_load_is_weights_only():
 def test_resume_auto_skips_damaged_and_hostile_checkpoints(run_copy, make_cfg, tmp_path,
                                                            capsys, caplog):
     ckpt_dir = run_copy / "checkpoints"
-    newest, middle, oldest = reversed(ckpt.list_checkpoints(ckpt_dir))
+    newest, middle, oldest = reversed(run_folder.list_checkpoints(ckpt_dir))
     DAMAGE["truncated"](newest)
     _hostile(middle, tmp_path / "marker")
     with open(run_copy / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": 3, "train/lo')  # a row cut short by the crash
-    with caplog.at_level(logging.WARNING, logger="cartoondiff.inference.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger=run_folder.__name__):  # the checkpoint store
         metrics = train(make_cfg("trainer.max_steps=4", "resume=auto"), run_dir=run_copy)
-    warnings = [r.getMessage() for r in caplog.records if r.name == ckpt.__name__]
+    warnings = [r.getMessage() for r in caplog.records if r.name == run_folder.__name__]
     assert any(str(newest) in w and "truncated or corrupt" in w for w in warnings), warnings
     assert any(str(middle) in w and "refusing" in w for w in warnings), warnings
     assert all("falling back" in w for w in warnings)
@@ -134,17 +134,18 @@ def test_resume_auto_skips_damaged_and_hostile_checkpoints(run_copy, make_cfg, t
 
 
 def test_resume_auto_with_no_loadable_checkpoint_stops(run_copy, make_cfg):
-    for path in ckpt.list_checkpoints(run_copy / "checkpoints"):
+    for path in run_folder.list_checkpoints(run_copy / "checkpoints"):
         DAMAGE["truncated"](path)
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint in .* loads"):
         train(make_cfg("trainer.max_steps=4", "resume=auto"), run_dir=run_copy)
 
 
 def test_fresh_start_never_overwrites_a_runs_checkpoints(run_copy, make_cfg):
-    before = {p: p.read_bytes() for p in ckpt.list_checkpoints(run_copy / "checkpoints")}
-    with pytest.raises(ConfigError, match="resume=null but .* already holds checkpoints"):
+    before = {p: p.read_bytes() for p in run_folder.list_checkpoints(run_copy / "checkpoints")}
+    with pytest.raises(ConfigError, match="resume=null but .* holds an earlier run .*checkpoints"):
         train(make_cfg("trainer.max_steps=4"), run_dir=run_copy)
-    assert {p: p.read_bytes() for p in ckpt.list_checkpoints(run_copy / "checkpoints")} == before
+    kept = run_folder.list_checkpoints(run_copy / "checkpoints")
+    assert {p: p.read_bytes() for p in kept} == before
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -152,11 +153,11 @@ def test_fresh_start_never_overwrites_a_runs_checkpoints(run_copy, make_cfg):
                                    r"\(32, 8\).*model\.unet\.base_channels: 16 -> 8"),
     ("attention=none", r"unexpected keys \[tau\.\S+.*model\.unet\.cross_attention: True -> "
                        "False"),
-    ("tau.projections=2x", r"missing keys \[tau\..*model\.tau\.projections: '1x' -> '2x'"),
+    ("tau.projections=2x", r"missing keys \[tau\..*tau\.projections: '1x' -> '2x'"),
 ])
 def test_checkpoint_of_another_model_names_keys_and_shapes(trained, make_cfg, tmp_path,
                                                             override, expected):
-    path = ckpt.list_checkpoints(trained / "checkpoints")[-1]
+    path = run_folder.list_checkpoints(trained / "checkpoints")[-1]
     # a model change named on purpose still cannot load weights of another shape
     with pytest.raises(ckpt.CheckpointError, match="different model configuration") as info:
         train(make_cfg(override, f"resume={path}", "resume_changes=[model,tau]"), run_dir=tmp_path)
@@ -197,7 +198,7 @@ def _fail_writing(monkeypatch, name: str, fault: str) -> None:
 def test_failed_checkpoint_write_is_clear_and_keeps_the_previous(make_cfg, tmp_path, monkeypatch,
                                                                  fault, reason):
     cfg = ("trainer.max_steps=4", "trainer.checkpoint_every=2")
-    failing = ckpt.checkpoint_path(tmp_path / "checkpoints", 4)
+    failing = run_folder.checkpoint_path(tmp_path / "checkpoints", 4)
     _fail_writing(monkeypatch, failing.name, fault)
     with pytest.raises(ckpt.CheckpointError) as info:
         train(make_cfg(*cfg), run_dir=tmp_path)
@@ -234,7 +235,7 @@ def test_absurd_learning_rate_stops_naming_the_step(make_cfg, tmp_path):
         train(make_cfg("optim.optimizer.lr=1e30", "trainer.max_steps=6",
                        "trainer.checkpoint_every=1"), run_dir=tmp_path)
     bad_step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
-    saved = ckpt.list_checkpoints(tmp_path / "checkpoints")
+    saved = run_folder.list_checkpoints(tmp_path / "checkpoints")
     assert saved and str(saved[-1]) in str(info.value)
     for path in saved:
         state = ckpt.load(path)
@@ -249,7 +250,7 @@ def test_nan_loss_stops_and_the_last_checkpoint_stays_good(make_cfg, tmp_path, m
         train(make_cfg("trainer.max_steps=4", "trainer.checkpoint_every=2"), run_dir=tmp_path)
     assert "ckpt-step000000002.pt" in str(info.value)
     assert checkpoint_steps(tmp_path) == [2]
-    state = ckpt.load(ckpt.list_checkpoints(tmp_path / "checkpoints")[-1])
+    state = ckpt.load(run_folder.list_checkpoints(tmp_path / "checkpoints")[-1])
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
@@ -262,7 +263,7 @@ def test_a_bounded_number_of_bad_steps_is_skipped(make_cfg, tmp_path, monkeypatc
     assert any("loss is inf at step 3; skipping it" in r.getMessage() for r in caplog.records)
     rows = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if "train/loss" in r]
     assert rows == [1, 2, 4]
-    state = ckpt.load(ckpt.list_checkpoints(tmp_path / "checkpoints")[-1])
+    state = ckpt.load(run_folder.list_checkpoints(tmp_path / "checkpoints")[-1])
     assert state["step"] == 4
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 

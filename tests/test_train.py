@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from cartoondiff import run_folder
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.tracking import read_metrics
 from cartoondiff.train import train
@@ -36,8 +38,11 @@ def test_two_steps_of_every_ablation(
     assert [r["step"] for r in rows] == [1, 2]
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in rows)
     assert (tmp_path / "samples" / "final.png").is_file()
-    assert (tmp_path / "config.yaml").is_file()
-    assert ckpt.list_checkpoints(tmp_path / "checkpoints")
+    saved = OmegaConf.load(tmp_path / "config.yaml")
+    assert saved.recipe == "beyond" and saved.tau.projections == projections  # one copy
+    assert "tau" not in saved.model and "betas" not in saved.diffusion
+    (last,) = run_folder.list_checkpoints(tmp_path / "checkpoints")[-1:]
+    assert ckpt.load(last)["config"]["recipe"] == "beyond"
 
 
 def test_resume_is_exact(make_cfg, tmp_path):
@@ -53,8 +58,8 @@ def test_resume_is_exact(make_cfg, tmp_path):
         return [r["train/loss"] for r in read_metrics(d / "metrics.jsonl") if "train/loss" in r]
 
     assert losses(tmp_path / "full") == losses(tmp_path / "split")
-    a = ckpt.load(ckpt.list_checkpoints(tmp_path / "full" / "checkpoints")[-1])
-    b = ckpt.load(ckpt.list_checkpoints(tmp_path / "split" / "checkpoints")[-1])
+    a = ckpt.load(run_folder.list_checkpoints(tmp_path / "full" / "checkpoints")[-1])
+    b = ckpt.load(run_folder.list_checkpoints(tmp_path / "split" / "checkpoints")[-1])
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     for name, tensor in a["ema"]["shadow"].items():

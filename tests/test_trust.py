@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,16 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from cartoondiff import sample
+from cartoondiff import run_folder, sample
 from cartoondiff.attributes import SchemaError
 from cartoondiff.errors import ArgumentError, ConfigError
 from cartoondiff.evaluate import __main__ as evaluate_cli
 from cartoondiff.evaluate import classifier as C
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
+from cartoondiff.run_folder import RunFolderBusyError
 from cartoondiff.tracking import read_metrics
 from cartoondiff.train import train
-from cartoondiff.train.rundir import RunFolderBusyError
 from tests.conftest import REPO
 
 # --- 1. a checkpoint's stored config never runs code -------------------------------------
@@ -52,9 +53,9 @@ def _hostile_nodes(marker: Path) -> list[tuple[str, str, dict]]:
         ("model", "model._target_", {"_target_": "builtins.exec", "source": write}),
         ("model.unet", "model.unet._target_",
          {"_target_": "os.system", "command": f"touch {marker}"}),
-        ("model.tau", "model.tau._target_",
+        ("tau", "tau._target_",
          {"_target_": "builtins.eval", "_args_": [write]}),
-        ("diffusion.betas", "diffusion.betas._target_",
+        ("noise_schedule", "noise_schedule._target_",
          {"_target_": "pathlib.Path.write_text", "_partial_": True, "self": str(marker),
           "data": "ran"}),
         ("model", "model._partial_",  # an allowed class, called lazily: refused too
@@ -115,12 +116,43 @@ def test_resume_refuses_a_different_run(make_cfg, stopped_run, override, change)
     assert (stopped_run / "config.yaml").read_bytes() == saved, "nothing was overwritten"
 
 
-def test_a_named_change_resumes_and_is_recorded(make_cfg, stopped_run):
+def test_a_named_change_resumes_and_is_recorded(make_cfg, stopped_run, tmp_path):
     metrics = train(make_cfg("trainer.max_steps=4", "resume=auto", "optim.optimizer.lr=0.001",
                              "resume_changes=[optim.optimizer.lr]"), run_dir=stopped_run)
     assert metrics["step"] == 4
     rows = [r for r in read_metrics(stopped_run / "metrics.jsonl") if "resume/changes" in r]
     assert rows == [{"step": 2, "resume/changes": "optim.optimizer.lr: 0.002 -> 0.001"}]
+    # ... and takes effect: after the resume the LR is the one a run at the new rate has
+    train(make_cfg("trainer.max_steps=4", "optim.optimizer.lr=0.001"), run_dir=tmp_path / "new")
+
+    def lr(run: Path) -> dict[int, float]:
+        return {r["step"]: r["train/lr"] for r in read_metrics(run / "metrics.jsonl")
+                if "train/lr" in r}
+
+    resumed, fresh = lr(stopped_run), lr(tmp_path / "new")
+    assert resumed[2] == pytest.approx(2 * fresh[2])  # before: the old rate
+    assert [resumed[s] for s in (3, 4)] == pytest.approx([fresh[s] for s in (3, 4)])
+
+
+def test_a_run_folder_is_never_overwritten_or_grafted(make_cfg, stopped_run, tmp_path):
+    """A new run refuses a folder with an earlier run's record (checkpoints gone or not); a
+    checkpoint of another folder is not resumed into a folder holding a run, only branched."""
+    shutil.rmtree(stopped_run / "checkpoints")
+    def record() -> dict[Path, bytes]:  # all but the lock, which says who held it last
+        return {p: p.read_bytes() for p in stopped_run.rglob("*")
+                if p.is_file() and p.name != ".lock"}
+
+    before = record()
+    with pytest.raises(ConfigError, match=r"^resume=null but .* holds an earlier run \(config"):
+        train(make_cfg("trainer.max_steps=2"), run_dir=stopped_run)
+    other = tmp_path / "other"
+    train(make_cfg("trainer.max_steps=2", "trainer.checkpoint_every=2"), run_dir=other)
+    (theirs,) = run_folder.list_checkpoints(other / "checkpoints")
+    with pytest.raises(ConfigError, match=r"another folder's checkpoint .* holds a run"):
+        train(make_cfg("trainer.max_steps=3", f"resume={theirs}"), run_dir=stopped_run)
+    assert record() == before
+    assert train(make_cfg("trainer.max_steps=3", f"resume={theirs}"),
+                 run_dir=tmp_path / "branch")["step"] == 3
 
 
 def test_longer_training_and_where_it_runs_are_free_to_change(make_cfg, stopped_run):
@@ -140,7 +172,7 @@ def test_a_weights_only_export_is_not_a_training_checkpoint(make_cfg, stopped_ru
 HOLD = """
 import sys, time
 from pathlib import Path
-from cartoondiff.train.rundir import RunFolderLock
+from cartoondiff.run_folder import RunFolderLock
 RunFolderLock(Path(sys.argv[1])).acquire()
 print("holding", flush=True)
 time.sleep(120)
@@ -212,7 +244,7 @@ def test_sigterm_during_an_evaluation_stops_within_a_step(make_cfg, tmp_path, mo
     metrics = train(make_cfg(*common, "trainer.max_steps=4"), run_dir=run)
     assert metrics["stopped_by_signal"] == signal.SIGTERM and metrics["step"] == 2
     assert calls[0] <= 4, f"{where} went on for {calls[0]} calls after the signal"
-    assert ckpt.load(ckpt.list_checkpoints(run / "checkpoints")[-1])["step"] == 2
+    assert ckpt.load(run_folder.list_checkpoints(run / "checkpoints")[-1])["step"] == 2
     monkeypatch.undo()
     resumed = train(make_cfg(*common, "trainer.max_steps=4", "resume=auto"), run_dir=run)
     assert resumed["step"] == 4 and "stopped_by_signal" not in resumed

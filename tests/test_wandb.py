@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cartoondiff import run_naming
+from cartoondiff import run_folder, run_naming
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.run_naming import labels_for, short_value, sweep_subdir
 from cartoondiff.train import train
@@ -195,7 +195,8 @@ def test_the_users_sweep_is_one_group_of_four_short_named_runs(tmp_path, cache_d
         attention, projections = run["display_name"].replace("=", ",").split(",")[1::2]
         assert config["sweep"] == {"attention": attention, "tau.projections": projections}
         assert config["choices"]["attention"] == attention
-        assert config["tau"]["projections"] == projections
+        assert config["tau"]["projections"] == projections and "tau" not in config["model"]
+        assert config["recipe"] == "beyond"  # the recipe is on the record
         assert run["tags"] == [f"attention={attention}", f"tau.projections={projections}"]
         # Evaluation ran after the first epoch: eval/* plot against epoch, best in summary.
         metrics = {r["metric"].get("name") or r["metric"]["glob_name"]: r["metric"]
@@ -219,7 +220,7 @@ def test_a_multirun_with_a_data_path_and_30_overrides_runs(tmp_path, cache_dir):
     root = tmp_path / ("very_long_folder_name_" * 6) / "cartoonset100k"
     write_cartoonset(root, n=8, seed=0)
     tiny = [t for t in TINY if not t.startswith("data.n=")]  # a synthetic-only key
-    extra = [f"trainer.sample_seed={1000 + i}" for i in range(15)]  # makes 30 with TINY, below
+    extra = [f"trainer.sample_seed={1000 + i}" for i in range(23)]  # makes 30 with the rest
     cmd = [sys.executable, "run.py", "-m", "seed=0,1", *tiny, "trainer.max_steps=1",
            "data=cartoonset", f"data.root={root}",
            f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]
@@ -247,7 +248,7 @@ def test_resume_continues_one_wandb_run_with_every_step(make_cfg, tmp_path):
     run = next(r["run"] for r in records if r["type"] == "run")
     assert run["display_name"].startswith("run@"), "a plain run's name"
     assert run["display_name"] in (tmp_path / "config.yaml").read_text(), "kept on resume"
-    last = ckpt.list_checkpoints(tmp_path / "checkpoints")[-1]
+    last = run_folder.list_checkpoints(tmp_path / "checkpoints")[-1]
     assert ckpt.load(last)["config"]["logger"]["name"] == run["display_name"]
     steps = history(records)
     assert [s for s, row in steps.items() if "train/loss" in row] == [1, 2, 3, 4]

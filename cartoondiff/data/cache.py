@@ -60,6 +60,26 @@ STALE_AFTER_S = 3600.0
 _HASH_CHUNK = 1 << 22
 
 
+CACHE_ENV = "CARTOONDIFF_CACHE"  # the cache folder, wherever runs start (beats the default)
+
+
+def default_cache_dir() -> Path:
+    """The cache where no ``data.cache_dir`` is set: ``$CARTOONDIFF_CACHE``, else
+    ``$XDG_CACHE_HOME/cartoondiff``, else ``~/.cache/cartoondiff`` (the XDG base-directory
+    rule; a relative ``XDG_CACHE_HOME`` is ignored, as it says), so runs started from any
+    folder share one cache: the avatars are rendered and the judge trained once per user."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "cartoondiff"
+
+
+def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
+    """``cache_dir`` as given (``~`` expanded), or ``default_cache_dir()`` for None."""
+    return default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+
+
 class CacheError(UserError, RuntimeError):
     """A cache folder that can be neither used nor replaced; the message names it."""
 

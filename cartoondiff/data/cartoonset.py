@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from cartoondiff import attributes
 from cartoondiff.errors import UserError
+from cartoondiff.progress import progress_bar
 
 IMAGE_SUFFIX = ".png"
 LABEL_SUFFIX = ".csv"
@@ -293,7 +293,8 @@ def decode_files(
     kept: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     results = _results(jobs, workers)
-    bar = tqdm(results, total=len(jobs), desc="decoding PNGs", unit="img", disable=not progress)
+    bar = progress_bar(results, total=len(jobs), desc="decoding PNGs", unit="img",
+                       enabled=progress)
     try:
         for (path, *_), (image, label, error) in zip(jobs, bar):
             if error:

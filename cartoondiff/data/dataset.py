@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 SOURCES = ("synthetic", "cartoonset")
 # Normalisation name -> the range of the model's data space (the blog's first ablation).
 NORMALIZATIONS = {"pm1": (-1.0, 1.0), "unit": (0.0, 1.0)}
-DEFAULT_CACHE_DIR = ".cache/cartoondiff"  # relative to the working folder, as in conf/data
 REPORTED_REASONS = 5  # how many skipped files to name in the warning and in meta.json
 
 
@@ -64,7 +63,7 @@ def load_avatar_data(
     labeled: bool | None = True,
     n: int = 10_000,
     seed: int = 0,
-    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    cache_dir: str | Path | None = None,
     on_error: str = "raise",
     limit: int | None = None,
     progress: bool = True,
@@ -85,7 +84,7 @@ def load_avatar_data(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    cache_dir = Path(cache_dir).expanduser()
+    cache_dir = cache.resolve_cache_dir(cache_dir)
     if source == "synthetic":
         entry = _synthetic_entry(n, seed, image_size, crop, cache_dir, progress)
     elif source == "cartoonset":

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 
-from tqdm import tqdm
-
 from cartoondiff import cli
 from cartoondiff.errors import UserError
+from cartoondiff.progress import progress_bar
 
 
 class DownloadError(UserError, RuntimeError):
@@ -187,8 +186,8 @@ def _fetch_once(url: str, part: Path, label: str, progress: bool) -> tuple[int |
             raise DownloadError(f"unexpected HTTP {status} from {url}")
 
         received = 0
-        bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=label, disable=not progress)
+        bar = progress_bar(total=total, initial=offset, unit="B", unit_scale=True,
+                           unit_divisor=1024, desc=label, enabled=progress)
         with open(part, mode) as f, bar:
             try:
                 while chunk := resp.read(_CHUNK):
@@ -403,12 +402,20 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
 
 USAGE = ("python -m cartoondiff.data.download cartoonset10k|cartoonset100k dest=DIR [url=URL] "
          "[sha256=HEX] [extract=true] [progress=true]")
+OPTIONS = {
+    "dest": cli.Option(None, "the folder the archive is downloaded and extracted into; "
+                       "required", "DIR"),
+    "url": cli.Option(None, "a mirror to download from; null: the official bucket"),
+    "sha256": cli.Option(None, "the archive's expected sha256; null: the known one, if any"),
+    "extract": cli.Option(True, "extract the archive after verifying it"),
+    "progress": cli.Option(True, "show a progress bar (a line every 10% when not a terminal)"),
+}
 
 
 def main(argv: list[str]) -> Path:
     """CLI: download (resumable), verify and extract one archive; prints and returns where."""
-    args = cli.parse(argv, {"dest": None, "url": None, "sha256": None, "extract": True,
-                            "progress": True}, USAGE)
+    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__,
+                     example="python -m cartoondiff.data.download cartoonset10k dest=data/")
     opts = args.options
     if len(args.positional) != 1 or args.positional[0] not in SOURCES or opts["dest"] is None:
         raise cli.UsageError(f"name one archive ({', '.join(sorted(SOURCES))}) and dest=DIR "

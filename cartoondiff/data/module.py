@@ -6,15 +6,15 @@ from pathlib import Path
 
 import torch
 
+from cartoondiff.data.cache import resolve_cache_dir
 from cartoondiff.data.dataset import (
-    DEFAULT_CACHE_DIR,
     NORMALIZATIONS,
     SOURCES,
     AvatarData,
     load_avatar_data,
     normalize,
 )
-from cartoondiff.errors import is_int, require
+from cartoondiff.errors import SEED_RULE, is_int, is_seed, require
 
 
 class AvatarDataModule:
@@ -30,7 +30,9 @@ class AvatarDataModule:
         n, seed: how many synthetic avatars, and which set; synthetic only.
         image_size: H = W after the crop and resize.
         crop: centre crop in px of the 500 px frame before resizing (the blog's 360).
-        cache_dir: where decoded arrays are kept (``$CARTOONDIFF_CACHE`` in the configs).
+        cache_dir: where decoded arrays (and the evaluation's classifiers) are kept; None:
+            ``$CARTOONDIFF_CACHE``, else ``$XDG_CACHE_HOME/cartoondiff`` or
+            ``~/.cache/cartoondiff`` (``cache.default_cache_dir``).
         on_error: "raise" stops at a bad file; "skip" leaves bad files out and counts them.
         normalize: "pm1" scales pixels to [-1, 1], "unit" to [0, 1].
         batch_size: images per optimizer step (the global batch under DDP).
@@ -44,7 +46,7 @@ class AvatarDataModule:
         crop: int = 360,
         n: int = 10_000,
         seed: int = 0,
-        cache_dir: str = DEFAULT_CACHE_DIR,
+        cache_dir: str | None = None,
         on_error: str = "raise",
         normalize: str = "pm1",
         batch_size: int = 64,
@@ -65,9 +67,9 @@ class AvatarDataModule:
             require(root is None, "root", root, "null for the built-in avatars (data=cartoonset "
                     "reads a folder)")
             require(is_int(n) and n >= 1, "n", n, "an integer >= 1")
-            require(is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0")
+            require(is_seed(seed), "seed", seed, SEED_RULE)
         self.source, self.root, self.image_size, self.crop = source, root, image_size, crop
-        self.n, self.seed, self.cache_dir = n, seed, cache_dir
+        self.n, self.seed, self.cache_dir = n, seed, resolve_cache_dir(cache_dir)
         self.on_error, self.normalize, self.batch_size = on_error, normalize, batch_size
         self.data: AvatarData | None = None
 
@@ -81,6 +83,11 @@ class AvatarDataModule:
                 labeled=labeled, n=self.n, seed=self.seed, cache_dir=self.cache_dir,
                 on_error=self.on_error)
         return self
+
+    @property
+    def planned_len(self) -> int | None:
+        """How many images ``setup`` will give, when known before reading any (synthetic)."""
+        return self.n if self.source == "synthetic" else None
 
     @property
     def ids(self) -> torch.Tensor | None:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from cartoondiff import cli
 from cartoondiff.attributes import ATTRIBUTES, COUNTS, NUM_ATTRIBUTES, validate
@@ -43,6 +42,7 @@ from cartoondiff.data.avatar_drawing import (  # noqa: F401 -- re-exported for u
     paint,
 )
 from cartoondiff.errors import UserError
+from cartoondiff.progress import progress_bar
 
 RENDERER_VERSION = 1  # part of the cache key: bump whenever the drawing changes
 
@@ -96,7 +96,7 @@ def render_arrays(n: int, seed: int, size: int, crop: int | None = 360, progress
         raise SynthesisError(f"n must be >= 0, got {n}")
     images = np.empty((n, 3, size, size), dtype=np.uint8)
     ids = np.empty((n, NUM_ATTRIBUTES), dtype=np.int64)
-    for i in tqdm(range(n), desc="rendering avatars", disable=not progress, unit="img"):
+    for i in progress_bar(range(n), desc="rendering avatars", enabled=progress, unit="img"):
         ids[i] = sample_ids(seed, i)
         images[i] = np.asarray(_render(ids[i].tolist(), size, crop)).transpose(2, 0, 1)
     return images, ids
@@ -130,11 +130,18 @@ def write_cartoonset(out_dir: Path, n: int, seed: int, size: int = 500) -> None:
 
 
 USAGE = "python -m cartoondiff.data.synthesize out=DIR n=1000 [seed=0] [size=500]"
+OPTIONS = {
+    "out": cli.Option(None, "the folder to write csN.png + csN.csv pairs into; required", "DIR"),
+    "n": cli.Option(None, "how many avatars; required", "N"),
+    "seed": cli.Option(0, "which set: avatar i of set s is always the same drawing"),
+    "size": cli.Option(FRAME, "image side in px (Cartoon Set's is 500)"),
+}
 
 
 def main(argv: Sequence[str]) -> None:
     """CLI: write a synthetic Cartoon-Set-format directory."""
-    args = cli.parse(argv, {"out": None, "n": None, "seed": 0, "size": FRAME}, USAGE)
+    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__,
+                     example="python -m cartoondiff.data.synthesize out=avatars n=1000 seed=0")
     opts = args.options
     if args.positional or opts["out"] is None or opts["n"] is None:
         raise cli.UsageError(f"out=DIR and n=N are required (usage: {USAGE})")

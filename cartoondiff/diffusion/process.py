@@ -6,12 +6,11 @@ alpha_bar_t = prod_{s<=t} alpha_s. Steps are 0-indexed: t in [0, T), so alpha_ba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid
 
 from cartoondiff.diffusion.schedules import check_betas
 from cartoondiff.errors import is_number, require
@@ -172,31 +171,3 @@ class Diffusion:
         snr = self.at(self.alpha_bar / (1.0 - self.alpha_bar), t, per_sample[:, None]).flatten()
         weight = snr.clamp(max=self.snr_gamma) / (snr if self.prediction == "eps" else snr + 1)
         return (per_sample * weight).mean()  # min-SNR-gamma (Hang et al. 2023, eq. 9)
-
-    def forward_picture(
-        self,
-        x0: torch.Tensor,
-        ts: Sequence[int],
-        generator: torch.Generator | None = None,
-        pad_value: float = 1.0,
-    ) -> torch.Tensor:
-        """A grid of x_t: one row per image, one column per step in ``ts``.
-
-        The same eps is used along a row, so a row shows one image drowning in its noise.
-        Values are left in the data range, unclipped.
-
-        Args:
-            x0: (B, C, H, W) clean images.
-            ts: steps in [0, T).
-        Returns:
-            (C, H', W') grid from torchvision.utils.make_grid with len(ts) columns.
-        """
-        bad = [t for t in ts if not 0 <= int(t) < self.T]
-        if not ts or bad:
-            raise ValueError(f"forward_picture: ts must be non-empty steps in [0, {self.T}): {bad}")
-        B, n = x0.shape[0], len(ts)
-        rd = _rng_device(generator, x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=rd, dtype=x0.dtype).to(x0.device)
-        t = torch.as_tensor(list(ts), device=x0.device).long().repeat(B)  # (B*n,) image-major
-        x_t = self.q_sample(x0.repeat_interleave(n, 0), t, noise.repeat_interleave(n, 0))
-        return make_grid(x_t, nrow=n, padding=2, pad_value=pad_value)  # (C, H', W')

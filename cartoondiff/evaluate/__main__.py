@@ -31,7 +31,7 @@ from cartoondiff import attributes, cli, tracking
 from cartoondiff.config import DATA_TARGETS, build
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Sampler
-from cartoondiff.errors import ArgumentError, ConfigError, is_int
+from cartoondiff.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed
 from cartoondiff.evaluate import metrics as M
 from cartoondiff.evaluate.classifier import load_classifier, load_or_train_classifier
 from cartoondiff.evaluate.evaluator import (
@@ -48,13 +48,40 @@ from cartoondiff.inference.checkpoint import CheckpointError
 USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] "
          "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=1] [seed=0] [out=eval.json] "
          "[wandb=offline]")
+EXAMPLE = ("python -m cartoondiff.evaluate checkpoint=outputs/DATE/TIME/model_ema.pt n=256 "
+           "guidance=0,1,2 out=eval.json")
 # sampler, steps, eta and guidance default to the run's own sampler (its config's `sampler`)
 OPTIONS: dict[str, Any] = {
-    "checkpoint": None, "n": 256, "guidance": None, "sampler": None, "steps": None,
-    "eta": None, "seed": 0, "out": "eval.json", "device": "auto", "batch_size": 256,
-    "conditions": "heldout", "diversity_groups": 8, "diversity_per_group": 4,
-    "classifier": None, "classifier_epochs": 8, "cache_dir": None, "data_root": None,
-    "inception": None, "wandb": None,
+    "checkpoint": cli.Option(None, "the checkpoint to evaluate (a run's model_ema.pt, "
+                             "model_best.pt or checkpoints/*.pt); required", "PATH"),
+    "n": cli.Option(256, "samples per setting, one per condition (>= 2)"),
+    "guidance": cli.Option(None, "guidance w, one value or a list (0,1,2); null: the run's own"),
+    "sampler": cli.Option(None, "ddim | ddpm | dpmpp2m, one or a list; null: the run's own"),
+    "steps": cli.Option(None, "sampling steps, one or a list (ddpm takes all T); null: the "
+                        "run's own"),
+    "eta": cli.Option(None, "DDIM noise, 0 to 1; null: the run's own"),
+    "seed": cli.Option(0, "seed of the conditions and the sampling noise (same for every "
+                       "setting)"),
+    "out": cli.Option("eval.json", "where the results are written (JSON)"),
+    "device": cli.Option("auto", "auto | cpu | cuda"),
+    "batch_size": cli.Option(256, "images generated per batch"),
+    "conditions": cli.Option("heldout", "heldout: held-out avatars' own attributes (needs "
+                             "labels) | random: attributes drawn uniformly"),
+    "diversity_groups": cli.Option(8, "conditions sampled several times for the diversity "
+                                   "numbers"),
+    "diversity_per_group": cli.Option(4, "samples per diversity condition (>= 2)"),
+    "classifier": cli.Option(None, "a saved attribute classifier (.pt); null: the one cached "
+                             "for the checkpoint's data, trained on first use"),
+    "classifier_epochs": cli.Option(8, "epochs of that training, when it happens"),
+    "cache_dir": cli.Option(None, "data and classifier cache; null: the checkpoint's data "
+                            "cache_dir, else $CARTOONDIFF_CACHE or the user cache "
+                            "($XDG_CACHE_HOME/cartoondiff, ~/.cache/cartoondiff)"),
+    "data_root": cli.Option(None, "the Cartoon Set folder, where the checkpoint was trained on "
+                            "one that is elsewhere here; null: the checkpoint's data.root"),
+    "inception": cli.Option(None, "an Inception weights file: adds Inception FID; null: the "
+                            "classifier's Fréchet distance only"),
+    "wandb": cli.Option(None, "offline | online | disabled: the evaluation's own W&B run, "
+                        "beside out; null: the training run's logger.mode"),
 }
 HEADLINE = ("hair_color", "face_color", "eye_color", "glasses", "hair")
 SUMMARY = ("faithfulness_mean", "faithfulness_relative", "frechet_classifier", "fid_inception",
@@ -98,7 +125,7 @@ def check_options(opts: dict[str, Any]) -> None:
     for key, low in (("n", 2), ("batch_size", 1), ("diversity_groups", 1),
                      ("diversity_per_group", 2), ("classifier_epochs", 1)):
         need(is_int(opts[key]) and opts[key] >= low, key, f"an integer >= {low}")
-    need(is_int(opts["seed"]) and 0 <= opts["seed"] < 2**31, "seed", "an integer in [0, 2**31)")
+    need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["conditions"] in CONDITIONS, "conditions", f"one of {CONDITIONS}")
     need(str(opts["out"]).endswith(".json"), "out", "a path ending in .json")
     for key in ("classifier", "inception"):
@@ -157,7 +184,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    args = cli.parse(argv, OPTIONS, USAGE)
+    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__, example=EXAMPLE)
     if args.positional:
         raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
     opts = args.options
@@ -273,5 +300,10 @@ def tracking_config(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """Console script ``cartoondiff-evaluate``."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console()

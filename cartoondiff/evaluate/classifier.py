@@ -32,7 +32,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from cartoondiff import interrupt
 from cartoondiff.attributes import COUNTS, NAMES, NUM_ATTRIBUTES
@@ -40,6 +39,7 @@ from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.errors import UserError
 from cartoondiff.inference.checkpoint import save_atomic
+from cartoondiff.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def train_classifier(
                                                     pct_start=0.2)
         g = torch.Generator().manual_seed(seed)
         net.train()
-        bar = tqdm(total=epochs * per_epoch, desc="classifier", disable=not progress)
+        bar = progress_bar(total=epochs * per_epoch, desc="classifier", enabled=progress)
         for _ in range(epochs):
             order = train_idx[torch.randperm(len(train_idx), generator=g)]
             for i in range(0, len(order), batch_size):

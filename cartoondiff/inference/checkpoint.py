@@ -1,4 +1,5 @@
-"""Crash-safe checkpoints: atomic writes, safe loading, keep-last-K, and resume lookup.
+"""Crash-safe checkpoint files: atomic writes and safe loading (a run folder's store of them,
+``checkpoints/ckpt-step*.pt``, is ``cartoondiff.run_folder``'s).
 
 A checkpoint is a plain dict of tensors and Python primitives, so it loads with
 ``torch.load(weights_only=True)`` and can never run code. Files are written to a temporary
@@ -28,7 +29,6 @@ from cartoondiff.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PREFIX, SUFFIX = "ckpt-step", ".pt"
 # Words in torch's weights_only refusals that mean "this pickle wants to build or call
 # something", as opposed to "these bytes are not a pickle".
 _UNSAFE = re.compile(r"GLOBAL|allowlist|reduce|safe_globals", re.IGNORECASE)
@@ -36,17 +36,6 @@ _UNSAFE = re.compile(r"GLOBAL|allowlist|reduce|safe_globals", re.IGNORECASE)
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be written, read, or applied; the message names the file."""
-
-
-def checkpoint_path(folder: Path, step: int) -> Path:
-    return folder / f"{PREFIX}{step:09d}{SUFFIX}"
-
-
-def list_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoints in ``folder``, oldest first (by the step in the name)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob(f"{PREFIX}*{SUFFIX}") if p.is_file())
 
 
 def save_atomic(state: Mapping[str, Any], path: Path) -> None:
@@ -91,15 +80,6 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def prune(folder: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (and stray temporary files)."""
-    for stray in folder.glob(f"{PREFIX}*.tmp"):
-        stray.unlink(missing_ok=True)
-    if keep > 0:
-        for old in list_checkpoints(folder)[:-keep]:
-            old.unlink(missing_ok=True)
 
 
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -158,21 +138,6 @@ def _reason(err: BaseException) -> str:
     return line.strip().split(". ")[0]
 
 
-def load_latest(
-    folder: Path, map_location: str | torch.device = "cpu"
-) -> tuple[Path, dict] | None:
-    """Newest checkpoint in ``folder`` that loads; damaged ones are skipped with a warning.
-
-    None when the folder holds no checkpoint that loads.
-    """
-    for path in reversed(list_checkpoints(folder)):
-        try:
-            return path, load(path, map_location)
-        except CheckpointError as err:
-            log.warning("%s; falling back to the checkpoint before it", err)
-    return None
-
-
 def apply_state_dict(
     module: nn.Module, state: Mapping[str, torch.Tensor], source: Path | str, note: str = ""
 ) -> None:
@@ -218,3 +183,15 @@ def config_changes(saved: object, current: object, prefix: str) -> list[str]:
 def _few(items: list[str], n: int = 4) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return "[" + ", ".join(items[:n]) + "]" + more
+
+
+def current_layout(config: dict) -> dict:
+    """A stored run config in today's layout, for comparing with a run's: configs stored
+    before the ``tau`` and ``noise_schedule`` nodes were composed once held copies of them
+    as ``model.tau`` and ``diffusion.betas`` (building from them still works as stored)."""
+    out = dict(config)
+    for section, copy in (("model", "tau"), ("diffusion", "betas")):
+        node = out.get(section)
+        if isinstance(node, dict) and copy in node:
+            out[section] = {k: v for k, v in node.items() if k != copy}
+    return out

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
-from torchvision.utils import make_grid
 
 from cartoondiff import attributes
 from cartoondiff.data.dataset import denormalize, normalize
 from cartoondiff.diffusion import Diffusion, Sampler
+from cartoondiff.image_grid import make_grid
 from cartoondiff.inference.generate import generate
 
 # What a row label names: the attributes a reader sees first (and the judge reads best).

@@ -14,7 +14,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cartoondiff.config import DIFFUSION_TARGETS, MODEL_TARGETS, SAMPLER_TARGETS, build
+from cartoondiff.config import (
+    DIFFUSION_TARGETS,
+    MODEL_TARGETS,
+    SAMPLER_TARGETS,
+    build,
+    build_diffusion,
+    build_model,
+)
 from cartoondiff.data.dataset import NORMALIZATIONS
 from cartoondiff.diffusion import Diffusion, Sampler
 from cartoondiff.errors import ConfigError
@@ -74,8 +81,8 @@ def load_trained(path: Path | str, device: torch.device | str = "cpu") -> Traine
     state = ckpt.load(path)
     cfg = stored_config(path, state)
     try:
-        model = build(cfg, "model", allowed=MODEL_TARGETS)
-        diffusion = build(cfg, "diffusion", allowed=DIFFUSION_TARGETS)
+        model = build_model(cfg, allowed=MODEL_TARGETS)
+        diffusion = build_diffusion(cfg, allowed=DIFFUSION_TARGETS)
     except ConfigError as err:
         raise ckpt.CheckpointError(f"checkpoint {path}: its stored config cannot be rebuilt: "
                                    f"{err}") from None

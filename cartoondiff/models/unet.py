@@ -145,7 +145,6 @@ class UNet(nn.Module):
         attend = [i in attention_levels for i in range(levels)]
         self.cross_attention = cross_attention
         self.context_dim = context_dim if cross_attention else None
-        self.image_size = image_size
         temb_dim = 4 * base_channels
 
         def stage(c_in: int, c_out: int, with_attention: bool) -> Stage:

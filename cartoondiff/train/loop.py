@@ -26,24 +26,30 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from cartoondiff import interrupt
-from cartoondiff.config import build, named
+from cartoondiff.config import build, build_diffusion, build_model, named
 from cartoondiff.devices import pick_device
-from cartoondiff.errors import ConfigError, is_int, require
+from cartoondiff.errors import SEED_RULE, ConfigError, is_seed, require
 from cartoondiff.evaluate import higher_is_better
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image, rendered
-from cartoondiff.run_naming import run_labels
-from cartoondiff.tracking import NullTracker
-from cartoondiff.train import distributed
-from cartoondiff.train.batches import BatchOrder
-from cartoondiff.train.ema import EMA
-from cartoondiff.train.rundir import (
+from cartoondiff.progress import progress_bar
+from cartoondiff.run_folder import (
+    RunFolder,
     RunFolderLock,
+    checkpoint_path,
+    is_under,
+    list_checkpoints,
+    prune,
     resolve_run_dir,
     resume_command,
     resume_state,
     same_run_changes,
 )
+from cartoondiff.run_naming import run_labels
+from cartoondiff.tracking import NullTracker
+from cartoondiff.train import distributed
+from cartoondiff.train.batches import BatchOrder
+from cartoondiff.train.ema import EMA
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
 from cartoondiff.train.settings import TrainerSettings
 
@@ -102,8 +108,8 @@ class Trainer:
         require_seed_and_resume(cfg)
         seed_everything(cfg.seed)  # before the model: its initial weights come from the seed
         # The objects first, each checked by its constructor, before any file is touched.
-        self.model = build(cfg, "model").to(self.device)
-        self.diffusion = build(cfg, "diffusion")
+        self.model = build_model(cfg).to(self.device)
+        self.diffusion = build_diffusion(cfg)
         self.sampler = build(cfg, "sampler")
         with named("sampler.steps"):
             self.sampler.check_steps(self.diffusion.T)
@@ -111,16 +117,28 @@ class Trainer:
         if ddp.enabled and self.data.batch_size % ddp.world_size:
             raise ConfigError(f"data.batch_size={self.data.batch_size} is invalid: expected a "
                               f"multiple of the {ddp.world_size} processes (the global batch)")
+        if self.data.planned_len is not None:  # the batch order's rules, before reading data
+            BatchOrder(self.data.planned_len, self.data.batch_size, cfg.seed)
         with named("trainer.ema_decay"):
             self.ema = EMA(self.model, s.ema_decay)
         self.optimizer = build(cfg, "optim.optimizer", params=self.model.parameters())
+        # The LR schedule's own checks now; it is built for real once the data gives the run's
+        # length, on a stand-in optimizer here so the real one's learning rate is untouched.
+        build(cfg, "optim.scheduler", optimizer=torch.optim.SGD([torch.zeros(1)], lr=1.0),
+              total_steps=s.max_steps or 1, steps_per_epoch=1.0)
         self.run_dir = Path(ddp.broadcast(str(run_dir if run_dir is not None
                                               else resolve_run_dir())))
+        self.folder = RunFolder(self.run_dir)
         self.evaluator = build(cfg, "evaluate", diffusion=self.diffusion, sampler=self.sampler,
-                               device=self.device, best_path=self.run_dir / "model_best.pt")
+                               device=self.device, best_path=self.folder.model_best)
         self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
         self._asked_for: torch.Tensor | None = None  # the rows' rendered avatars, if synthetic
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        make_tracker = build(cfg, "logger")  # a partial: the run folder comes at the start
+        check = getattr(make_tracker.func, "check", None)
+        if check is not None:  # its rules now, before the run folder is touched
+            with named("logger", node=True):
+                check(**make_tracker.keywords)
+        self.ckpt_dir = self.folder.checkpoints
         self.lock = RunFolderLock(self.run_dir)
         self.resume_changes: list[str] = []
         self.resumed_name: str | None = None
@@ -133,10 +151,7 @@ class Trainer:
         cfg, s, ddp = self.cfg, self.settings, self.ddp
         if ddp.is_main:  # one writer per folder (ranks > 0 only read it)
             self.lock.acquire()
-        if not cfg.resume and ckpt.list_checkpoints(self.ckpt_dir):
-            # A fresh start would overwrite (and prune) the earlier run's checkpoints.
-            raise ConfigError(f"resume=null but {self.ckpt_dir} already holds checkpoints: pass "
-                              "resume=auto to continue that run, or choose a new run directory")
+        self.folder.check_start(cfg.resume)  # a run folder is a record: never overwritten
         if not ddp.is_main:
             ddp.barrier()  # rank 0 builds the data cache first; the others then read it
         # labels: required by a conditional model; read when present for the vanilla one
@@ -169,9 +184,12 @@ class Trainer:
         """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step. It
         must be this run's (``same_run_changes``); named changes are logged and sent to W&B."""
         changes = same_run_changes(path, state, self.cfg)
+        fixed = [c for c in changes if is_under(c, NOT_CHANGEABLE)]  # named via a parent key
+        if fixed:
+            raise ConfigError(f"resume: {_not_changeable(fixed[0].split(':')[0])}")
         self.resume_changes = changes
         self.resumed_name = (state.get("config") or {}).get("logger", {}).get("name")
-        model_changes = [c for c in changes if c.startswith("model.")]
+        model_changes = [c for c in changes if is_under(c, ("model", "tau"))]
         note = f"config changes since: {', '.join(model_changes)}" if model_changes else ""
         ckpt.apply_state_dict(self.model, state["model"], path, note)
         self.ema.load_state_dict(state["ema"])
@@ -180,6 +198,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.noise_gen.set_state(state["noise_rng"].to(self.noise_gen.get_state().device))
         restore_rng(state["rng"])
+        if any(is_under(c, ("optim",)) for c in changes):
+            self._apply_optim_settings()
         self.evaluator.load_state_dict(state.get("best", {}))
         self.step = int(state["step"])
         if changes:
@@ -187,6 +207,27 @@ class Trainer:
         if self.ddp.rank > 0:  # only rank 0's noise stream is saved: give the others fresh ones
             self.noise_gen.manual_seed(self.cfg.seed + self.ddp.rank * 1_000_003 + self.step)
         print(f"resumed from {path} at step {self.step}")
+
+    def _apply_optim_settings(self) -> None:
+        """A named ``optim.*`` change takes effect: the checkpoint's optimizer and schedule
+        carry the old hyperparameters (lr, betas, ...; the schedule's base LR), so today's
+        config's are set over them; the moments and the step stay. The schedule's shape
+        (warmup, decay) is rebuilt from the config anyway; its next LR is set here."""
+        node = OmegaConf.to_container(self.cfg.optim.optimizer, resolve=True)
+        today = build(self.cfg, "optim.optimizer", params=[torch.zeros(1, requires_grad=True)])
+        settings = {k: today.defaults[k] for k in node if k in today.defaults}
+        for group in self.optimizer.param_groups:
+            group.update(settings)
+            group["initial_lr"] = settings.get("lr", group["initial_lr"])
+        sched = self.scheduler
+        if not hasattr(sched, "lr_lambdas"):  # the project's schedules are all LambdaLR
+            raise ConfigError(f"resume: optim changes need a LambdaLR schedule to take effect "
+                              f"({type(sched).__name__} is not one): start a new run")
+        sched.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs,
+                                       sched.lr_lambdas, strict=True):
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # what get_last_lr says
 
     def _start_tracking(self, resumed: bool) -> None:
         self.n_params = count_parameters(self.model)
@@ -204,7 +245,7 @@ class Trainer:
             return
         print(f"trainable parameters: {self.n_params:,}")
         print(f"output directory: {self.run_dir}")
-        OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+        OmegaConf.save(self.cfg, self.folder.config, resolve=True)
         self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
                              config={**self.config_dict, **labels.config,
                                      "parameters": self.n_params},
@@ -221,7 +262,7 @@ class Trainer:
         images = self.data.data.images[:4]  # uint8 (4, 3, H, W)
         picture, ts = forward_process_image(self.diffusion.to("cpu"), torch.as_tensor(images),
                                             self.data.normalize, seed=self.settings.sample_seed)
-        path = self.run_dir / "samples" / "forward_process.png"
+        path = self.folder.grid("forward_process")
         path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path)
         caption = f"columns: t = {ts}"
@@ -246,8 +287,8 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         self._window = [0.0, 0, time.perf_counter()]  # loss sum, steps, start time
         self.bad_steps = 0
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not (s.progress_bar and self.ddp.is_main))
+        bar = progress_bar(total=self.total_steps, initial=self.step, desc="train",
+                           dynamic_ncols=True, enabled=s.progress_bar and self.ddp.is_main)
         try:
             with interrupt.StopFlag() as stop:
                 while self.step < self.total_steps:
@@ -331,8 +372,8 @@ class Trainer:
             "train/epoch": self.step / self.steps_per_epoch,
         }
         self.tracker.log(self.metrics, self.step)
-        bar.set_postfix(loss=f"{self.metrics['train/loss']:.4f}",
-                        img_s=f"{self.metrics['train/images_per_s']:.0f}")
+        bar.set_postfix(loss=f"{self.metrics['train/loss']:.4f}",  # shown at the next redraw
+                        img_s=f"{self.metrics['train/images_per_s']:.0f}", refresh=False)
         self._window = [0.0, 0, time.perf_counter()]
 
     def _end_of_epoch(self, epochs_done: int) -> None:
@@ -343,7 +384,7 @@ class Trainer:
             return
         if s.sample_every_epochs and epochs_done % s.sample_every_epochs == 0:
             epoch = epochs_done - 1
-            path, rows = self._draw_grid(f"epoch{epoch:03d}")
+            path, rows = self._draw_grid(RunFolder.epoch_grid_name(epoch))
             self.tracker.log_image("samples", path, self.step, f"epoch {epoch}", rows)
         if self.evaluator.due(epochs_done):
             scores = self.evaluator.run(self.ema.shadow, self.step, self.config_dict)
@@ -354,7 +395,7 @@ class Trainer:
             # the built-in avatars: the renderer draws what each row asks for
             self._asked_for = rendered(self.grid.row_ids, self.data.image_size, self.data.crop)
         return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
-                              self.run_dir / "samples" / f"{name}.png",
+                              self.folder.grid(name),
                               image_size=self.data.image_size, normalize=self.data.normalize,
                               device=self.device, asked_for=self._asked_for)
 
@@ -362,7 +403,7 @@ class Trainer:
         """A full checkpoint of this step (rank 0), then prune to ``keep_checkpoints``."""
         if not self.ddp.is_main:
             return None
-        path = ckpt.checkpoint_path(self.ckpt_dir, self.step)
+        path = checkpoint_path(self.ckpt_dir, self.step)
         ckpt.save_atomic({
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -371,7 +412,7 @@ class Trainer:
             "noise_rng": self.noise_gen.get_state(), "config": self.config_dict,
             "best": self.evaluator.state_dict(),
         }, path)
-        ckpt.prune(self.ckpt_dir, self.settings.keep_checkpoints)
+        prune(self.ckpt_dir, self.settings.keep_checkpoints)
         return path
 
     def _stopped(self, signum: int | None, saved: Path | None) -> dict[str, Any]:
@@ -395,7 +436,7 @@ class Trainer:
         path, rows = self._draw_grid("final")
         # Its own key: under "samples" at this step it would replace the last epoch's grid.
         self.tracker.log_image("samples_final", path, self.step, "final", rows)
-        export = self.run_dir / "model_ema.pt"
+        export = self.folder.model_ema
         ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
                          export)
         best = self.evaluator.best_path
@@ -415,19 +456,38 @@ def eval_summary(key: str) -> str:
     return "max,last" if higher_is_better(key) else "min,last"
 
 
+_ABSENT = object()
+# What no resume may change, named or not: the saved state is that class's.
+NOT_CHANGEABLE = ("optim.optimizer._target_", "optim.scheduler._target_")
+
+
 def require_seed_and_resume(cfg: DictConfig) -> None:
     """The two run-level keys that belong to no constructor."""
     seed = OmegaConf.select(cfg, "seed")
-    if not (is_int(seed) and 0 <= seed < 2**31):
-        raise ConfigError(f"seed={seed!r} is invalid: expected an integer in [0, 2**31)")
+    if not is_seed(seed):
+        raise ConfigError(f"seed={seed!r} is invalid: expected {SEED_RULE}")
     resume = OmegaConf.select(cfg, "resume")
     if not (resume in (None, "auto") or Path(str(resume)).expanduser().is_file()):
         raise ConfigError(f"resume={resume!r} is invalid: expected null, auto, or the path of "
                           "an existing checkpoint file")
+    listed = list(OmegaConf.select(cfg, "resume_changes") or [])
+    unknown = [k for k in listed if not (isinstance(k, str) and k and OmegaConf.select(
+        cfg, k, default=_ABSENT, throw_on_missing=False) is not _ABSENT)]
+    if unknown:
+        raise ConfigError(f"resume_changes={listed!r} is invalid: expected keys of the config "
+                          f"(e.g. optim.optimizer.lr); {unknown[0]!r} is none")
+    fixed = [k for k in listed if is_under(k, NOT_CHANGEABLE)]
+    if fixed:
+        raise ConfigError(f"resume_changes={listed!r} is invalid: {_not_changeable(fixed[0])}")
+
+
+def _not_changeable(key: str) -> str:
+    return (f"{key} cannot change on resume (the checkpoint's optimizer and schedule state "
+            "belong to the class it names): start a new run")
 
 
 def _nonfinite_message(loss: float, step: int, ckpt_dir: Path) -> str:
-    saved = ckpt.list_checkpoints(ckpt_dir)
+    saved = list_checkpoints(ckpt_dir)
     last = (f"the last checkpoint, {saved[-1]}, is from before it" if saved
             else "no checkpoint had been written yet")
     return (f"loss is {loss} at step {step}; stopping ({last}). Start a new run with a lower "

@@ -13,11 +13,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from cartoondiff.data.dataset import DEFAULT_CACHE_DIR
+from cartoondiff.data.cache import resolve_cache_dir
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.diffusion import Diffusion, Sampler
-from cartoondiff.errors import is_int, require
+from cartoondiff.errors import ArgumentError, is_int, require
 from cartoondiff.evaluate import BestTracker, metric_names, quick_evaluate
+from cartoondiff.evaluate.classifier import (
+    TRAIN_SETTINGS,
+    AttributeClassifier,
+    ClassifierError,
+    load_or_train_classifier,
+)
 from cartoondiff.inference import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -41,18 +47,36 @@ class PeriodicEvaluator:
         every_epochs: int = 0,
         n: int = 64,
         metric: str = "eval/faithfulness_mean",
-        cache_dir: str | Path = DEFAULT_CACHE_DIR,
+        cache_dir: str | Path | None = None,
         classifier: dict[str, Any] | None = None,
+        image_size: int | None = None,
     ) -> None:
+        """``image_size``: the run's (``data.image_size``); when evaluating, the judge must
+        accept it, checked here so a run never trains for epochs to fail at its first
+        evaluation. ``classifier``: the judge's training settings (``TRAIN_SETTINGS``)."""
         require(is_int(every_epochs) and every_epochs >= 0, "every_epochs", every_epochs,
                 "an integer >= 0 (0: never)")
         require(is_int(n) and n >= 2, "n", n, "an integer >= 2")
         require(metric in metric_names("eval/"), "metric", metric,
                 f"one of the evaluation's metrics, e.g. {', '.join(metric_names('eval/')[:3])}")
+        settings = dict(classifier or {})
+        unknown = sorted(set(settings) - set(TRAIN_SETTINGS))
+        require(not unknown, "classifier", settings,
+                f"settings of the judge's training, among {TRAIN_SETTINGS} (not {unknown})")
+        if every_epochs and image_size is not None:
+            try:
+                with torch.device("meta"):  # its shape rules only: nothing is allocated
+                    AttributeClassifier(image_size, **{k: settings[k] for k in
+                                                       ("width", "feature_dim") if k in settings})
+            except ClassifierError as err:
+                raise ArgumentError("image_size", image_size,
+                                    f"a size the evaluation's judge accepts ({err}), or "
+                                    "evaluate.every_epochs=0") from None
         self.diffusion, self.sampler = diffusion, sampler
         self.device, self.best_path = device, Path(best_path)
-        self.every_epochs, self.n, self.cache_dir = every_epochs, n, cache_dir
-        self.classifier_settings = dict(classifier or {})
+        self.every_epochs, self.n = every_epochs, n
+        self.cache_dir = resolve_cache_dir(cache_dir)  # None: the user cache
+        self.classifier_settings = settings
         self.best = BestTracker(metric)
         self.data: AvatarDataModule | None = None
         self._classifier = None
@@ -72,8 +96,6 @@ class PeriodicEvaluator:
         """Evaluate ``model`` (the EMA weights); export it when it is the best so far."""
         assert self.data is not None, "attach(data) first"
         if self._classifier is None:
-            from cartoondiff.evaluate.classifier import load_or_train_classifier
-
             self._classifier = load_or_train_classifier(
                 self.data, self.cache_dir, device=self.device, **self.classifier_settings)
         scores = quick_evaluate(model, self.diffusion, self.sampler, self.data,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cartoondiff.errors import is_int, is_number, require
+from cartoondiff.errors import SEED_RULE, is_int, is_number, is_seed, require
 
 
 @dataclass(frozen=True)
@@ -56,4 +56,4 @@ class TrainerSettings:
         positive_int("max_bad_steps", 0)
         positive_int("keep_checkpoints", 0, " (0 keeps all)")
         positive_int("sample_every_epochs", 0, " (0 never samples during training)")
-        positive_int("sample_seed", 0)
+        require(is_seed(self.sample_seed), "sample_seed", self.sample_seed, SEED_RULE)

@@ -1,0 +1,276 @@
+"""A training run's folder, its one owner: the layout, the lock, what to resume, the same-run rule.
+
+Every command that writes or reads a run folder takes its file names from ``RunFolder``::
+
+    RUN_DIR/
+      .lock                   who writes it now (an flock held for the run's life)
+      config.yaml             the resolved run config (its recipe included)
+      metrics.jsonl           one JSON row per logged step (train/*, eval/*, resume/*)
+      checkpoints/
+        ckpt-step000000500.pt full training state, the newest keep_checkpoints of them
+      samples/
+        forward_process.png   q(x_t | x_0) before training (+ .txt: its columns' t)
+        epoch000.png          the EMA model's grid after each epoch (0-based, as the blog)
+        final.png             the grid at the end
+      model_ema.pt            the EMA weights and config at the end (what sample/evaluate load)
+      model_best.pt           the best EMA weights by evaluate.metric
+      wandb_id.txt            the W&B run id a resume continues
+      wandb/                  W&B's offline runs
+
+The checkpoint store (``checkpoint_path``, ``list_checkpoints``, ``prune``, ``load_latest``)
+names, lists and prunes ``checkpoints/``; the file I/O under it (atomic writes, safe loads)
+is ``inference.checkpoint``'s, imported inside the functions that load, so that run names
+(``run_naming``) can use this module without torch.
+
+A resumed run is the same run: ``same_run_changes`` compares its config with the
+checkpoint's, and only the keys in ``RESULT_NEUTRAL`` (where and how a run executes and logs:
+never in a run's name either, see run_naming) and ``CONTINUABLE`` (how long it trains, what it
+draws and how it is evaluated) may differ without being named in ``resume_changes``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shlex
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
+
+from cartoondiff.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+# What a training checkpoint holds beyond the weights (model_ema.pt has only "model").
+TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "rng", "noise_rng", "step")
+# Keys (prefixes, ending at a key boundary) that never change a run's result: where and how
+# it executes, logs and saves. Left out of run names (run_naming) and free on resume.
+RESULT_NEUTRAL = ("hydra", "logger", "resume", "resume_changes", "trainer.device",
+                  "trainer.progress_bar", "trainer.log_every", "trainer.checkpoint_every",
+                  "trainer.keep_checkpoints", "trainer.compile", "data.cache_dir", "data.on_error")
+# Also free on resume, though they show in a run's name: how long it trains, what it draws
+# and how it is evaluated, where its data lives (a folder moves between machines; the data
+# cache checks what it holds), and the recipe (a name for values compared one by one).
+CONTINUABLE = (*RESULT_NEUTRAL, "trainer.max_steps", "trainer.max_epochs", "trainer.sample_",
+               "evaluate", "sampler", "figures", "blog_epochs", "data.root", "recipe")
+
+
+class RunFolder:
+    """The paths of one run folder (the layout in this module's docstring)."""
+
+    CONFIG, METRICS, LOCK, WANDB_ID = "config.yaml", "metrics.jsonl", ".lock", "wandb_id.txt"
+    MODEL_EMA, MODEL_BEST = "model_ema.pt", "model_best.pt"
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / self.CONFIG)
+    metrics = property(lambda self: self.root / self.METRICS)
+    lock = property(lambda self: self.root / self.LOCK)
+    wandb_id = property(lambda self: self.root / self.WANDB_ID)
+    wandb_dir = property(lambda self: self.root / "wandb")
+    model_ema = property(lambda self: self.root / self.MODEL_EMA)
+    model_best = property(lambda self: self.root / self.MODEL_BEST)
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    samples = property(lambda self: self.root / "samples")
+
+    def grid(self, name: str) -> Path:
+        """``samples/NAME.png``: ``epoch{e:03d}``, ``final`` or ``forward_process``."""
+        return self.samples / f"{name}.png"
+
+    @staticmethod
+    def epoch_grid_name(epoch: int) -> str:
+        return f"epoch{epoch:03d}"
+
+    def epoch_grids(self) -> dict[int, Path]:
+        """Epoch -> its grid in ``samples/``, in epoch order (empty when there is none)."""
+        found = {int(p.stem[5:]): p for p in self.samples.glob("epoch*.png")
+                 if p.stem[5:].isdigit()}
+        return dict(sorted(found.items()))
+
+    # What a run leaves: a new run never writes over any of it.
+    RECORD = (CONFIG, METRICS, MODEL_EMA, MODEL_BEST, WANDB_ID, "checkpoints", "samples")
+
+    def earlier_record(self) -> list[str]:
+        """The names of an earlier run's files and (non-empty) folders here."""
+        return [name for name in self.RECORD
+                if (p := self.root / name).is_file() or (p.is_dir() and any(p.iterdir()))]
+
+    def check_start(self, resume: str | None) -> None:
+        """Whether a run may start here: a new one (``resume=null``) only where no earlier
+        run left a record, and one resumed from another folder's checkpoint (``resume=PATH``)
+        only in a folder of its own (a branch), never grafted onto another run's history."""
+        record = self.earlier_record()
+        if not record or resume == "auto":
+            return
+        if not resume:
+            raise ConfigError(
+                f"resume=null but {self.root} holds an earlier run ({', '.join(record)}): pass "
+                "resume=auto to continue it, or give this run its own folder (hydra.run.dir=...)")
+        if Path(resume).expanduser().resolve().parent != self.checkpoints.resolve():
+            raise ConfigError(
+                f"resume={resume} is another folder's checkpoint and {self.root} holds a run of "
+                f"its own ({', '.join(record)}): resume into that checkpoint's folder, or "
+                "branch into an empty folder (hydra.run.dir=...)")
+
+
+def is_under(change_or_key: str, keys: tuple[str, ...]) -> bool:
+    """Whether a key (or a ``key: old -> new`` change) is one of ``keys`` or below one, on
+    key boundaries (``trainer.sample_`` is a prefix on purpose: every sample_* key)."""
+    key = change_or_key.split(":")[0]
+    return any(key == k or key.startswith(k if k.endswith("_") else k + ".") for k in keys)
+
+
+# --- the checkpoint store: RUN_DIR/checkpoints/ckpt-step{step:09d}.pt -------------------------
+
+PREFIX, SUFFIX = "ckpt-step", ".pt"
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"{PREFIX}{step:09d}{SUFFIX}"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints in ``folder``, oldest first (by the step in the name)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{PREFIX}*{SUFFIX}") if p.is_file())
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (and stray temporary files)."""
+    for stray in folder.glob(f"{PREFIX}*.tmp"):
+        stray.unlink(missing_ok=True)
+    if keep > 0:
+        for old in list_checkpoints(folder)[:-keep]:
+            old.unlink(missing_ok=True)
+
+
+def load_latest(
+    folder: Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict] | None:
+    """Newest checkpoint in ``folder`` that loads; damaged ones are skipped with a warning.
+
+    None when the folder holds no checkpoint that loads.
+    """
+    from cartoondiff.inference import checkpoint as ckpt
+
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return path, ckpt.load(path, map_location)
+        except ckpt.CheckpointError as err:
+            log.warning("%s; falling back to the checkpoint before it", err)
+    return None
+
+
+def resolve_run_dir() -> Path:
+    """Hydra's output directory for this run or multirun job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        raise ConfigError("no Hydra run directory: call train(cfg, run_dir=...) outside run.py")
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run from its latest checkpoint."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return f"train(cfg, run_dir={str(run_dir)!r}) with resume=auto in cfg"
+    keep = [o for o in HydraConfig.get().overrides.task
+            if not o.startswith(("resume=", "hydra.run.dir="))]
+    return shlex.join(["python", "run.py", *keep, "resume=auto", f"hydra.run.dir={run_dir}"])
+
+
+
+
+class RunFolderBusyError(UserError):
+    """Another live process is writing the run folder; the message names it."""
+
+
+class RunFolderLock:
+    """One writer per run folder: an exclusive ``flock`` on ``RUN_DIR/.lock`` for the run's
+    life. The kernel drops the lock when its process ends, however it ends, so a crashed run
+    never leaves a folder locked; the file only says who held it last."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = RunFolder(run_dir).lock
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunFolderBusyError(
+                f"{self.path.parent} is being written by another run ({holder}): wait for it "
+                "to end, or give this run its own folder (hydra.run.dir=...)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def resume_state(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None:
+    """``resume=auto`` (latest good checkpoint of this run, if any) or ``resume=PATH``."""
+    from cartoondiff.inference import checkpoint as ckpt  # torch: not for run names
+
+    if not resume:
+        return None
+    if resume == "auto":
+        found = load_latest(ckpt_dir)  # warns about each damaged checkpoint it skips
+        if found is None and list_checkpoints(ckpt_dir):
+            raise ckpt.CheckpointError(f"resume=auto: no checkpoint in {ckpt_dir} loads (see "
+                                       "the warnings above); move them aside to start fresh")
+        if found is None:
+            print(f"resume=auto: no checkpoint in {ckpt_dir}, starting fresh")
+        return found
+    return Path(resume), ckpt.load(resume)
+
+
+def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
+    """``key: old -> new`` for each setting of ``cfg`` that differs from the checkpoint's and
+    was named in ``cfg.resume_changes``; any other change of a setting that alters the result
+    (not how long the run trains, where it runs or what it logs) is a ConfigError.
+
+    A resumed run is the same run; a weights-only export is no training checkpoint."""
+    from cartoondiff.inference import checkpoint as ckpt  # torch: not for run names
+
+    missing = [k for k in TRAINING_STATE if k not in state]
+    if missing:
+        raise ckpt.CheckpointError(
+            f"resume={path} is not a training checkpoint (it has no {missing[0]!r}; a "
+            "model_ema.pt or model_best.pt export holds weights only): resume from "
+            "checkpoints/ckpt-step*.pt, or pass it to python -m cartoondiff.sample")
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    saved = ckpt.current_layout(saved)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    changes = [c for key in sorted(set(saved) | set(current), key=str)
+               for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
+               if not is_under(c, CONTINUABLE)]
+    allowed = tuple(OmegaConf.select(cfg, "resume_changes") or ())
+    refused = [c for c in changes if not is_under(c, allowed)]
+    if refused:
+        keys = ",".join(c.split(":")[0] for c in refused)
+        raise ConfigError(
+            f"resume: {path} is from a run with other settings ({'; '.join(refused)}); a "
+            "resumed run must be the same run: resume with its settings, or name the changes "
+            f"you mean: resume_changes=[{keys}]")
+    return changes
