@@ -10,6 +10,11 @@ plus a hash, so no value makes nested folders or a name too long for the file sy
 
 An experiment (``experiment=NAME``) keeps its group, with the scale it ran at appended
 (``fig12_tau2x-cpu``), so CPU-scale and GPU-scale runs of one figure never share a group.
+
+A plain run (no sweep, no experiment) is named by its overrides plus a time stamp
+(``optim.optimizer.lr=0.001@1202-091733-a1f3``; ``run@1202-091733-a1f3`` with none), so two
+plain runs never share a W&B name. Every training run has ``job_type=train``; evaluations
+(``python -m cartoondiff.evaluate``) log runs of their own with ``job_type=eval``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +50,22 @@ MAX_VALUE = 32     # characters of one value in a name; longer ones become prefi
 MAX_NAME = 100     # characters of a whole name (a folder name may have 255 bytes)
 MAX_TAG = 64       # W&B refuses longer tags
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+\-\[\]@~]")
+JOB_TYPE = "train"  # W&B job type of a training run ("eval": an evaluation's run)
+PLAIN = "run"      # a plain run without overrides: run@STAMP
+STAMP = re.compile(r"@\d{4}-\d{6}-[0-9a-f]{4}$")  # what plain_name appends
+
+
+def plain_name(base: str | None, stamp: str | None = None) -> str:
+    """``base@MMDD-HHMMSS-xxxx``: a name no other run has (the start time, four random hex
+    digits for runs started in the same second)."""
+    stamp = stamp or f"{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return f"{base or PLAIN}@{stamp}"
+
+
+def strip_stamp(name: str) -> str:
+    """A plain run's name without its time stamp (``run`` alone: empty)."""
+    base = STAMP.sub("", name)
+    return "" if base == PLAIN and base != name else base
 
 
 @dataclass(frozen=True)
@@ -135,10 +158,11 @@ def labels_for(
     - group: ``logger.group`` when given on the command line; an experiment's group plus its
       scale (``fig12_tau2x-cpu``); else one group per sweep (``sweep-DATE_TIME``, after the
       sweep folder); else ``logger.group`` (None for a single plain run).
-    - name: a sweep job's swept keys (``attention=mha4,tau.projections=2x``); a single run's
-      overrides without plumbing and without what the group says; else the experiment's name.
+    - name: a sweep job's swept keys (``attention=mha4,tau.projections=2x``); an experiment
+      run's overrides without plumbing and without what the group says, else the experiment's
+      name; a plain run's overrides (without plumbing) plus a time stamp (``plain_name``).
     - tags: ``logger.tags``, ``scale=...`` and each swept ``key=value`` (W&B filters on tags).
-    - job_type: the scale (cpu, gpu, or blog for an experiment without one).
+    - job_type: ``train`` (the scale is a tag and part of an experiment's group).
     - config: ``sweep`` (swept key -> this run's value) and ``choices`` (every config group's
       option, e.g. ``choices.attention=mha4``), so the dashboard can filter and group on them.
     """
@@ -155,7 +179,10 @@ def labels_for(
         name = describe(swept)
     else:
         rest = [i for i in job if not (_plumbing(i.key) or i.key.startswith(IN_GROUP))]
-        name = describe(rest) if rest else (experiment or "default")
+        if experiment or multirun:
+            name = describe(rest) if rest else experiment
+        else:
+            name = plain_name(describe(rest) if rest else None)
 
     if "logger.group" in user_keys and group:
         pass  # the user's own group, as typed
@@ -171,7 +198,7 @@ def labels_for(
     if multirun:
         config["sweep"] = {i.key: i.value for i in swept}
     return RunLabels(name=name, group=group, tags=[t for t in all_tags if len(t) <= MAX_TAG],
-                     job_type=job_type or scale, config=config)
+                     job_type=job_type or JOB_TYPE, config=config)
 
 
 def read_sweep_overrides(sweep_dir: str | Path) -> list[str] | None:
@@ -193,14 +220,17 @@ def read_sweep_overrides(sweep_dir: str | Path) -> list[str] | None:
 
 def run_labels(logger: DictConfig | Mapping[str, Any]) -> RunLabels:
     """``labels_for`` this process's run: ``logger`` is the ``logger`` config section, the rest
-    comes from Hydra (none outside ``run.py``: then the logger's settings as they are)."""
+    comes from Hydra (none outside ``run.py``, e.g. ``train(cfg)`` from a notebook: then the
+    logger's settings, a run without a name named as a plain run is)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     given = {"name": logger.get("name"), "group": logger.get("group"),
              "tags": list(logger.get("tags") or []), "job_type": logger.get("job_type")}
     if not HydraConfig.initialized():
-        return RunLabels(**given)
+        if not given["name"]:
+            given["name"] = plain_name(None)
+        return RunLabels(**{**given, "job_type": given["job_type"] or JOB_TYPE})
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     return labels_for(

@@ -5,8 +5,13 @@ is readable without W&B. W&B never fails a run: ``online`` without a network fal
 ``offline`` with one warning, and ``disabled`` skips it entirely.
 
 Evaluation metrics (``eval/*``) are plotted against ``epoch`` and their W&B summary keeps the
-best value. A resumed run continues the same W&B run id; offline, where W&B cannot append to
-an earlier offline run, the new run replays the JSONL file up to the resume step and replaces
+best and the last value. The 18 per-attribute accuracies, ``eval/<attribute>`` in the JSONL
+file (the report and the figures read them there), go to W&B under ``eval/attr/<attribute>``,
+their own dashboard section beside the means. A grid's rows table is logged once (the rows are
+fixed for a run: the epoch grids and the final grid share it), not with every grid.
+
+A resumed run continues the same W&B run id; offline, where W&B cannot append to an earlier
+offline run, the new run replays the JSONL file up to the resume step and replaces
 the earlier run's folder when it finishes, so ``wandb/`` holds one run with every step.
 """
 
@@ -27,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cartoondiff import attributes
 from cartoondiff.errors import ArgumentError, UserError, is_int
 from cartoondiff.files import write_text_atomic
 from cartoondiff.run_folder import RunFolder
@@ -36,6 +42,15 @@ log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # W&B refuses empty ids and :;,#?/'"
 WANDB_HOST = ("api.wandb.ai", 443)
+ATTR_SECTION = "eval/attr/"  # W&B section of the per-attribute accuracies
+
+
+def wandb_key(key: str) -> str:
+    """The W&B name of a logged key: ``eval/glasses`` -> ``eval/attr/glasses``, else as is."""
+    prefix, _, name = key.partition("/")
+    if prefix == "eval" and name in attributes.NAMES:
+        return ATTR_SECTION + name
+    return key
 
 
 class RunFolderError(UserError, FileNotFoundError):
@@ -57,7 +72,7 @@ class Tracker:
     The constructor's arguments are the ``logger`` config group's (conf/logger/wandb.yaml)
     plus what ``train`` knows at run time: ``run_dir``, ``config``, ``resume_step`` and
     ``eval_summary``, which says for each ``eval/*`` metric what its W&B summary keeps:
-    ``"max"``, ``"min"`` or ``"last"``.
+    ``"max"``, ``"min"`` or ``"last"`` (``"max,last"``: both).
 
     On resume (``resume_step`` set) rows logged after that step by the interrupted process
     are dropped from the JSONL file, so the file reads as one uninterrupted run; so is a
@@ -88,6 +103,7 @@ class Tracker:
         self.log_model_enabled = log_model
         self._eval_summary = eval_summary or (lambda key: "last")  # noqa: ARG005
         self._defined: set[str] = set()
+        self._tables: set[tuple[str, ...]] = set()  # rows tables already logged
         self._superseded: list[Path] = []  # earlier offline folders of this run, replayed
         self._truncate_after(resume_step)
         self._file = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
@@ -214,23 +230,24 @@ class Tracker:
         return path
 
     def _wandb_log(self, run: Any, metrics: Mapping[str, Any], step: int) -> None:
-        for key in metrics:
-            if key.startswith(self.EVAL_PREFIX) and key not in self._defined:
+        named = {wandb_key(k): v for k, v in metrics.items()}
+        for key, logged in zip(metrics, named, strict=True):
+            if logged.startswith(self.EVAL_PREFIX) and logged not in self._defined:
                 summary = self._eval_summary(key)
-                run.define_metric(key, step_metric=self.EPOCH, summary=summary)
-                self._defined.add(key)
-        run.log(dict(metrics), step=step)
+                run.define_metric(logged, step_metric=self.EPOCH, summary=summary)
+                self._defined.add(logged)
+        run.log(named, step=step)
 
-    @staticmethod
-    def _wandb_image(run: Any, key: str, path: Path, step: int, caption: str,
+    def _wandb_image(self, run: Any, key: str, path: Path, step: int, caption: str,
                      rows: Sequence[str]) -> None:
         import wandb
 
         media: dict[str, Any] = {key: wandb.Image(str(path), caption=caption)}
-        if rows:
+        if rows and tuple(rows) not in self._tables:  # a run's grid rows never change
             media[f"{key}_rows"] = wandb.Table(
                 columns=["row", "attributes"], data=[[i, r] for i, r in enumerate(rows)]
             )
+            self._tables.add(tuple(rows))
         run.log(media, step=step)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -253,9 +270,11 @@ class Tracker:
         if self.wandb is not None:
             self._wandb_image(self.wandb, key, path, step, caption, rows)
 
-    def log_model(self, path: Path, metadata: Mapping[str, Any] | None = None) -> None:
-        """With ``log_model``: the exported model file as a W&B artifact ``model-<run id>``
-        (type ``model``; offline, it uploads with ``wandb sync``)."""
+    def log_model(self, path: Path, metadata: Mapping[str, Any] | None = None,
+                  aliases: Sequence[str] = ("latest",)) -> None:
+        """With ``log_model``: a model file as a version of the W&B artifact ``model-<run id>``
+        (type ``model``) with ``aliases`` (the final EMA export: ``latest``; the best
+        evaluated one: ``best``). Offline, it uploads with ``wandb sync``."""
         if self.wandb is None or not self.log_model_enabled:
             return
         import wandb
@@ -263,7 +282,7 @@ class Tracker:
         artifact = wandb.Artifact(f"model-{self.wandb.id}", type="model",
                                   metadata=dict(metadata or {}))
         artifact.add_file(str(path), name=Path(path).name)
-        self.wandb.log_artifact(artifact, aliases=["latest"])
+        self.wandb.log_artifact(artifact, aliases=list(aliases))
 
     def summary(self, values: Mapping[str, Any]) -> None:
         if self.wandb is not None:
@@ -330,6 +349,87 @@ def distinct_folders(folders: Sequence[Path | str]) -> list[Path]:
         else:
             seen[key] = folder
     return list(seen.values())
+
+
+EVAL_JOB_TYPE = "eval"
+SETTING = "setting"  # x axis of an evaluation run's history: one step per sampler setting
+
+
+def start_run(wandb_dir: Path, mode: str, **init_args: Any) -> Any:
+    """A fresh W&B run in ``wandb_dir`` (``online`` without a network or login: offline, with
+    one warning); None when ``mode`` is ``disabled``."""
+    if mode not in MODES:
+        raise ArgumentError("wandb", mode, f"one of {MODES}")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    wandb_dir = Path(wandb_dir)
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    hint = f"upload later: wandb sync {wandb_dir / 'wandb'}"
+
+    def init(mode: str) -> Any:
+        return wandb.init(**init_args, dir=str(wandb_dir), mode=mode, reinit="finish_previous",
+                          settings=wandb.Settings(silent=True, init_timeout=60))
+
+    if mode == "online" and not network_reachable():
+        log.warning("W&B: no network, logging offline instead (%s)", hint)
+        mode = "offline"
+    try:
+        return init(mode)
+    except Exception as err:  # no login, server down: W&B never fails a command
+        if mode != "online":
+            raise
+        log.warning("W&B: online init failed (%s), logging offline instead (%s)",
+                    str(err).splitlines()[0] if str(err) else type(err).__name__, hint)
+        return init("offline")
+
+
+def log_evaluation(
+    run: Any,
+    settings: Sequence[Mapping[str, Any]],
+    summary: Callable[[str], str],
+) -> None:
+    """An evaluation's results into its own W&B run (``start_run`` with ``job_type=eval``).
+
+    ``settings``: one mapping per evaluated sampler setting, ``{"sampler", "steps",
+    "guidance", "eta", "seconds", "metrics": {name: value}}`` (the evaluation JSON's ``runs``).
+    Logs one history step per setting (``eval/*`` against ``setting``, per-attribute
+    accuracies under ``eval/attr/``; ``summary(key)`` says what the run summary keeps over
+    the settings), one ``wandb.Table`` with a row per setting, and line plots of
+    faithfulness against guidance (one line per sampler and steps) and against steps (one
+    line per sampler and guidance) where more than one value was evaluated.
+    """
+    import wandb
+
+    run.define_metric(SETTING)
+    names = list(dict.fromkeys(k for s in settings for k in s["metrics"]))
+    for key in names:
+        run.define_metric(wandb_key(f"eval/{key}"), step_metric=SETTING,
+                          summary=summary(f"eval/{key}"))
+    head = ["sampler", "steps", "guidance", "eta", "seconds"]
+    rows = []
+    for i, s in enumerate(settings):
+        metrics = {wandb_key(f"eval/{k}"): v for k, v in s["metrics"].items()}
+        run.log({SETTING: i, **{f"setting/{k}": s[k] for k in head}, **metrics}, step=i)
+        rows.append([s[k] for k in head] + [s["metrics"].get(k) for k in names])
+    table = wandb.Table(columns=head + names, data=rows)
+    media: dict[str, Any] = {"settings": table}
+    for x, lines in (("guidance", ("sampler", "steps")), ("steps", ("sampler", "guidance"))):
+        series: dict[str, list[tuple[float, float]]] = {}
+        for s in settings:
+            value = s["metrics"].get("faithfulness_mean")
+            if value is not None:
+                label = " ".join(f"{k}={s[k]:g}" if k != "sampler" else str(s[k])
+                                 for k in lines)
+                series.setdefault(label, []).append((float(s[x]), float(value)))
+        if len({px for pts in series.values() for px, _ in pts}) > 1:
+            keys = list(series)
+            media[f"faithfulness_vs_{x}"] = wandb.plot.line_series(
+                xs=[[px for px, _ in sorted(series[k])] for k in keys],
+                ys=[[py for _, py in sorted(series[k])] for k in keys],
+                keys=keys, title=f"faithfulness against {x}", xname=x)
+    run.log(media, step=len(settings) - 1)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -412,7 +512,8 @@ class NullTracker:
                   rows: Sequence[str] = ()) -> None:
         pass
 
-    def log_model(self, path: Path, metadata: Mapping[str, Any] | None = None) -> None:
+    def log_model(self, path: Path, metadata: Mapping[str, Any] | None = None,
+                  aliases: Sequence[str] = ("latest",)) -> None:
         pass
 
     def summary(self, values: Mapping[str, Any]) -> None:

@@ -64,6 +64,8 @@ FIGURE_ARGS="from_step=$FROM_STEP" figure 1 loss.png curves \
   fig07_09_raw fig10_11_onehot fig12_tau2x fig13_14_mha4 fig15_16_final
 FIGURE_ARGS="key=eval/hair_color smooth=0" figure 1 hair_color.png curves \
   fig07_09_raw fig10_11_onehot fig12_tau2x fig13_14_mha4 fig15_16_final
+FIGURE_ARGS="key=eval/hair_color" figure 1 loss_vs_hair_color.png loss_quality \
+  fig07_09_raw fig10_11_onehot fig12_tau2x fig13_14_mha4 fig15_16_final
 SEEDS=${SEEDS%% *}  # grids side by side: the first seed of each experiment
 FIGURE_ARGS="" figure 2 normalize.png compare fig01_02_vanilla_unit fig03_05_vanilla_pm1
 FIGURE_ARGS="" figure 2 encoding.png compare fig07_09_raw fig10_11_onehot

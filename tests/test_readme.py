@@ -89,19 +89,26 @@ class Workspace:
 
     def __init__(self, root: Path, cache_dir: Path) -> None:
         from cartoondiff.data.synthesize import write_cartoonset
+        from cartoondiff.evaluate.__main__ import main as evaluate
         from cartoondiff.train import train
 
         self.root, self.cache_dir = root, cache_dir
         self.labeled = root / "cartoonset"  # DIR: Cartoon Set's format, with CSVs
         write_cartoonset(self.labeled, n=16, seed=0)
-        # outputs/DATE/TIME and RUN_A: an experiment run with epoch grids 0..9, offline W&B
+        # outputs/DATE/TIME and RUN_A: an experiment run with epoch grids 0..9, evaluations
+        # after epochs 5 and 10, offline W&B; RUN_A/eval.json: an evaluation of two settings
         self.run_a, self.run_b = root / "run_a", root / "run_b"
         for run, seed in ((self.run_a, 0), (self.run_b, 1)):
             train(compose_tiny(cache_dir, "experiment=fig15_16_final", "scale=cpu",
                                "model=tiny", "data.image_size=16", "data.n=16",
                                "noise_schedule.T=60", f"seed={seed}", "trainer.max_steps=20",
-                               "logger.mode=offline", "trainer.checkpoint_every=10"),
+                               "logger.mode=offline", "trainer.checkpoint_every=10",
+                               "evaluate.every_epochs=5", "evaluate.n=4",
+                               "evaluate.classifier.epochs=1"),
                   run_dir=run)
+        evaluate([f"checkpoint={self.run_a / 'model_ema.pt'}", "n=4", "guidance=0,2",
+                  "classifier_epochs=1", "diversity_groups=2", "diversity_per_group=2",
+                  f"cache_dir={cache_dir}", "wandb=disabled", f"out={self.run_a / 'eval.json'}"])
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "CARTOONDIFF_CACHE": str(self.cache_dir), "OMP_NUM_THREADS": "1",

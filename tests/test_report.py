@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from PIL import Image
 
-from cartoondiff import figures, report
+from cartoondiff import attributes, figures, report
 from cartoondiff.errors import UserError
 from cartoondiff.plots import ema
 
@@ -73,14 +74,64 @@ def test_smoothing_is_debiased():
     assert ema([0.0, 2.0], 0.5)[1] == pytest.approx(1.0 / 0.75)  # (0.5*2) / (1 - 0.5**2)
 
 
-def test_curves_average_seeds_into_one_line_per_experiment(runs, tmp_path):
-    out = figures.main(["curves", *map(str, runs), f"out={tmp_path / 'loss.png'}"])
-    image = Image.open(out).convert("RGB")
-    colours = {c for _, c in image.getcolors(1 << 20)}
-    two_lines = {(0x00, 0x72, 0xB2), (0xD5, 0x5E, 0x00)}
-    assert two_lines <= colours, "one colour per experiment"
-    assert (0x00, 0x9E, 0x73) not in colours, "seeds of one experiment are a single line"
+def svg_series(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Legend label -> drawn points of each series (``<g id="series-N">``) in an SVG chart."""
+    root = ElementTree.parse(path).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    points = [[(float(u.get("x")), float(u.get("y"))) for u in g.iter(f"{ns}use")]
+              for g in root.iter(f"{ns}g") if g.get("id", "").startswith("series-")]
+    legend = next(g for g in root.iter(f"{ns}g") if g.get("id", "").startswith("legend"))
+    labels = [t.text for t in legend.iter(f"{ns}text")]
+    return dict(zip(labels, points, strict=True))
+
+
+def test_curves_draw_one_line_per_experiment_against_epoch_in_svg(runs, tmp_path):
+    single = fake_run(tmp_path, "attention=mha4,tau.projections=2x,a_long_swept_value", 0,
+                      [0.7], {})
+    out = figures.main(["curves", *map(str, runs), str(single), f"out={tmp_path / 'loss.svg'}"])
+    series = svg_series(out)
+    assert list(series) == ["onehot (mean ± sd of 2 seeds)", "raw",
+                            "attention=mha4,tau.projections=2x,a_long_swept_value"]
+    assert [len(points) for points in series.values()] == [4, 4, 1], "a marker on each point"
+    assert 'id="series-0"' in out.read_text() and "<text" in out.read_text()
+    png = figures.main(["curves", *map(str, runs), "key=eval/hair_color",
+                        f"out={tmp_path / 'hair.png'}"])
+    assert Image.open(png).format == "PNG"
     with pytest.raises(UserError, match="no 'train/loss' values at or after step 1000"):
         figures.main(["curves", str(runs[0]), "from_step=1000"])
     with pytest.raises(UserError, match="no 'eval/missing'"):
         figures.main(["curves", str(runs[0]), "key=eval/missing"])
+    with pytest.raises(UserError, match="out="):
+        figures.main(["curves", str(runs[0]), "out=loss.jpg"])
+
+
+def test_loss_against_faithfulness_has_a_point_per_evaluated_epoch(runs, tmp_path):
+    out = figures.main(["loss_quality", *map(str, runs), "key=eval/hair_color",
+                        f"out={tmp_path / 'lq.svg'}"])
+    series = svg_series(out)
+    assert [len(p) for p in series.values()] == [1, 1]  # evaluated after epoch 2 only
+    assert list(series) == ["onehot (mean ± sd over seeds)", "raw"]
+
+
+def fake_evaluation(path: Path) -> Path:
+    """An evaluation JSON of two guidance scales (the shape the evaluate command writes)."""
+    names = attributes.NAMES
+    runs = [{"sampler": "ddim", "steps": 25, "guidance": w, "eta": 1.0, "seconds": 1.0,
+             "metrics": {"faithfulness_mean": 0.3 + w / 10,
+                         **{n: 0.2 + w / 10 for n in names}}} for w in (0.0, 2.0)]
+    path.write_text(json.dumps({
+        "n": 64, "runs": runs, "chance": {n: 0.1 for n in names},
+        "classifier": {"accuracy": {n: 0.9 for n in names}}}))
+    return path
+
+
+def test_an_evaluation_draws_attribute_bars_and_faithfulness_against_guidance(tmp_path):
+    evaluation = fake_evaluation(tmp_path / "eval.json")
+    bars = figures.main(["attributes", str(evaluation), f"out={tmp_path / 'bars.svg'}"])
+    text = bars.read_text()
+    assert text.count('id="bar-') == 2 * 18 and "ceiling" in text and "chance" in text
+    lines = svg_series(figures.main(["settings", str(evaluation),
+                                     f"out={tmp_path / 'guidance.svg'}"]))
+    assert list(lines) == ["ddim, steps 25"] and len(lines["ddim, steps 25"]) == 2
+    with pytest.raises(UserError, match="not an evaluation JSON"):
+        figures.main(["settings", str(tmp_path / "bars.svg")])

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cartoondiff import run_naming
+from cartoondiff import run_folder, run_naming
+from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.run_naming import labels_for, short_value, sweep_subdir
 from cartoondiff.train import train
 from tests.conftest import REPO, TINY
@@ -68,7 +69,7 @@ def test_a_sweep_job_is_named_by_its_swept_keys_only():
     assert labels.name == "attention=mha4,tau.projections=2x"
     assert labels.group == "sweep-2026-11-30_12-00-00"
     assert labels.tags == ["attention=mha4", "tau.projections=2x"]
-    assert labels.job_type is None
+    assert labels.job_type == "train"
     assert labels.config["sweep"] == {"attention": "mha4", "tau.projections": "2x"}
     assert labels.config["choices"] == {"attention": "mha4", "scale": None, "experiment": None}
 
@@ -90,7 +91,7 @@ def test_an_experiment_keeps_its_group_with_the_scale():
                       choices={"experiment": "fig12_tau2x", "scale": None})
     assert (cpu.group, gpu.group, blog.group) == ("fig12_tau2x-cpu", "fig12_tau2x-gpu",
                                                   "fig12_tau2x-blog")
-    assert (cpu.job_type, gpu.job_type, blog.job_type) == ("cpu", "gpu", "blog")
+    assert (cpu.job_type, gpu.job_type, blog.job_type) == ("train", "train", "train")
     assert cpu.tags == ["fig12", "scale=cpu"]
     assert cpu.name == "fig12_tau2x", "nothing but the experiment: named after it"
     # A sweep inside an experiment stays in the experiment's group.
@@ -113,9 +114,13 @@ def test_a_single_run_is_named_by_its_overrides_without_plumbing():
     labels = labels_for(job_overrides=["data=cartoonset", "data.root=/data/sets/cartoonset10k",
                                        "trainer.device=cpu", "logger.mode=offline",
                                        "resume=auto", "optim.optimizer.lr=0.001"])
-    assert labels.name == "data=cartoonset,data.root=cartoonset10k,optim.optimizer.lr=0.001"
+    name, stamp = labels.name.split("@")
+    assert name == "data=cartoonset,data.root=cartoonset10k,optim.optimizer.lr=0.001"
+    assert run_naming.strip_stamp(labels.name) == name and run_naming.STAMP.search(labels.name)
     assert labels.group is None and labels.config == {"choices": {}}
-    assert labels_for().name == "default"
+    assert labels.job_type == "train"
+    plain = labels_for().name
+    assert plain.startswith("run@") and run_naming.strip_stamp(plain) == ""
 
 
 def test_values_in_names_lose_paths_and_length():
@@ -160,7 +165,7 @@ def test_run_labels_read_the_experiment_and_scale_from_hydra(tmp_path):
         labels = run_naming.run_labels(cfg.logger)
     finally:
         HydraConfig.instance().cfg = None
-    assert labels.group == "fig12_tau2x-cpu" and labels.job_type == "cpu"
+    assert labels.group == "fig12_tau2x-cpu" and labels.job_type == "train"
     assert "scale=cpu" in labels.tags and labels.config["choices"]["scale"] == "cpu"
 
 
@@ -197,12 +202,12 @@ def test_the_users_sweep_is_one_group_of_four_short_named_runs(tmp_path, cache_d
         metrics = {r["metric"].get("name") or r["metric"]["glob_name"]: r["metric"]
                    for r in records if r["type"] == "metric"}
         assert metrics["eval/*"]["step_metric"] == "epoch"
-        assert metrics["eval/faithfulness_mean"]["summary"] == {"max": True}
-        assert metrics["eval/frechet_classifier"]["summary"] == {"min": True}
+        assert metrics["eval/faithfulness_mean"]["summary"] == {"max": True, "last": True}
+        assert metrics["eval/frechet_classifier"]["summary"] == {"min": True, "last": True}
         evals = [row for row in history(records).values() if "eval/faithfulness_mean" in row]
         assert [row["epoch"] for row in evals] == [1]
         summary = leet_summary(only_run(job))["summary"]
-        assert set(summary["eval/faithfulness_mean"]) == {"max"}
+        assert set(summary["eval/faithfulness_mean"]) == {"max", "last"}
     assert groups == {"sweep-2026-11-30_12-00-00"}
     assert len(set(names)) == 4
 
@@ -240,6 +245,11 @@ def test_resume_continues_one_wandb_run_with_every_step(make_cfg, tmp_path):
     folder = only_run(tmp_path)
     assert folder != first and run_id in folder.name  # (-1 when both started in one second)
     records = leet_records(folder)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run["display_name"].startswith("run@"), "a plain run's name"
+    assert run["display_name"] in (tmp_path / "config.yaml").read_text(), "kept on resume"
+    last = run_folder.list_checkpoints(tmp_path / "checkpoints")[-1]
+    assert ckpt.load(last)["config"]["logger"]["name"] == run["display_name"]
     steps = history(records)
     assert [s for s, row in steps.items() if "train/loss" in row] == [1, 2, 3, 4]
     assert "forward_process" in json.dumps(steps[0]), "images before the resume are kept"
@@ -249,7 +259,8 @@ def test_resume_continues_one_wandb_run_with_every_step(make_cfg, tmp_path):
     summary = leet_summary(folder)
     assert summary["run_id"] == run_id and summary["step"] == 4
     assert summary["summary"]["step"] == 4
-    assert summary["summary"]["eval/frechet_classifier"] == {"min": min(evals.values())}
+    assert summary["summary"]["eval/frechet_classifier"] == {"min": min(evals.values()),
+                                                             "last": evals[2]}
 
 
 def test_the_last_epoch_grid_and_the_final_grid_both_survive(make_cfg, tmp_path):
@@ -261,16 +272,69 @@ def test_the_last_epoch_grid_and_the_final_grid_both_survive(make_cfg, tmp_path)
     assert row["samples.path"] != row["samples_final.path"]
 
 
-@pytest.mark.parametrize("log_model", [False, True])
-def test_the_ema_model_is_an_artifact_when_asked(make_cfg, tmp_path, wandb_data, log_model):
-    train(make_cfg("logger.mode=offline", f"logger.log_model={str(log_model).lower()}"),
-          run_dir=tmp_path)
-    run_id = (tmp_path / "wandb_id.txt").read_text()
-    models = [r["artifact"] for r in leet_records(only_run(tmp_path))
-              if r["type"] == "artifact" and r["artifact"]["type"] == "model"]
-    if not log_model:
-        assert models == []
-        return
-    assert [m["name"] for m in models] == [f"model-{run_id}"]
-    assert [f["path"] for f in models[0]["manifest"]["contents"]] == ["model_ema.pt"]
-    assert json.loads(models[0]["metadata"])["step"] == 2
+def test_no_model_artifact_unless_asked(make_cfg, tmp_path, wandb_data):
+    """(With logger.log_model=true: test_plain_runs_have_their_own_names_and_...)"""
+    train(make_cfg("logger.mode=offline"), run_dir=tmp_path)
+    assert not [r for r in leet_records(only_run(tmp_path))
+                if r["type"] == "artifact" and r["artifact"]["type"] == "model"]
+
+
+def test_plain_runs_have_their_own_names_and_evaluations_are_runs_of_their_own(
+        make_cfg, tmp_path, wandb_data):
+    """Two plain runs: different names (never ``default``), job_type train. The first
+    evaluates every epoch and exports ``model_best.pt``; ``python -m cartoondiff.evaluate`` on
+    it logs a job_type=eval run in its group with a row per setting and the accuracies."""
+    from cartoondiff.evaluate.__main__ import main as evaluate
+
+    common = ("logger.mode=offline", "data.n=16", "evaluate.n=4",
+              "evaluate.classifier.epochs=1")
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(make_cfg(*common, "logger.group=ablation", "logger.log_model=true",
+                   "evaluate.every_epochs=1", "trainer.max_steps=4"), run_dir=first)
+    train(make_cfg(*common, "trainer.max_steps=1"), run_dir=second)
+    runs = [next(r["run"] for r in leet_records(only_run(d)) if r["type"] == "run")
+            for d in (first, second)]
+    names = [run["display_name"] for run in runs]
+    assert names[0] != names[1] and all(n.startswith("run@") for n in names), names
+    assert [run["job_type"] for run in runs] == ["train", "train"]
+
+    records = leet_records(only_run(first))
+    steps = history(records)
+    evals = [row for row in steps.values() if "eval/attr/glasses" in row]
+    assert [row["epoch"] for row in evals] == [1, 2] and "eval/glasses" not in evals[0]
+    assert "eval/faithfulness_mean" in evals[0], "the means stay at the top of eval/"
+    tables = [k for row in steps.values() for k in row if k.endswith("_rows._type")]
+    assert tables == ["samples_rows._type"], "the rows table once, not with every grid"
+    assert steps[0]["forward_process.caption"].startswith("columns: t = [0, ")
+    assert not any("parameters" in row for row in steps.values())
+    summary = leet_summary(only_run(first))
+    assert summary["config"]["parameters"] == summary["summary"]["parameters"] > 0
+    assert set(summary["summary"]["eval/attr/glasses"]) == {"max", "last"}
+    models = {a["manifest"]["contents"][0]["path"]: a for r in records
+              if r["type"] == "artifact" and (a := r["artifact"])["type"] == "model"}
+    assert set(models) == {"model_best.pt", "model_ema.pt"}
+    run_id = (first / "wandb_id.txt").read_text()
+    assert {m["name"] for m in models.values()} == {f"model-{run_id}"}, "versions of one"
+    assert "best" in models["model_best.pt"]["aliases"]
+    assert "latest" in models["model_ema.pt"]["aliases"]
+    assert json.loads(models["model_ema.pt"]["metadata"])["step"] == 4
+
+    out = tmp_path / "evaluation" / "eval.json"
+    result = evaluate([f"checkpoint={first / 'model_ema.pt'}", "n=4", "guidance=0,2",
+                       "classifier_epochs=1", f"out={out}", "diversity_groups=2",
+                       "diversity_per_group=2"])
+    folder = only_run(out.parent)
+    run = next(r["run"] for r in leet_records(folder) if r["type"] == "run")
+    assert (run["job_type"], run["run_group"]) == ("eval", "ablation")
+    assert run["display_name"] == f"eval:{names[0]}"
+    rows = [row for row in history(leet_records(folder)).values() if "setting" in row]
+    faith = [r["runs"][i]["metrics"]["faithfulness_mean"] for r in [result] for i in (0, 1)]
+    assert [row["eval/faithfulness_mean"] for row in rows] == pytest.approx(faith)
+    assert [row["setting/guidance"] for row in rows] == [0, 2]
+    assert all("eval/attr/hair_color" in row for row in rows)
+    last = history(leet_records(folder))[1]  # the table and the plot, once
+    assert last["settings.nrows"] == 2 and "faithfulness_vs_guidance_table._type" in last
+    evaluation = leet_summary(folder)
+    assert evaluation["config"]["checkpoint"] == str(first / "model_ema.pt")
+    assert [s["guidance"] for s in evaluation["config"]["settings"]] == [0, 2]
+    assert evaluation["summary"]["eval/faithfulness_mean"] == {"max": max(faith)}

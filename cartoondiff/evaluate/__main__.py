@@ -9,6 +9,12 @@ so it appears once per guidance). The attribute classifier is trained on the che
 own data (same source, size and crop) on first use and cached under
 ``<data cache_dir>/classifiers``. Prints a table, writes JSON to ``out``. See
 docs/evaluation.md for what each number means.
+
+It also logs a W&B run of its own beside ``out`` (``<out folder>/wandb``): the training run's
+project and group, ``job_type=eval``, the checkpoint and the settings as config, a table with
+one row per setting, line plots of faithfulness against guidance and steps, and the
+per-attribute accuracies under ``eval/attr/``. ``wandb=offline|online|disabled`` (default:
+the training run's ``logger.mode``, offline unless it was changed); ``wandb sync`` uploads it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cartoondiff import attributes, cli
+from cartoondiff import attributes, cli, tracking
 from cartoondiff.config import DATA_TARGETS, build
 from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Sampler
@@ -31,6 +37,7 @@ from cartoondiff.evaluate.classifier import load_classifier, load_or_train_class
 from cartoondiff.evaluate.evaluator import (
     CONDITIONS,
     evaluate_generator,
+    higher_is_better,
     model_generator,
     reference_set,
 )
@@ -40,7 +47,8 @@ from cartoondiff.inference import load_trained
 from cartoondiff.inference.checkpoint import CheckpointError
 
 USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] "
-         "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=1] [seed=0] [out=eval.json]")
+         "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=1] [seed=0] [out=eval.json] "
+         "[wandb=offline]")
 EXAMPLE = ("python -m cartoondiff.evaluate checkpoint=outputs/DATE/TIME/model_ema.pt n=256 "
            "guidance=0,1,2 out=eval.json")
 # sampler, steps, eta and guidance default to the run's own sampler (its config's `sampler`)
@@ -73,6 +81,8 @@ OPTIONS: dict[str, Any] = {
                             "one that is elsewhere here; null: the checkpoint's data.root"),
     "inception": cli.Option(None, "an Inception weights file: adds Inception FID; null: the "
                             "classifier's Fréchet distance only"),
+    "wandb": cli.Option(None, "offline | online | disabled: the evaluation's own W&B run, "
+                        "beside out; null: the training run's logger.mode"),
 }
 HEADLINE = ("hair_color", "face_color", "eye_color", "glasses", "hair")
 SUMMARY = ("faithfulness_mean", "faithfulness_relative", "frechet_classifier", "fid_inception",
@@ -127,6 +137,7 @@ def check_options(opts: dict[str, Any]) -> None:
         need(opts[key] is None or Path(str(opts[key])).is_file(), key, "null or an existing file")
     need(opts["data_root"] is None or Path(str(opts["data_root"])).is_dir(), "data_root",
          "null or an existing folder")
+    need(opts["wandb"] in (None, *tracking.MODES), "wandb", f"one of {tracking.MODES}")
     settings_grid(opts, Sampler())  # the sampler options given, checked before loading
 
 
@@ -244,7 +255,52 @@ def main(argv: list[str]) -> dict[str, Any]:
     out = write_text_atomic(Path(str(opts["out"])),
                             json.dumps(finite_or_null(result), indent=1, allow_nan=False))
     print(f"wrote {out}")
+    log_to_wandb(result, trained.cfg, out, opts)
     return result
+
+
+def log_to_wandb(result: dict[str, Any], train_cfg: Any, out: Path,
+                 opts: dict[str, Any]) -> None:
+    """The evaluation as a W&B run (``job_type=eval``) in the training run's project and
+    group, saved under ``out``'s folder; see the module docstring."""
+    logger = train_cfg.get("logger") or {}
+    mode = str(opts["wandb"] or logger.get("mode") or "offline")
+    train_name = logger.get("name")
+    checkpoint = Path(str(opts["checkpoint"]))
+    id_file = checkpoint.parent / "wandb_id.txt"
+    config = {
+        "checkpoint": str(checkpoint), "n": result["n"], "seed": result["seed"],
+        "conditions": result["conditions"], "diversity": result["diversity"],
+        "settings": [{k: r[k] for k in ("sampler", "steps", "guidance", "eta")}
+                     for r in result["runs"]],
+        "classifier": {"path": result["classifier"]["path"],
+                       "ceiling_mean": _mean(result["classifier"]["accuracy"])},
+        "train_run": {"name": train_name,
+                      "id": id_file.read_text().strip() if id_file.is_file() else None},
+        "train": tracking_config(train_cfg),
+    }
+    run = tracking.start_run(
+        out.parent, mode, project=logger.get("project") or "cartoondiff",
+        entity=logger.get("entity"), group=logger.get("group"),
+        name=f"eval:{train_name}" if train_name else None, tags=list(logger.get("tags") or []),
+        job_type=tracking.EVAL_JOB_TYPE, config=config)
+    if run is None:
+        return
+    tracking.log_evaluation(run, finite_or_null(result["runs"]),
+                            lambda key: "max" if higher_is_better(key) else "min")
+    run.finish()
+    print(f"W&B run {run.id} ({mode}) in {out.parent / 'wandb'}", file=sys.stderr)
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values)
+
+
+def tracking_config(cfg: Any) -> dict[str, Any]:
+    """A stored run config as plain data (W&B config)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
 
 
 def console() -> None:

@@ -12,6 +12,7 @@ checkpoint; the data position is derived from the step (``batches seen = step * 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
@@ -31,7 +32,7 @@ from cartoondiff.errors import SEED_RULE, ConfigError, is_seed, require
 from cartoondiff.evaluate import higher_is_better
 from cartoondiff.files import WriteError, save_image_atomic, write_text_atomic
 from cartoondiff.inference import checkpoint as ckpt
-from cartoondiff.inference.grids import SampleGrid, forward_process_image
+from cartoondiff.inference.grids import SampleGrid, forward_process_image, rendered
 from cartoondiff.progress import progress_bar
 from cartoondiff.run_folder import (
     RunFolder,
@@ -132,6 +133,7 @@ class Trainer:
         self.evaluator = build(cfg, "evaluate", diffusion=self.diffusion, sampler=self.sampler,
                                device=self.device, best_path=self.folder.model_best)
         self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
+        self._asked_for: torch.Tensor | None = None  # the rows' rendered avatars, if synthetic
         make_tracker = build(cfg, "logger")  # a partial: the run folder comes at the start
         check = getattr(make_tracker.func, "check", None)
         if check is not None:  # its rules now, before the run folder is touched
@@ -140,6 +142,7 @@ class Trainer:
         self.ckpt_dir = self.folder.checkpoints
         self.lock = RunFolderLock(self.run_dir)
         self.resume_changes: list[str] = []
+        self.resumed_name: str | None = None
         self.step = 0
 
     # ------------------------------------------------------------------ setting up
@@ -186,6 +189,7 @@ class Trainer:
         if fixed:
             raise ConfigError(f"resume: {_not_changeable(fixed[0].split(':')[0])}")
         self.resume_changes = changes
+        self.resumed_name = (state.get("config") or {}).get("logger", {}).get("name")
         model_changes = [c for c in changes if is_under(c, ("model", "tau"))]
         note = f"config changes since: {', '.join(model_changes)}" if model_changes else ""
         ckpt.apply_state_dict(self.model, state["model"], path, note)
@@ -232,6 +236,8 @@ class Trainer:
         # logger's where it leaves them null, in the saved config too: run folders then
         # group in the report and the curves as runs group in W&B.
         labels = run_labels(self.cfg.logger)
+        if resumed and self.resumed_name and not self.cfg.logger.get("name"):
+            labels = dataclasses.replace(labels, name=self.resumed_name)  # a run keeps its name
         for key, value in labels.wandb_args().items():
             OmegaConf.update(self.cfg, f"logger.{key}", value, force_add=True)
         self.config_dict = OmegaConf.to_container(self.cfg, resolve=True)
@@ -242,14 +248,14 @@ class Trainer:
         print(f"output directory: {self.run_dir}")
         write_text_atomic(self.folder.config, OmegaConf.to_yaml(self.cfg, resolve=True))
         self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
-                             config={**self.config_dict, **labels.config},
+                             config={**self.config_dict, **labels.config,
+                                     "parameters": self.n_params},
                              resume_step=self.step if resumed else None,
                              eval_summary=eval_summary)
         if self.resume_changes:  # a deliberate change stays on the record
             self.tracker.log({"resume/changes": "; ".join(self.resume_changes)}, self.step)
-        if not resumed:
+        if not resumed:  # the parameter count is a number, not a chart: config and summary
             self.tracker.summary({"parameters": self.n_params})
-            self.tracker.log({"parameters": self.n_params}, step=0)
             self._log_forward_process()
 
     def _log_forward_process(self) -> None:
@@ -258,8 +264,9 @@ class Trainer:
         picture, ts = forward_process_image(self.diffusion.to("cpu"), torch.as_tensor(images),
                                             self.data.normalize, seed=self.settings.sample_seed)
         path = save_image_atomic(picture, self.folder.grid("forward_process"))
-        write_text_atomic(path.with_suffix(".txt"), f"columns: t = {ts}\n")
-        self.tracker.log_image("forward_process", path, step=0)
+        caption = f"columns: t = {ts}"
+        write_text_atomic(path.with_suffix(".txt"), caption + "\n")
+        self.tracker.log_image("forward_process", path, step=0, caption=caption)
 
     # ------------------------------------------------------------------ the loop
 
@@ -387,11 +394,15 @@ class Trainer:
     def _draw_grid(self, name: str) -> tuple[Path, list[str]] | None:
         """The sample grid ``samples/NAME.png``; None, with a warning naming it, when it cannot
         be written (a by-product never stops the training)."""
+        if self._asked_for is None and self.data.source == "synthetic" and self.model.conditional:
+            # the built-in avatars: the renderer draws what each row asks for
+            self._asked_for = rendered(self.grid.row_ids, self.data.image_size, self.data.crop)
         try:
             return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
                                   self.folder.grid(name),
                                   image_size=self.data.image_size,
-                                  normalize=self.data.normalize, device=self.device)
+                                  normalize=self.data.normalize, device=self.device,
+                                  asked_for=self._asked_for)
         except WriteError as err:
             log.warning("%s; the grid is skipped, training goes on", err)
             return None
@@ -437,6 +448,10 @@ class Trainer:
         export = self.folder.model_ema
         ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
                          export)
+        best = self.evaluator.best_path
+        if best.is_file():  # the evaluated best first: "latest" then lands on the final export
+            self.tracker.log_model(best, {**self.evaluator.state_dict(),
+                                          "parameters": self.n_params}, aliases=["best"])
         self.tracker.log_model(export, {"step": self.step, "parameters": self.n_params})
         self.tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         self.tracker.finish()
@@ -444,10 +459,10 @@ class Trainer:
 
 
 def eval_summary(key: str) -> str:
-    """The W&B summary of an evaluation metric: its best value over the run."""
+    """The W&B summary of an evaluation metric: its best and its last value over the run."""
     if key == "eval/best":
         return "last"  # already the best so far
-    return "max" if higher_is_better(key) else "min"
+    return "max,last" if higher_is_better(key) else "min,last"
 
 
 _ABSENT = object()
