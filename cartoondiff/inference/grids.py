@@ -125,11 +125,8 @@ class SampleGrid:
             return save_grid(images, path, self.cols, captions), captions
         picture = labeled_grid(images, self.cols, [row_label(r) for r in self.row_ids],
                                asked_for)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path)
-        path.with_suffix(".txt").write_text("".join(f"{c}\n" for c in captions),
-                                            encoding="utf-8")
+        path = save_image_atomic(picture, Path(path))
+        write_text_atomic(path.with_suffix(".txt"), "".join(f"{c}\n" for c in captions))
         return path, captions
 
 
