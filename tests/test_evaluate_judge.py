@@ -53,15 +53,16 @@ def test_augment_keeps_the_type_and_is_off_when_asked():
     assert out.dtype == torch.uint8 and out.shape == x.shape and not torch.equal(out, x)
 
 
-def test_a_judge_of_the_old_recipe_is_not_reused(cache_dir, tmp_path, monkeypatch):
+def test_a_judge_of_other_training_perturbations_is_not_reused(cache_dir, tmp_path):
     from cartoondiff.data.dataset import load_avatar_data
 
     small = load_avatar_data("synthetic", image_size=16, crop=360, n=40, seed=5,
                              cache_dir=cache_dir, progress=False)
-    new = C.load_or_train_classifier(small, tmp_path, epochs=1, progress=False)
-    monkeypatch.setattr(C, "CLASSIFIER_VERSION", 1)  # the unaugmented judge's recipe key
-    old = C.load_or_train_classifier(small, tmp_path, epochs=1, progress=False)
-    assert old.path != new.path and new.settings["max_shift"] > 0 and new.settings["version"] > 1
+    plain = C.load_or_train_classifier(small, tmp_path, epochs=1, progress=False)
+    robust = C.load_or_train_classifier(small, tmp_path, epochs=1, max_shift=2, blur_p=0.3,
+                                        noise_p=0.3, progress=False)
+    assert robust.path != plain.path
+    assert plain.settings["max_shift"] == 0 and robust.settings["blur_p"] == 0.3
 
 
 def test_judge_command_writes_accuracy_per_perturbation(cache_dir, tmp_path):
