@@ -76,3 +76,10 @@ def test_judge_command_writes_accuracy_per_perturbation(cache_dir, tmp_path):
     assert saved["judge"]["n_heldout"] == 20 and saved["judge"]["settings"]["epochs"] == 2
     # the perturbations reach the judge: its readings of shifted avatars are not the clean ones
     assert any(result["shift2"][n] != result["clean"][n] for n in NAMES)
+    # a saved judge is measured as it is, and only on the data it was trained on
+    tiny = ["data.image_size=16", "data.n=200", f"data.cache_dir={cache_dir}"]
+    again = judge.main([f"out={out}", "seed=1", f"classifier={saved['judge']['path']}", *tiny])
+    assert again["shift2"] == result["shift2"]
+    with pytest.raises(C.ClassifierError, match="other data"):
+        judge.main([f"out={out}", f"classifier={saved['judge']['path']}",
+                    *tiny[:1], "data.n=100", tiny[2]])
