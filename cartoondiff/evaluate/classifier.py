@@ -186,7 +186,7 @@ def train_classifier(
     cross-entropies. The global RNG is left as it was (the caller may be mid-training).
     max_shift, blur_p, noise_p: training perturbations (``perturb.augment``), off by default:
     at 32 px with this network they make the judge shift-invariant but cut its clean glasses
-    accuracy from 0.92 to 0.6 in 8 epochs, 0.77 in 16 (docs/evaluation.md, "How robust the
+    accuracy from 0.92 to 0.6 in 8 epochs, 0.82 in 32 (docs/evaluation.md, "How robust the
     judge is").
     """
     if ids is None or len(ids) != len(images) or ids.shape[-1] != NUM_ATTRIBUTES:
