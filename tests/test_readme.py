@@ -140,6 +140,8 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
         return [_set(a, "n", "4") for a in argv]
     if head.startswith("python -m cartoondiff.data.download"):
         return [*argv, f"url={_archive_url(ws)}", "progress=false"]
+    if head.startswith("python -m cartoondiff.evaluate.judge"):  # a tiny judge of tiny data
+        return [*argv, "data.image_size=16", "data.n=64", "evaluate.classifier.epochs=1"]
     if head.startswith("python -m cartoondiff.evaluate"):
         return [*[_set(a, "n", "8") for a in argv], "classifier_epochs=1",
                 f"out={out / 'eval.json'}"]

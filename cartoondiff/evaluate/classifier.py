@@ -38,6 +38,7 @@ from cartoondiff.attributes import COUNTS, NAMES, NUM_ATTRIBUTES
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.errors import UserError
+from cartoondiff.evaluate.perturb import augment
 from cartoondiff.inference.checkpoint import save_atomic
 from cartoondiff.progress import progress_bar
 
@@ -47,7 +48,7 @@ CLASSIFIER_VERSION = 1  # part of the cache key: bump when the network or traini
 MIN_SIZE = 8
 # the train_classifier arguments that change the weights (and so the cache key)
 TRAIN_SETTINGS = ("epochs", "batch_size", "lr", "width", "feature_dim", "holdout", "max_shift",
-                  "seed")
+                  "blur_p", "noise_p", "seed")
 
 
 class ClassifierError(UserError, ValueError):
@@ -155,20 +156,6 @@ def split_indices(n: int, holdout: float, seed: int) -> tuple[torch.Tensor, torc
     return perm[n_test:].sort().values, perm[:n_test].sort().values
 
 
-def _shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each uint8 image by up to ``max_shift`` px, filling with white (the ground).
-
-    Off by default: the data are aligned and so are samples of a model trained on them, and
-    at 16-32 px a one-pixel jitter slows the learning of shapes (hair, face) a lot (measured).
-    """
-    if max_shift == 0:
-        return images
-    B, _, H, W = images.shape
-    padded = F.pad(images, (max_shift,) * 4, value=255)  # (B, 3, H+2s, W+2s)
-    dx, dy = torch.randint(0, 2 * max_shift + 1, (2, B), generator=generator).tolist()
-    return torch.stack([padded[b, :, dy[b]:dy[b] + H, dx[b]:dx[b] + W] for b in range(B)])
-
-
 def attribute_accuracy(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """Fraction of rows where pred == target, per attribute; pred, target (N, 18) long."""
     acc = (pred == target).float().mean(0)  # (18,)
@@ -185,6 +172,8 @@ def train_classifier(
     feature_dim: int = 256,
     holdout: float = 0.1,
     max_shift: int = 0,
+    blur_p: float = 0.0,
+    noise_p: float = 0.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
     data_key: str = "",
@@ -195,6 +184,10 @@ def train_classifier(
     images: uint8 (N, 3, H, W) (a memory map is fine: batches are copied out);
     ids: long (N, 18). AdamW with a one-cycle learning rate; the loss is the mean of the 18
     cross-entropies. The global RNG is left as it was (the caller may be mid-training).
+    max_shift, blur_p, noise_p: training perturbations (``perturb.augment``), off by default:
+    at 32 px with this network they make the judge shift-invariant but cut its clean glasses
+    accuracy from 0.92 to 0.6 in 8 epochs, 0.82 in 32 (docs/evaluation.md, "How robust the
+    judge is").
     """
     if ids is None or len(ids) != len(images) or ids.shape[-1] != NUM_ATTRIBUTES:
         raise ClassifierError("classifier needs labeled data: ids (N, 18) matching the images "
@@ -203,7 +196,7 @@ def train_classifier(
     train_idx, test_idx = split_indices(len(images), holdout, seed)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "width": width,
                 "feature_dim": feature_dim, "holdout": holdout, "max_shift": max_shift,
-                "seed": seed, "version": CLASSIFIER_VERSION}
+                "blur_p": blur_p, "noise_p": noise_p, "seed": seed, "version": CLASSIFIER_VERSION}
     device = torch.device(device)
     ids = ids.long()
     start = time.perf_counter()
@@ -222,7 +215,8 @@ def train_classifier(
             for i in range(0, len(order), batch_size):
                 interrupt.check()  # a preempted run must not wait for the whole training
                 idx = order[i:i + batch_size]
-                x = _shift(images[idx], max_shift, g).to(device)  # uint8 (B, 3, H, W)
+                x = augment(images[idx], g, max_shift, blur_p, noise_p)  # uint8 (B, 3, H, W)
+                x = x.to(device)
                 y = ids[idx].to(device)  # (B, 18)
                 logits = net(x)
                 loss = sum(F.cross_entropy(lg, y[:, a]) for a, lg in enumerate(logits))
