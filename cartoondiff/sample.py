@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from pathlib import Path
 
 import torch
@@ -63,6 +64,20 @@ def run_sampler(opts: dict, own: Sampler) -> Sampler:
     return Sampler.from_options(**own.fill(opts))
 
 
+CAPTION_LINE = re.compile(r"\d+: ")  # what save_grid writes: "0: hair_color=3, ..."
+
+
+def is_captions(path: Path) -> bool:
+    """True when ``path`` is the caption list of an earlier grid (so it may be replaced);
+    a file of anything else is the user's, and is never overwritten."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return CAPTION_LINE.match(first) is not None
+
+
 def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
     """Every option checked before the checkpoint is read: the ids, the device, the paths, and
     the sampler options given (completed with the defaults of ``Sampler``)."""
@@ -78,7 +93,10 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
     need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
          "null or an integer >= 1")
     out = check_output("out", str(opts["out"]), IMAGE_SUFFIXES)  # writable, before any work
-    check_output("out", out.with_suffix(".txt"))  # the captions beside it
+    captions = check_output("out", out.with_suffix(".txt"))  # the captions beside it
+    need(not captions.is_file() or is_captions(captions), "out",
+         f"a grid path whose {captions.name} is free or an earlier grid's captions: "
+         f"{captions} holds something else (choose another out=)")
     run_sampler(opts, Sampler())
     ids = attribute_ids(str(opts["attributes"]), opts["n"], opts["seed"])
     return ids, pick_device(str(opts["device"]))

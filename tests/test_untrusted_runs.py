@@ -265,3 +265,18 @@ def test_a_damaged_wandb_folder_leaves_the_run_without_wandb(tmp_path, caplog):
     tracker.log({"train/loss": 0.5}, step=1)
     tracker.finish()
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "train/loss": 0.5}]
+
+
+def test_sample_never_replaces_a_text_file_it_did_not_write(tiny_checkpoint: Path,
+                                                            tmp_path: Path) -> None:
+    """``out=X.png`` writes X.txt beside it: an unrelated X.txt already there is refused up
+    front (one line, exit 2, the file intact); an earlier grid's captions are replaced."""
+    notes = tmp_path / "grid.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "cartoondiff.sample",
+                           f"checkpoint={tiny_checkpoint}", "n=2", f"out={tmp_path / 'grid.png'}"],
+                          capture_output=True, text=True, cwd=REPO, env=ENV)
+    assert done.returncode == 2 and "grid.txt" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert notes.read_text(encoding="utf-8") == "my notes\n"
+    assert not (tmp_path / "grid.png").exists()
