@@ -116,3 +116,15 @@ def test_a_moved_key_is_refused_naming_the_new_one():
     assert moved_key("++diffusion.betas.T=10").startswith("diffusion.betas.T is now "
                                                           "noise_schedule.T:")
     assert moved_key("tau.projections=2x") is None and moved_key("model.taus=1") is None
+
+
+def test_commands_that_take_overrides_name_a_moved_key_too():
+    """``figures forward`` and ``evaluate.judge`` compose through ``cli.compose``: an old key
+    path is refused there with the same line as ``python run.py`` gives."""
+    import pytest
+
+    from cartoondiff import cli
+
+    with pytest.raises(cli.UsageError, match=r"^diffusion\.betas\.beta_end is now "
+                                             r"noise_schedule\.beta_end:"):
+        cli.compose(["diffusion.betas.beta_end=0.2"])
