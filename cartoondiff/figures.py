@@ -56,7 +56,7 @@ from cartoondiff.inference.grids import forward_process_image
 from cartoondiff.plots import ema
 from cartoondiff.run_folder import RunFolder
 from cartoondiff.run_naming import strip_stamp
-from cartoondiff.tracking import (
+from cartoondiff.run_records import (
     RunFolderError,
     distinct_folders,
     number,

@@ -29,7 +29,7 @@ from cartoondiff.errors import ArgumentError, is_int
 from cartoondiff.figures import run_title
 from cartoondiff.files import check_output, write_text_atomic
 from cartoondiff.run_folder import RunFolder
-from cartoondiff.tracking import (
+from cartoondiff.run_records import (
     RunFolderError,
     distinct_folders,
     number,

@@ -60,6 +60,10 @@ RESULT_NEUTRAL = ("hydra", "logger", "resume", "resume_changes", "trainer.device
 # cache checks what it holds), and the recipe (a name for values compared one by one).
 CONTINUABLE = (*RESULT_NEUTRAL, "trainer.max_steps", "trainer.max_epochs", "trainer.sample_",
                "evaluate", "sampler", "figures", "blog_epochs", "data.root", "recipe")
+# What no resume may change, named or not: the saved optimizer and schedule state is that
+# class's.
+NOT_CHANGEABLE = ("optim.optimizer._target_", "optim.scheduler._target_")
+_ABSENT = object()
 
 
 class RunFolder:
@@ -265,6 +269,9 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
     changes = [c for key in sorted(set(saved) | set(current), key=str)
                for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
                if not is_under(c, CONTINUABLE)]
+    fixed = [c for c in changes if is_under(c, NOT_CHANGEABLE)]  # named via a parent key
+    if fixed:
+        raise ConfigError(f"resume: {_not_changeable(fixed[0].split(':')[0])}")
     allowed = tuple(OmegaConf.select(cfg, "resume_changes") or ())
     refused = [c for c in changes if not is_under(c, allowed)]
     if refused:
@@ -274,3 +281,22 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
             "resumed run must be the same run: resume with its settings, or name the changes "
             f"you mean: resume_changes=[{keys}]")
     return changes
+
+
+def check_resume_changes(cfg: DictConfig) -> None:
+    """``resume_changes``: existing keys of ``cfg``, none of them ``NOT_CHANGEABLE``; checked
+    before any work (a ConfigError naming the first bad entry)."""
+    listed = list(OmegaConf.select(cfg, "resume_changes") or [])
+    unknown = [k for k in listed if not (isinstance(k, str) and k and OmegaConf.select(
+        cfg, k, default=_ABSENT, throw_on_missing=False) is not _ABSENT)]
+    if unknown:
+        raise ConfigError(f"resume_changes={listed!r} is invalid: expected keys of the config "
+                          f"(e.g. optim.optimizer.lr); {unknown[0]!r} is none")
+    fixed = [k for k in listed if is_under(k, NOT_CHANGEABLE)]
+    if fixed:
+        raise ConfigError(f"resume_changes={listed!r} is invalid: {_not_changeable(fixed[0])}")
+
+
+def _not_changeable(key: str) -> str:
+    return (f"{key} cannot change on resume (the checkpoint's optimizer and schedule state "
+            "belong to the class it names): start a new run")

@@ -23,7 +23,7 @@ from cartoondiff.diffusion import Sampler
 from cartoondiff.errors import SEED_RULE, ArgumentError, is_int, is_seed
 from cartoondiff.files import check_output
 from cartoondiff.inference import generate, load_trained
-from cartoondiff.inference.grids import save_grid
+from cartoondiff.inference.grids import MAX_GRID_IMAGES, save_grid
 
 USAGE = ("python -m cartoondiff.sample checkpoint=PATH [n=16] [attributes=random|NAME=V,...] "
          "[sampler=ddim] [steps=25] [eta=1] [guidance=1] [seed=0] [out=samples.png]")
@@ -49,9 +49,6 @@ OPTIONS = {
     "nrow": cli.Option(None, "images per grid row; null: a square grid"),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-MAX_N = 10_000  # one grid of 64 px avatars is then 6.6k px square (130 MB in memory)
-
-
 def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
     """(n, 18) ids: the attributes named in ``spec`` fixed, the rest drawn with ``seed``."""
     fixed = {} if spec in ("random", "", None) else attributes.parse(str(spec))
@@ -87,8 +84,9 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
 
     need(opts["checkpoint"] is not None, "checkpoint", "the path of a checkpoint file")
     need(Path(str(opts["checkpoint"])).is_file(), "checkpoint", "an existing checkpoint file")
-    need(is_int(opts["n"]) and 1 <= opts["n"] <= MAX_N, "n",
-         f"an integer in [1, {MAX_N}] (one grid; for more, sample again with another seed)")
+    need(is_int(opts["n"]) and 1 <= opts["n"] <= MAX_GRID_IMAGES, "n",
+         f"an integer in [1, {MAX_GRID_IMAGES}] (one grid; for more, sample again with another "
+         "seed)")
     need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
          "null or an integer >= 1")

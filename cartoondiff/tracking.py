@@ -19,23 +19,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import secrets
 import shutil
 import socket
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from cartoondiff import attributes
-from cartoondiff.errors import ArgumentError, UserError, is_int
+from cartoondiff.errors import ArgumentError
 from cartoondiff.files import write_text_atomic
 from cartoondiff.run_folder import RunFolder
+from cartoondiff.run_records import RunFolderError, open_image, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +49,6 @@ def wandb_key(key: str) -> str:
     if prefix == "eval" and name in attributes.NAMES:
         return ATTR_SECTION + name
     return key
-
-
-class RunFolderError(UserError, FileNotFoundError):
-    """A folder given as a run folder that lacks what a run writes; the message names it."""
 
 
 def network_reachable(address: tuple[str, int] = WANDB_HOST, timeout: float = 3.0) -> bool:
@@ -124,7 +118,7 @@ class Tracker:
             if step is None:
                 self.metrics_path.unlink(missing_ok=True)
             return
-        rows, damaged = _read_rows(self.metrics_path)
+        rows, damaged = read_rows(self.metrics_path)
         kept = [json.dumps(row) for row in rows if row["step"] <= step]
         if damaged:  # set aside, not deleted: the file then reads as one clean run
             aside = self.metrics_path.with_name(self.metrics_path.name + ".damaged")
@@ -189,7 +183,7 @@ class Tracker:
 
     def _replay(self, run: Any, step: int) -> None:
         """Log the JSONL rows (already cut at the resume step) into a fresh W&B run."""
-        for row in _rows(self.metrics_path):
+        for row in read_rows(self.metrics_path)[0]:
             at = row["step"]
             images = [k[: -len("_path")] for k in row if k.endswith("_path")]
             image_keys = {f"{key}_{part}" for key in images for part in ("path", "caption", "rows")}
@@ -298,59 +292,6 @@ class Tracker:
             self._superseded = []
 
 
-def open_image(path: Path) -> Image.Image:
-    """A PNG a run wrote, decoded and checked: RunFolderError naming it when it is truncated,
-    empty, not an image or large enough to be a decompression bomb."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()
-                return image.copy()
-    except Exception as err:  # truncated, empty, not an image, too large
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise RunFolderError(f"{path} is damaged or not a sample grid ({reason})") from None
-
-
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """A run folder's config.yaml as a plain dict; {} with a warning naming the file when it
-    is not a readable YAML mapping (the readers then fall back to the folder's name)."""
-    from omegaconf import OmegaConf
-
-    path = RunFolder(run_dir).config
-    if not path.is_file():
-        return {}
-    try:
-        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        if not isinstance(config, dict):
-            raise ValueError(f"a {type(config).__name__}, not a mapping")
-    except Exception as err:  # bad YAML, a list, an unreadable file
-        log.warning("%s is not a readable run config (%s); ignoring it", path,
-                    str(err).splitlines()[0] if str(err) else type(err).__name__)
-        return {}
-    return config
-
-
-def number(value: Any) -> float | None:
-    """A logged value as a finite float, or None (a string, a list, NaN, inf, a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def distinct_folders(folders: Sequence[Path | str]) -> list[Path]:
-    """``folders`` without repeats (the same folder given twice, by another spelling or a
-    symlink, is one run, not two seeds), each repeat named in a warning."""
-    seen: dict[Path, Path] = {}
-    for folder in map(Path, folders):
-        key = folder.resolve()
-        if key in seen:
-            log.warning("%s is the same folder as %s: counted once", folder, seen[key])
-        else:
-            seen[key] = folder
-    return list(seen.values())
-
-
 EVAL_JOB_TYPE = "eval"
 SETTING = "setting"  # x axis of an evaluation run's history: one step per sampler setting
 
@@ -430,50 +371,6 @@ def log_evaluation(
                 ys=[[py for _, py in sorted(series[k])] for k in keys],
                 keys=keys, title=f"faithfulness against {x}", xname=x)
     run.log(media, step=len(settings) - 1)
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.jsonl`` file (a last line cut short by a crash is left out)."""
-    return _rows(Path(path))
-
-
-def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of a run folder's metrics.jsonl; the error names the folder."""
-    path = RunFolder(run_dir).metrics
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir}: no metrics.jsonl (is this a run folder?)")
-    return read_metrics(path)
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return _read_rows(path)[0]
-
-
-def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The rows of a metrics file (each a JSON object with an integer ``step`` >= 0) and its
-    damaged lines, each named in a warning with its line number; OSError names the file."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise RunFolderError(f"{path}: cannot read it ({err.strerror or err})") from None
-    rows, damaged = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            problem = ("not a JSON object" if not isinstance(row, dict) else
-                       "no integer step >= 0" if not (is_int(row.get("step"))
-                                                      and row["step"] >= 0) else "")
-        except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
-            problem = f"not JSON ({str(err).splitlines()[0]})"
-        if problem:
-            log.warning("%s line %d: skipping a damaged row (%s): %r", path, number, problem,
-                        line[:80])
-            damaged.append(line)
-        else:
-            rows.append(row)
-    return rows, damaged
 
 
 def _read_run_id(id_file: Path) -> str | None:

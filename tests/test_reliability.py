@@ -21,7 +21,7 @@ from cartoondiff import run_folder, sample, tracking
 from cartoondiff.errors import ConfigError, UserError
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
-from cartoondiff.tracking import read_metrics
+from cartoondiff.run_records import read_metrics
 from cartoondiff.train import train
 from cartoondiff.train.loop import NonFiniteLossError
 from tests.conftest import REPO, checkpoint_steps, compose_tiny, on_step

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from cartoondiff import run_folder
 from cartoondiff.inference import checkpoint as ckpt
-from cartoondiff.tracking import read_metrics
+from cartoondiff.run_records import read_metrics
 from cartoondiff.train import train
 from tests.conftest import REPO
 

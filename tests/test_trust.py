@@ -25,7 +25,7 @@ from cartoondiff.evaluate import classifier as C
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
 from cartoondiff.run_folder import RunFolderBusyError
-from cartoondiff.tracking import read_metrics
+from cartoondiff.run_records import read_metrics
 from cartoondiff.train import train
 from tests.conftest import REPO
 

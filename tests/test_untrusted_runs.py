@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cartoondiff.tracking import read_metrics
+from cartoondiff.run_records import read_metrics
 from cartoondiff.train import train
 from tests.conftest import REPO, TINY
 

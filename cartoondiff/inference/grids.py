@@ -39,6 +39,10 @@ def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
     return Image.fromarray(grid.permute(1, 2, 0).numpy())
 
 
+# The most images one grid holds (sample n, trainer.sample_rows x sample_cols): 10,000 avatars
+# of 64 px are a 6.6k px square, 130 MB in memory.
+MAX_GRID_IMAGES = 10_000
+
 def save_grid(images: torch.Tensor, path: Path, nrow: int, captions: Sequence[str] = ()) -> Path:
     """Save uint8 images (B, 3, H, W) as one PNG grid; ``captions`` go to a .txt beside it."""
     path = Path(path)  # both files atomic: a crash never leaves a half grid to trip a resume

@@ -37,6 +37,7 @@ from cartoondiff.progress import progress_bar
 from cartoondiff.run_folder import (
     RunFolder,
     RunFolderLock,
+    check_resume_changes,
     checkpoint_path,
     is_under,
     list_checkpoints,
@@ -51,6 +52,7 @@ from cartoondiff.tracking import NullTracker
 from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
+from cartoondiff.train.lr import apply_optim_settings
 from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
 from cartoondiff.train.settings import TrainerSettings
 
@@ -185,9 +187,6 @@ class Trainer:
         """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step. It
         must be this run's (``same_run_changes``); named changes are logged and sent to W&B."""
         changes = same_run_changes(path, state, self.cfg)
-        fixed = [c for c in changes if is_under(c, NOT_CHANGEABLE)]  # named via a parent key
-        if fixed:
-            raise ConfigError(f"resume: {_not_changeable(fixed[0].split(':')[0])}")
         self.resume_changes = changes
         self.resumed_name = (state.get("config") or {}).get("logger", {}).get("name")
         model_changes = [c for c in changes if is_under(c, ("model", "tau"))]
@@ -200,7 +199,7 @@ class Trainer:
         self.noise_gen.set_state(state["noise_rng"].to(self.noise_gen.get_state().device))
         restore_rng(state["rng"])
         if any(is_under(c, ("optim",)) for c in changes):
-            self._apply_optim_settings()
+            apply_optim_settings(self.cfg, self.optimizer, self.scheduler)
         self.evaluator.load_state_dict(state.get("best", {}))
         self.step = int(state["step"])
         if changes:
@@ -208,27 +207,6 @@ class Trainer:
         if self.ddp.rank > 0:  # only rank 0's noise stream is saved: give the others fresh ones
             self.noise_gen.manual_seed(self.cfg.seed + self.ddp.rank * 1_000_003 + self.step)
         print(f"resumed from {path} at step {self.step}")
-
-    def _apply_optim_settings(self) -> None:
-        """A named ``optim.*`` change takes effect: the checkpoint's optimizer and schedule
-        carry the old hyperparameters (lr, betas, ...; the schedule's base LR), so today's
-        config's are set over them; the moments and the step stay. The schedule's shape
-        (warmup, decay) is rebuilt from the config anyway; its next LR is set here."""
-        node = OmegaConf.to_container(self.cfg.optim.optimizer, resolve=True)
-        today = build(self.cfg, "optim.optimizer", params=[torch.zeros(1, requires_grad=True)])
-        settings = {k: today.defaults[k] for k in node if k in today.defaults}
-        for group in self.optimizer.param_groups:
-            group.update(settings)
-            group["initial_lr"] = settings.get("lr", group["initial_lr"])
-        sched = self.scheduler
-        if not hasattr(sched, "lr_lambdas"):  # the project's schedules are all LambdaLR
-            raise ConfigError(f"resume: optim changes need a LambdaLR schedule to take effect "
-                              f"({type(sched).__name__} is not one): start a new run")
-        sched.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
-        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs,
-                                       sched.lr_lambdas, strict=True):
-            group["lr"] = base * factor(sched.last_epoch)
-        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # what get_last_lr says
 
     def _start_tracking(self, resumed: bool) -> None:
         self.n_params = count_parameters(self.model)
@@ -465,13 +443,8 @@ def eval_summary(key: str) -> str:
     return "max,last" if higher_is_better(key) else "min,last"
 
 
-_ABSENT = object()
-# What no resume may change, named or not: the saved state is that class's.
-NOT_CHANGEABLE = ("optim.optimizer._target_", "optim.scheduler._target_")
-
-
 def require_seed_and_resume(cfg: DictConfig) -> None:
-    """The two run-level keys that belong to no constructor."""
+    """The run-level keys that belong to no constructor: seed, resume, resume_changes."""
     seed = OmegaConf.select(cfg, "seed")
     if not is_seed(seed):
         raise ConfigError(f"seed={seed!r} is invalid: expected {SEED_RULE}")
@@ -479,20 +452,7 @@ def require_seed_and_resume(cfg: DictConfig) -> None:
     if not (resume in (None, "auto") or Path(str(resume)).expanduser().is_file()):
         raise ConfigError(f"resume={resume!r} is invalid: expected null, auto, or the path of "
                           "an existing checkpoint file")
-    listed = list(OmegaConf.select(cfg, "resume_changes") or [])
-    unknown = [k for k in listed if not (isinstance(k, str) and k and OmegaConf.select(
-        cfg, k, default=_ABSENT, throw_on_missing=False) is not _ABSENT)]
-    if unknown:
-        raise ConfigError(f"resume_changes={listed!r} is invalid: expected keys of the config "
-                          f"(e.g. optim.optimizer.lr); {unknown[0]!r} is none")
-    fixed = [k for k in listed if is_under(k, NOT_CHANGEABLE)]
-    if fixed:
-        raise ConfigError(f"resume_changes={listed!r} is invalid: {_not_changeable(fixed[0])}")
-
-
-def _not_changeable(key: str) -> str:
-    return (f"{key} cannot change on resume (the checkpoint's optimizer and schedule state "
-            "belong to the class it names): start a new run")
+    check_resume_changes(cfg)
 
 
 def _nonfinite_message(loss: float, step: int, ckpt_dir: Path) -> str:

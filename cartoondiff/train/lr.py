@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 
+import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from cartoondiff.errors import is_int, is_number, require
+from cartoondiff.config import build
+from cartoondiff.errors import ConfigError, is_int, is_number, require
 
 
 def warmup_cosine(
@@ -46,3 +49,25 @@ def step_decay(
     require(is_number(gamma) and 0 < gamma <= 1, "gamma", gamma, "a number in (0, 1]")
     return LambdaLR(optimizer, lambda step: gamma ** math.floor(step / steps_per_epoch
                                                                  / step_epochs))
+
+
+def apply_optim_settings(cfg: DictConfig, optimizer: Optimizer, scheduler: LambdaLR) -> None:
+    """On resume, a named ``optim.*`` change takes effect: the checkpoint's optimizer and
+    schedule carry the old hyperparameters (lr, betas, ...; the schedule's base LR), so those
+    of ``cfg.optim.optimizer`` are set over them; the moments and the step stay. The
+    schedule's shape (warmup, decay) is rebuilt from the config anyway; its next LR is set
+    here."""
+    node = OmegaConf.to_container(cfg.optim.optimizer, resolve=True)
+    today = build(cfg, "optim.optimizer", params=[torch.zeros(1, requires_grad=True)])
+    settings = {k: today.defaults[k] for k in node if k in today.defaults}
+    for group in optimizer.param_groups:
+        group.update(settings)
+        group["initial_lr"] = settings.get("lr", group["initial_lr"])
+    if not hasattr(scheduler, "lr_lambdas"):  # the project's schedules are all LambdaLR
+        raise ConfigError(f"resume: optim changes need a LambdaLR schedule to take effect "
+                          f"({type(scheduler).__name__} is not one): start a new run")
+    scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs,
+                                   scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # what get_last_lr says

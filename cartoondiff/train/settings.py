@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cartoondiff.errors import SEED_RULE, is_int, is_number, is_seed, require
-
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range, as the sample command's seed
-MAX_GRID = 10_000  # images in one sample grid, as the sample command's n
+from cartoondiff.inference.grids import MAX_GRID_IMAGES
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,8 @@ class TrainerSettings:
                      "sample_cols"):
             positive_int(name)
         grid = self.sample_rows * self.sample_cols  # drawn at the end of each epoch: bounded
-        require(grid <= MAX_GRID, "sample_rows", self.sample_rows,
-                f"sample_rows * sample_cols <= {MAX_GRID} (one grid; got {grid})")
+        require(grid <= MAX_GRID_IMAGES, "sample_rows", self.sample_rows,
+                f"sample_rows * sample_cols <= {MAX_GRID_IMAGES} (one grid; got {grid})")
         positive_int("max_bad_steps", 0)
         positive_int("keep_checkpoints", 0, " (0 keeps all)")
         positive_int("sample_every_epochs", 0, " (0 never samples during training)")
