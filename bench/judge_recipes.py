@@ -6,7 +6,10 @@ reports the process CPU time of the training (comparable on a shared machine, un
 time) and the held-out accuracy under each perturbation of ``cartoondiff.evaluate.perturb``
 (perturbation seed 1), for the attributes the issue's floors name plus the mean of 18.
 
-    python bench/judge_recipes.py '{"max_shift": 0, "blur_p": 0, "noise_p": 0}' '{}'
+    python bench/judge_recipes.py '{}' \
+        '{"stem": 0, "epochs": 8, "max_shift": 0, "blur_p": 0, "noise_p": 0}'
+
+(the judge, then version 1: no stem, no perturbations, 8 epochs).
 
 Recipes run one after another on one thread; run two commands at once to use two cores.
 The tables in docs/evaluation.md ("How robust the judge is") were made with it.

@@ -58,22 +58,25 @@ def test_a_judge_of_other_training_perturbations_is_not_reused(cache_dir, tmp_pa
 
     small = load_avatar_data("synthetic", image_size=16, crop=360, n=40, seed=5,
                              cache_dir=cache_dir, progress=False)
-    plain = C.load_or_train_classifier(small, tmp_path, epochs=1, progress=False)
-    robust = C.load_or_train_classifier(small, tmp_path, epochs=1, max_shift=2, blur_p=0.3,
-                                        noise_p=0.3, progress=False)
+    robust = C.load_or_train_classifier(small, tmp_path, epochs=1, progress=False)  # default
+    plain = C.load_or_train_classifier(small, tmp_path, epochs=1, max_shift=0, blur_p=0,
+                                       noise_p=0, progress=False)
     assert robust.path != plain.path
-    assert plain.settings["max_shift"] == 0 and robust.settings["blur_p"] == 0.3
+    assert plain.settings["max_shift"] == 0 and robust.settings["max_shift"] == 2
 
 
 def test_judge_command_writes_accuracy_per_perturbation(cache_dir, tmp_path):
     out = tmp_path / "judge.json"
+    # a tiny judge trained without perturbations, so that it notices them (below)
+    plain = [f"evaluate.classifier.{k}=0" for k in ("stem", "max_shift", "blur_p", "noise_p")]
     result = judge.main([f"out={out}", "data.image_size=16", "data.n=200", "seed=1",
-                         f"data.cache_dir={cache_dir}", "evaluate.classifier.epochs=2"])
+                         f"data.cache_dir={cache_dir}", "evaluate.classifier.epochs=2", *plain])
     saved = json.loads(out.read_text())
     for kind in ("clean", "shift1", "shift2", "blur", *KINDS):
         assert sorted(saved[kind]) == sorted(NAMES)
         assert all(0 <= v <= 1 for v in saved[kind].values())
     assert saved["judge"]["n_heldout"] == 20 and saved["judge"]["settings"]["epochs"] == 2
+    assert saved["judge"]["settings"]["stem"] == 0 and saved["judge"]["settings"]["max_shift"] == 0
     # the perturbations reach the judge: its readings of shifted avatars are not the clean ones
     assert any(result["shift2"][n] != result["clean"][n] for n in NAMES)
     # a saved judge is measured as it is, and only on the data it was trained on

@@ -33,7 +33,11 @@ from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Sampler
 from cartoondiff.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed
 from cartoondiff.evaluate import metrics as M
-from cartoondiff.evaluate.classifier import load_classifier, load_or_train_classifier
+from cartoondiff.evaluate.classifier import (
+    TRAIN_DEFAULTS,
+    load_classifier,
+    load_or_train_classifier,
+)
 from cartoondiff.evaluate.evaluator import (
     CONDITIONS,
     evaluate_generator,
@@ -73,7 +77,8 @@ OPTIONS: dict[str, Any] = {
     "diversity_per_group": cli.Option(4, "samples per diversity condition (>= 2)"),
     "classifier": cli.Option(None, "a saved attribute classifier (.pt); null: the one cached "
                              "for the checkpoint's data, trained on first use"),
-    "classifier_epochs": cli.Option(8, "epochs of that training, when it happens"),
+    "classifier_epochs": cli.Option(TRAIN_DEFAULTS["epochs"], "epochs of that training, when "
+                                    "it happens"),
     "cache_dir": cli.Option(None, "data and classifier cache; null: the checkpoint's data "
                             "cache_dir, else $CARTOONDIFF_CACHE or the user cache "
                             "($XDG_CACHE_HOME/cartoondiff, ~/.cache/cartoondiff)"),
@@ -128,7 +133,7 @@ def check_options(opts: dict[str, Any]) -> None:
         need(is_int(opts[key]) and opts[key] >= low, key, f"an integer >= {low}")
     need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["classifier_epochs"] <= 1000, "classifier_epochs",
-         "an integer in [1, 1000] (the default 8 reaches the ceiling)")
+         f"an integer in [1, 1000] (the default {TRAIN_DEFAULTS['epochs']})")
     for key, low in (("diversity_groups", 1), ("diversity_per_group", 2)):  # sampled at once
         need(opts[key] <= 1000, key, f"an integer in [{low}, 1000]")
     need(opts["conditions"] in CONDITIONS, "conditions", f"one of {CONDITIONS}")

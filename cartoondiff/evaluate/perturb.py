@@ -74,7 +74,7 @@ def perturb(images: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
-            blur_p: float = 0.3, noise_p: float = 0.3,
+            blur_p: float = 0.5, noise_p: float = 0.3,
             noise_max: float = 2 * NOISE_SIGMA) -> torch.Tensor:
     """Random training perturbations of a uint8 batch (B, 3, H, W) -> the same.
 

@@ -67,7 +67,8 @@ class PeriodicEvaluator:
             try:
                 with torch.device("meta"):  # its shape rules only: nothing is allocated
                     AttributeClassifier(image_size, **{k: settings[k] for k in
-                                                       ("width", "feature_dim") if k in settings})
+                                                       ("width", "feature_dim", "stem")
+                                                       if k in settings})
             except ClassifierError as err:
                 raise ArgumentError("image_size", image_size,
                                     f"a size the evaluation's judge accepts ({err}), or "
