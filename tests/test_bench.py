@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from bench import gpu, train_throughput
+from bench import gpu, judge_throughput, train_throughput
 from bench.common import project_config
 from cartoondiff import memory
 from cartoondiff.config import build_diffusion, build_model
@@ -116,6 +116,15 @@ def test_train_throughput_times_the_project_model(capsys):
     assert "16x16, batch 2" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         train_throughput.parse(["--variants", "fp64"])
+
+
+def test_judge_throughput_times_each_layout(capsys):
+    rates = judge_throughput.main(["--size", "16", "--batch", "4", "--rounds", "1",
+                                   "--per-round", "1", "--variants", "nchw", "channels_last+bf16"])
+    assert list(rates) == ["nchw", "channels_last+bf16"] and all(r > 0 for r in rates.values())
+    assert "16 px, batch 4" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        judge_throughput.main(["--variants", "nhwc"])
 
 
 def test_small_preset_at_64_keeps_its_network():

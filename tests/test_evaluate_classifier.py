@@ -113,6 +113,20 @@ def test_save_load_round_trip(trained, data, tmp_path):
     assert torch.allclose(back.net.embed(x), clf.net.embed(x))
 
 
+def test_the_channels_last_judge_computes_what_the_contiguous_one_does(trained, data):
+    """The conv weights' layout is speed only (bench/judge_throughput.py): the same weights in
+    NCHW give the same logits, and a saved judge loads into either layout."""
+    net = trained[0].net
+    assert net.trunk[0].weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = C.AttributeClassifier(net.image_size, net.width, net.feature_dim, net.stem)
+    nchw.to(memory_format=torch.contiguous_format).load_state_dict(net.state_dict())
+    nchw.eval()
+    x = data.images[:16]
+    with torch.no_grad():
+        for a, b in zip(net(x), nchw(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_load_or_train_is_keyed_by_data_and_settings(cache_dir, tmp_path, monkeypatch):
     small = load_avatar_data("synthetic", image_size=SIZE, crop=360, n=40, seed=5,
                              cache_dir=cache_dir, progress=False)

@@ -99,6 +99,10 @@ class AttributeClassifier(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(c_in * 16, feature_dim), nn.ReLU())
         self.heads = nn.ModuleList(nn.Linear(feature_dim, n) for n in COUNTS)
+        # Conv weights channels_last, as the UNet's: oneDNN then runs every conv on NHWC
+        # activations, 1.5x faster training on a CPU (bench/judge_throughput.py); Flatten
+        # still reads the map in (C, H, W) order, so the function is the same.
+        self.to(memory_format=torch.channels_last)
 
     def _check(self, images: torch.Tensor) -> None:
         if images.dtype != torch.uint8:
