@@ -20,14 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import time_rounds  # noqa: E402
 from cartoondiff.attributes import COUNTS  # noqa: E402
-from cartoondiff.evaluate.classifier import TRAIN_DEFAULTS, AttributeClassifier  # noqa: E402
+from cartoondiff.evaluate.classifier import (  # noqa: E402
+    TRAIN_DEFAULTS,
+    AttributeClassifier,
+    attribute_loss,
+)
 from cartoondiff.evaluate.perturb import augment  # noqa: E402
 
 LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
@@ -38,7 +41,7 @@ def make_step(variant: str, size: int, batch: int) -> Callable[[], None]:
     layout, _, extra = variant.partition("+")
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
-    labels = [torch.randint(0, n, (batch,), generator=g) for n in COUNTS]
+    ids = torch.stack([torch.randint(0, n, (batch,), generator=g) for n in COUNTS], dim=1)
     net = AttributeClassifier(size, TRAIN_DEFAULTS["width"], TRAIN_DEFAULTS["feature_dim"],
                               TRAIN_DEFAULTS["stem"]).to(memory_format=LAYOUTS[layout])
     opt = torch.optim.AdamW(net.parameters(), lr=TRAIN_DEFAULTS["lr"])
@@ -48,7 +51,7 @@ def make_step(variant: str, size: int, batch: int) -> Callable[[], None]:
                     TRAIN_DEFAULTS["noise_p"])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=extra == "bf16"):
             logits = net(x)
-        loss = sum(F.cross_entropy(lg.float(), y) for lg, y in zip(logits, labels))
+        loss = attribute_loss([lg.float() for lg in logits], ids)  # (B, 18) ids
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
