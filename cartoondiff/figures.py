@@ -43,16 +43,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from cartoondiff import attributes, cli, plots
-from cartoondiff.config import build, build_diffusion
+from cartoondiff import cli, plots
 from cartoondiff.errors import ArgumentError, is_int
 from cartoondiff.files import check_output, save_image_atomic
-from cartoondiff.inference.grids import forward_process_image
 from cartoondiff.plots import ema
 from cartoondiff.run_folder import RunFolder
 from cartoondiff.run_naming import strip_stamp
@@ -66,6 +63,8 @@ from cartoondiff.run_records import (
 )
 
 log = logging.getLogger(__name__)
+# torch (2 s to import) is imported by the two commands that need it, forward and attributes:
+# the others read PNGs and JSON, and a chart should not wait for a tensor library.
 
 GRID_NAME = re.compile(r"epoch(\d+)\.png$")
 FIGURE_NAME = re.compile(r"[A-Za-z0-9][\w.+-]{0,99}")  # a plain file name, no path
@@ -177,6 +176,11 @@ def blog_figures(run_dir: Path, out_dir: Path) -> list[Path]:
 
 def forward_figure(overrides: Sequence[str]) -> Image.Image:
     """The forward-process picture of the config given by ``overrides`` (no training)."""
+    import torch
+
+    from cartoondiff.config import build, build_diffusion
+    from cartoondiff.inference.grids import forward_process_image
+
     cfg = cli.compose(overrides)
     data = build(cfg, "data").setup(labeled=False)
     diffusion = build_diffusion(cfg)
@@ -291,6 +295,8 @@ def setting_label(run: dict) -> str:
 
 def attributes_figure(path: Path, setting: str = "all") -> Figure:
     """An evaluation's per-attribute faithfulness as bars beside chance and the ceiling."""
+    from cartoondiff import attributes
+
     result = read_evaluation(path)
     runs = result["runs"]
     if setting != "all":

@@ -84,6 +84,22 @@ def experiment_commands() -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def same_command(command: str) -> str:
+    """A command up to the name of the file it writes: ``out=a.png`` and ``out=b.png`` (or no
+    ``out``) run the same code, so one of them is run."""
+    return re.sub(r" out=\S+", "", command)
+
+
+def experiment_commands_to_run() -> list[str]:
+    """The experiments' commands the README test does not already run (each runs once)."""
+    done = {same_command(c) for c in readme_commands()}
+    keep: dict[str, str] = {}
+    for command in experiment_commands():
+        if same_command(command) not in done:
+            keep.setdefault(same_command(command), command)
+    return list(keep.values())
+
+
 class Workspace:
     """Folders the commands' placeholders stand for, made once per test module."""
 
@@ -234,7 +250,7 @@ def test_the_readme_names_its_commands():
 
 @pytest.mark.parametrize("source", ["README.md", "experiments/*.yaml"])
 def test_every_command_runs_as_written(workspace, source):
-    commands = readme_commands() if source == "README.md" else experiment_commands()
+    commands = readme_commands() if source == "README.md" else experiment_commands_to_run()
     prefix = "readme" if source == "README.md" else "experiments"
     runnable, seen = [], set()
     for i, c in enumerate(commands):
@@ -248,7 +264,9 @@ def test_every_command_runs_as_written(workspace, source):
     failed = [f"{c}\n  ran: {shlex.join(map(str, argv))}\n  {r.stderr.strip()[-1500:]}"
               for (c, argv), r in zip(runnable, results) if r.returncode != 0]
     assert not failed, "\n\n".join(failed)
-    assert len(runnable) >= (25 if source == "README.md" else 8)
+    assert len(runnable) >= (25 if source == "README.md" else 5)
+    if source != "README.md":  # the rest were run by the README's test
+        assert len(experiment_commands()) >= 15
 
 
 def test_a_mistake_in_a_readme_command_is_one_line_and_exit_2(workspace):

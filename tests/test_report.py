@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -12,6 +14,7 @@ from PIL import Image
 from cartoondiff import attributes, figures, report
 from cartoondiff.errors import UserError
 from cartoondiff.plots import ema
+from tests.conftest import REPO
 
 
 def fake_run(root: Path, group: str, seed: int, losses: list[float],
@@ -135,3 +138,13 @@ def test_an_evaluation_draws_attribute_bars_and_faithfulness_against_guidance(tm
     assert list(lines) == ["ddim, steps 25"] and len(lines["ddim, steps 25"]) == 2
     with pytest.raises(UserError, match="not an evaluation JSON"):
         figures.main(["settings", str(tmp_path / "bars.svg")])
+
+
+def test_charts_and_tables_start_without_importing_torch():
+    # Reading PNGs and JSON needs no tensor library: torch costs 2 s a command (forward and
+    # attributes import it when they run).
+    code = ("import sys, cartoondiff.figures, cartoondiff.report; "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
