@@ -1,0 +1,210 @@
+"""Blog-style figures from run directories and evaluations, one command each.
+
+    python -m cartoondiff.figures grid RUN_DIR [epoch=N] [out=fig.png]
+    python -m cartoondiff.figures compare RUN_DIR RUN_DIR ... [epoch=N] [out=fig.png]
+    python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]
+    python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] [from_step=0]
+        [x=epoch] [out=fig.png|fig.svg]
+    python -m cartoondiff.figures loss_quality RUN_DIR ... [key=eval/faithfulness_mean]
+        [out=fig.png]
+    python -m cartoondiff.figures attributes EVAL.json [setting=all] [out=fig.png]
+    python -m cartoondiff.figures settings EVAL.json [key=faithfulness_mean] [x=auto]
+        [out=fig.png]
+    python -m cartoondiff.figures blog RUN_DIR [out=DIR]
+
+``grid`` takes a run's sample grid after epoch N (0-based, as the blog counts: "epoch 0" is
+the grid after the first pass over the data; default: the last epoch), adds a title and
+writes it. ``compare`` puts several runs' grids at the same epoch side by side, titled with
+each run's name. ``forward`` draws the forward-process picture for a config without training
+(the blog's advice: look at the noise level first). ``blog`` writes every blog figure the
+run's experiment redraws (its ``figures`` config: ``DIR/fig5.png`` is the grid of epoch 39
+for ``fig03_05_vanilla_pm1``); a run that stopped earlier (``scale=cpu``) shows its nearest
+earlier epoch, and the title says so. These pictures are sample grids (Pillow).
+
+The charts are drawn with matplotlib (``cartoondiff.plots``), as PNG, SVG or PDF by the
+``out`` extension. ``curves`` plots one logged metric against epochs completed (``x=step``:
+optimizer steps), one line per experiment: runs of the same W&B group (seeds) are averaged,
+with a band of ±1 sd; smoothed like W&B's slider; losses get a log axis. ``from_step``
+drops the first steps, whose large early losses otherwise flatten the differences that
+matter. ``loss_quality`` is the blog's figures 17-18: each evaluated epoch as a point of
+(the epoch's mean training loss, ``key``), joined in epoch order, one line per experiment.
+``attributes`` draws an evaluation's per-attribute faithfulness as bars beside chance and
+the judge's ceiling; ``settings`` its faithfulness (or ``key``) against guidance or steps,
+one line per other setting (``python -m cartoondiff.evaluate ... out=EVAL.json`` writes it).
+"""
+
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from cartoondiff import cli, plots
+from cartoondiff.errors import ArgumentError, is_int
+from cartoondiff.figures.charts import (
+    attributes_figure,
+    curves_figure,
+    loss_quality_figure,
+    settings_figure,
+)
+from cartoondiff.figures.pictures import (
+    blog_figures,
+    compare_figure,
+    epoch_grids,
+    forward_figure,
+    grid_figure,
+    run_title,
+)
+from cartoondiff.files import check_output, save_image_atomic
+from cartoondiff.run_records import distinct_folders, number
+
+# torch (2 s to import) is imported by the two commands that need it, forward and attributes:
+# the others read PNGs and JSON, and a chart should not wait for a tensor library.
+__all__ = ["attributes_figure", "blog_figures", "compare_figure", "console", "curves_figure",
+           "epoch_grids", "forward_figure", "grid_figure", "loss_quality_figure", "main",
+           "run_title", "settings_figure"]
+
+CHARTS = ("curves", "loss_quality", "attributes", "settings")  # matplotlib: png, svg or pdf
+USAGE = ("python -m cartoondiff.figures grid|compare|forward|curves|loss_quality|attributes|"
+         "settings|blog RUN_DIR|EVAL.json ... [key=value]")
+OPTIONS = {
+    "epoch": cli.Option(None, "the epoch whose grid is drawn (0-based, as the blog counts); "
+                        "null: the last"),
+    "out": cli.Option(None, "the file written (grids .png; charts .png, .svg or .pdf); for blog "
+                      "the folder; null: COMMAND.png in the current folder (blog: figures/)"),
+    "key": cli.Option(None, "the metric drawn; null: train/loss (curves), "
+                      "eval/faithfulness_mean (loss_quality), faithfulness_mean (settings)"),
+    "smooth": cli.Option(0.6, "exponential smoothing, 0 (none) to <1, as W&B's slider"),
+    "from_step": cli.Option(0, "drop the steps before this one"),
+    "x": cli.Option(None, "curves: epoch (default) or step; settings: guidance, steps or auto "
+                    "(default: whichever varies more)"),
+    "setting": cli.Option("all", "all, or the index of one setting in the evaluation JSON"),
+}
+# Each command: its usage, what it draws, its options (of OPTIONS) and an example.
+COMMANDS = {
+    "grid": ("python -m cartoondiff.figures grid RUN_DIR [epoch=N] [out=fig.png]",
+             "A run's sample grid after one epoch, titled.", ("epoch", "out"),
+             "python -m cartoondiff.figures grid outputs/DATE/TIME epoch=9 out=fig13.png"),
+    "compare": ("python -m cartoondiff.figures compare RUN_DIR RUN_DIR ... [epoch=N] "
+                "[out=fig.png]",
+                "Several runs' grids at the same epoch side by side, titled.",
+                ("epoch", "out"),
+                "python -m cartoondiff.figures compare RUN_A RUN_B epoch=9 out=heads.png"),
+    "forward": ("python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]",
+                "The forward process of a config (Hydra overrides), without training.",
+                ("out",),
+                "python -m cartoondiff.figures forward noise_schedule.beta_end=0.2 "
+                "out=noise.png"),
+    "curves": ("python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] "
+               "[from_step=0] [x=epoch] [out=fig.png|fig.svg]",
+               "A logged metric against epoch, one line per experiment (mean and sd over seeds).",
+               ("key", "smooth", "from_step", "x", "out"),
+               "python -m cartoondiff.figures curves RUN_A RUN_B out=loss.svg"),
+    "loss_quality": ("python -m cartoondiff.figures loss_quality RUN_DIR ... "
+                     "[key=eval/faithfulness_mean] [out=fig.png]",
+                     "Blog figures 17-18: each evaluated epoch at (its mean loss, the metric).",
+                     ("key", "out"),
+                     "python -m cartoondiff.figures loss_quality RUN_A RUN_B "
+                     "key=eval/hair_color out=loss_quality.png"),
+    "attributes": ("python -m cartoondiff.figures attributes EVAL.json [setting=all] "
+                   "[out=fig.png]",
+                   "An evaluation's faithfulness per attribute beside chance and the ceiling.",
+                   ("setting", "out"),
+                   "python -m cartoondiff.figures attributes RUN_A/eval.json out=attributes.png"),
+    "settings": ("python -m cartoondiff.figures settings EVAL.json [key=faithfulness_mean] "
+                 "[x=auto] [out=fig.png]",
+                 "An evaluation's metric against guidance or steps.", ("key", "x", "out"),
+                 "python -m cartoondiff.figures settings RUN_A/eval.json out=guidance.png"),
+    "blog": ("python -m cartoondiff.figures blog RUN_DIR [out=DIR]",
+             "Every blog figure the run's experiment redraws, into a folder.", ("out",),
+             "python -m cartoondiff.figures blog outputs/DATE/TIME out=figures"),
+}
+NEEDED = {"grid": 1, "compare": 2, "curves": 1, "loss_quality": 1, "forward": 0, "blog": 1,
+          "attributes": 1, "settings": 1}
+ONE_INPUT = ("grid", "blog", "attributes", "settings")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def check_options(command: str, opts: dict) -> Path:
+    """Every option checked before any run folder is read; returns the output path (a
+    folder for ``blog``)."""
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise ArgumentError(key, opts[key], expected)
+
+    need(opts["epoch"] is None or (is_int(opts["epoch"]) and opts["epoch"] >= 0), "epoch",
+         "an integer >= 0 (0-based, as the blog)")
+    need(number(opts["smooth"]) is not None and 0 <= opts["smooth"] < 1, "smooth",
+         "a number in [0, 1) (0: no smoothing)")
+    need(is_int(opts["from_step"]) and opts["from_step"] >= 0, "from_step", "an integer >= 0")
+    need(opts["key"] is None or (isinstance(opts["key"], str) and opts["key"] != ""), "key",
+         "a logged metric's name, e.g. train/loss")
+    if command == "blog":
+        out = Path(str(opts["out"] or "figures")).expanduser()
+        need(not out.exists() or out.is_dir(), "out", "a folder for the figures: it is a file")
+        check_output("out", out / "fig.png", given=out)  # the folder can be created and written
+        return out
+    suffixes = plots.FORMATS if command in CHARTS else IMAGE_SUFFIXES
+    return check_output("out", str(opts["out"] or f"{command}.png"), suffixes)
+
+
+def main(argv: Sequence[str]) -> Path:
+    if argv and argv[0] in cli.HELP_FLAGS:
+        commands = "\n".join(f"  {name:<13}{about}" for name, (_, about, _, _)
+                              in COMMANDS.items())
+        cli.exit_with_help(cli.help_text(
+            USAGE, OPTIONS, f"{__doc__}\ncommands (COMMAND --help lists its options):\n"
+            f"{commands}", COMMANDS["grid"][3]))
+    if not argv or argv[0] not in COMMANDS:
+        raise cli.UsageError(f"the first argument is one of {', '.join(COMMANDS)} "
+                             "(python -m cartoondiff.figures --help)")
+    command = argv[0]
+    usage, about, keys, example = COMMANDS[command]
+    args = cli.parse(argv[1:], {k: OPTIONS[k] for k in keys}, usage,
+                     overrides=command == "forward", about=about, example=example)
+    opts = {**{k: o.default for k, o in OPTIONS.items()}, **args.options}
+    runs = [Path(p) for p in args.positional]
+    if command in ("compare", "curves", "loss_quality"):
+        runs = distinct_folders(runs)
+    out = check_options(command, opts)
+    needed = NEEDED[command]
+    if len(runs) < needed or (command in ONE_INPUT and len(runs) > 1):
+        what = "evaluation JSON" if command in ("attributes", "settings") else "run folder(s)"
+        raise cli.UsageError(f"{command} takes {needed}{'' if command in ONE_INPUT else '+'}"
+                             f" {what}; got {len(runs)} (usage: {usage})")
+    if command == "blog":
+        written = blog_figures(runs[0], out)
+        print("wrote " + ", ".join(map(str, written)))
+        return written[0].parent
+    key = opts["key"]
+    if command == "grid":
+        figure = grid_figure(runs[0], opts["epoch"])
+    elif command == "compare":
+        figure = compare_figure(runs, opts["epoch"])
+    elif command == "curves":
+        figure = curves_figure(runs, str(key or "train/loss"), float(opts["smooth"]),
+                               int(opts["from_step"]), str(opts["x"] or "epoch"))
+    elif command == "loss_quality":
+        figure = loss_quality_figure(runs, str(key or "eval/faithfulness_mean"))
+    elif command == "attributes":
+        figure = attributes_figure(runs[0], str(opts["setting"]))
+    elif command == "settings":
+        figure = settings_figure(runs[0], str(key or "faithfulness_mean"),
+                                 str(opts["x"] or "auto"))
+    else:
+        figure = forward_figure(args.overrides + [str(r) for r in runs])
+    if isinstance(figure, Figure):
+        plots.save(figure, out)
+    else:
+        save_image_atomic(figure, out)
+    print(f"wrote {out}")
+    return out
+
+
+def console() -> None:
+    """Console script ``cartoondiff-figures``."""
+    cli.run(main)
