@@ -31,6 +31,7 @@ train_and_evaluate() {  # $1 experiment, $2 seed
   if [[ ! -f $dir/model_ema.pt ]]; then
     OMP_NUM_THREADS=1 $PY run.py experiment="$1" scale=cpu seed="$2" \
       trainer.max_epochs="$EPOCHS" evaluate.every_epochs=2 trainer.progress_bar=false \
+      trainer.precision=fp32 \
       hydra.run.dir="$dir" $EXTRA > "$dir.log" 2>&1
   fi
   # 256 held-out conditions: a quarter of the n=64 in-training evaluation's noise.

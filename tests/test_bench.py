@@ -20,7 +20,9 @@ TINY = ["model=tiny", "data.image_size=16", "recipe=blog"]
 
 
 def test_memory_rows_come_from_the_model_and_the_estimate_is_linear_in_batch(capsys):
-    anatomy, measured = memory.main([*TINY, "data.batch_size=3", "trainer.device=cpu"])
+    # fp32 named: auto is bf16 on CPUs with bf16 in hardware, and the rows below are fp32's
+    anatomy, measured = memory.main([*TINY, "data.batch_size=3", "trainer.device=cpu",
+                                     "trainer.precision=fp32"])
     n = anatomy.parameters
     assert n == 193_459  # the tiny preset with its defaults (mha4, Tau 1x)
     assert (anatomy.weights, anatomy.gradients, anatomy.adam, anatomy.ema) == (
