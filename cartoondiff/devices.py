@@ -1,10 +1,13 @@
-"""Which torch device a command runs on: ``auto`` (a GPU when present), ``cpu`` or ``cuda``."""
+"""Which torch device a command runs on (``auto``: a GPU when present, ``cpu`` or ``cuda``) and
+in which precision (``trainer.precision``)."""
 
 from __future__ import annotations
 
 import torch
 
-from cartoondiff.errors import ArgumentError
+from cartoondiff.errors import ArgumentError, require
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def pick_device(name: str) -> torch.device:
@@ -23,3 +26,19 @@ def cpu_has_native_bf16() -> bool:
     trains the default model 1.25x faster; elsewhere it is emulated, and slower than fp32."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so guarded
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 autocast on GPUs and CPUs that compute bf16 in hardware, else fp32
+    (None; emulated bf16 is slower than fp32)."""
+    require(precision in PRECISIONS, "precision", precision, f"one of {PRECISIONS}")
+    if precision == "auto":
+        native = (torch.cuda.is_bf16_supported() if device.type == "cuda"
+                  else cpu_has_native_bf16())
+        return torch.bfloat16 if native else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def precision_label(amp: torch.dtype | None) -> str:
+    """How a run computes, for its log: ``fp32`` or ``torch.bfloat16 autocast``."""
+    return "fp32" if amp is None else f"{amp} autocast"

@@ -33,11 +33,10 @@ from omegaconf import DictConfig
 from cartoondiff import cli
 from cartoondiff.config import build, build_diffusion, build_model, named
 from cartoondiff.data.module import MAX_IMAGE_SIZE
-from cartoondiff.devices import pick_device
+from cartoondiff.devices import autocast_dtype, pick_device, precision_label
 from cartoondiff.diffusion import Diffusion
 from cartoondiff.errors import ConfigError, is_int
 from cartoondiff.train.ema import EMA
-from cartoondiff.train.loop import autocast_dtype
 
 USAGE = "python -m cartoondiff.memory [measure=true|false] [hydra overrides ...]"
 OPTIONS = {"measure": cli.Option(True, "also run one real training step and report its peak "
@@ -225,9 +224,8 @@ def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
         measure = False
     if measure:
         measured = measure_peak(model, diffusion, cfg, batch, amp)
-    precision = "fp32" if amp is None else f"{amp} autocast"
     title = (f"memory anatomy of one training step: {' '.join(overrides) or 'defaults'} "
-             f"({size}x{size}, batch {batch}, {precision}, {device.type})")
+             f"({size}x{size}, batch {batch}, {precision_label(amp)}, {device.type})")
     print(format_table(a, measured, title))
     return a, measured
 

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from cartoondiff import interrupt
 from cartoondiff.config import build, build_diffusion, build_model, named
-from cartoondiff.devices import cpu_has_native_bf16, pick_device
-from cartoondiff.errors import SEED_RULE, ConfigError, is_seed, require
+from cartoondiff.devices import autocast_dtype, pick_device, precision_label
+from cartoondiff.errors import SEED_RULE, ConfigError, is_seed
 from cartoondiff.evaluate import higher_is_better
 from cartoondiff.files import WriteError, save_image_atomic, write_text_atomic
 from cartoondiff.inference import checkpoint as ckpt
@@ -58,25 +58,11 @@ from cartoondiff.train.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SECTIONS = ("data", "model", "diffusion", "optim", "sampler", "logger", "trainer", "evaluate")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the message names the step."""
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 autocast on GPUs and CPUs that compute bf16 in hardware, else fp32
-    (emulated bf16 is slower than fp32)."""
-    require(precision in PRECISIONS, "precision", precision, f"one of {PRECISIONS}")
-    if precision == "auto":
-        if device.type == "cuda":
-            use_bf16 = torch.cuda.is_bf16_supported()
-        else:
-            use_bf16 = device.type == "cpu" and cpu_has_native_bf16()
-        return torch.bfloat16 if use_bf16 else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -226,8 +212,8 @@ class Trainer:
         if not self.ddp.is_main:
             self.tracker = NullTracker()
             return
-        print(f"trainable parameters: {self.n_params:,}; precision: "
-              f"{'fp32' if self.amp_dtype is None else str(self.amp_dtype)[6:] + ' autocast'}")
+        print(f"trainable parameters: {self.n_params:,}; "
+              f"precision: {precision_label(self.amp_dtype)}")
         print(f"output directory: {self.run_dir}")
         write_text_atomic(self.folder.config, OmegaConf.to_yaml(self.cfg, resolve=True))
         self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,

@@ -2,7 +2,7 @@
 
 Rules that belong to another class are checked there, not here: the device by
 ``devices.pick_device``, the strategy by ``distributed.setup``, the precision by
-``loop.autocast_dtype``, ``ema_decay`` by ``EMA``.
+``devices.autocast_dtype``, ``ema_decay`` by ``EMA``.
 """
 
 from __future__ import annotations
