@@ -44,6 +44,7 @@ def command_modules() -> list[str]:
 def run_module(module: str, *argv: str) -> tuple[int, str, str]:
     """``python -m module argv...`` in this process: (exit status, stdout, stderr)."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv
@@ -58,7 +59,10 @@ def run_module(module: str, *argv: str) -> tuple[int, str, str]:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     finally:
         sys.argv = saved
-        GlobalHydra.instance().clear()  # the training app's --help leaves Hydra initialized
+        # the training app's --help leaves Hydra initialized, and its run config set: a later
+        # test in this process would read that run's overrides (run_folder.resume_command)
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
     return code, out.getvalue(), err.getvalue()
 
 
