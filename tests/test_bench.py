@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from bench import gpu, judge_throughput, train_throughput
+from bench import gpu, judge_throughput, sample_sharpness, train_throughput
 from bench.common import project_config
 from cartoondiff import memory
 from cartoondiff.config import build_diffusion, build_model
@@ -127,6 +127,15 @@ def test_judge_throughput_times_each_layout(capsys):
     assert "16 px, batch 4" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         judge_throughput.main(["--variants", "nhwc"])
+
+
+def test_sample_sharpness_tells_a_blurred_avatar_from_a_sharp_one(tiny_checkpoint, capsys):
+    flat = torch.full((2, 3, 8, 8), 200, dtype=torch.uint8)
+    assert sample_sharpness.fine_detail(flat) == 0.0
+    rows = sample_sharpness.main([str(tiny_checkpoint), "--n", "3"])
+    sharp, soft, samples = rows.values()
+    assert sharp > 2 * soft > 0 and samples > 0  # a 3x3 box removes most of what it measures
+    assert f"samples of {tiny_checkpoint}" in capsys.readouterr().out
 
 
 def test_small_preset_at_64_keeps_its_network():
