@@ -23,6 +23,7 @@ import torch
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cartoondiff import cli  # noqa: E402
 from cartoondiff.data.synthesize import render_arrays  # noqa: E402
 from cartoondiff.evaluate.perturb import box_blur, perturb  # noqa: E402
 from cartoondiff.inference import generate, load_trained  # noqa: E402
@@ -59,4 +60,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)  # a missing or damaged checkpoint: one line naming it, exit 2

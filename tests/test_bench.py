@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -136,6 +137,11 @@ def test_sample_sharpness_tells_a_blurred_avatar_from_a_sharp_one(tiny_checkpoin
     sharp, soft, samples = rows.values()
     assert sharp > 2 * soft > 0 and samples > 0  # a 3x3 box removes most of what it measures
     assert f"samples of {tiny_checkpoint}" in capsys.readouterr().out
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "sample_sharpness.py"),
+                           str(tiny_checkpoint.parent / "missing.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "missing.pt" in proc.stderr
 
 
 def test_small_preset_at_64_keeps_its_network():
