@@ -283,9 +283,14 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
     return changes
 
 
-def check_resume_changes(cfg: DictConfig) -> None:
-    """``resume_changes``: existing keys of ``cfg``, none of them ``NOT_CHANGEABLE``; checked
-    before any work (a ConfigError naming the first bad entry)."""
+def check_resume_keys(cfg: DictConfig) -> None:
+    """``resume`` (null, auto or an existing checkpoint file) and ``resume_changes`` (existing
+    keys of ``cfg``, none of them ``NOT_CHANGEABLE``); checked before any work (a ConfigError
+    naming the first bad entry)."""
+    resume = OmegaConf.select(cfg, "resume")
+    if not (resume in (None, "auto") or Path(str(resume)).expanduser().is_file()):
+        raise ConfigError(f"resume={resume!r} is invalid: expected null, auto, or the path of "
+                          "an existing checkpoint file")
     listed = list(OmegaConf.select(cfg, "resume_changes") or [])
     unknown = [k for k in listed if not (isinstance(k, str) and k and OmegaConf.select(
         cfg, k, default=_ABSENT, throw_on_missing=False) is not _ABSENT)]

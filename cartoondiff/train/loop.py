@@ -37,7 +37,7 @@ from cartoondiff.progress import progress_bar
 from cartoondiff.run_folder import (
     RunFolder,
     RunFolderLock,
-    check_resume_changes,
+    check_resume_keys,
     checkpoint_path,
     is_under,
     list_checkpoints,
@@ -439,11 +439,7 @@ def require_seed_and_resume(cfg: DictConfig) -> None:
     seed = OmegaConf.select(cfg, "seed")
     if not is_seed(seed):
         raise ConfigError(f"seed={seed!r} is invalid: expected {SEED_RULE}")
-    resume = OmegaConf.select(cfg, "resume")
-    if not (resume in (None, "auto") or Path(str(resume)).expanduser().is_file()):
-        raise ConfigError(f"resume={resume!r} is invalid: expected null, auto, or the path of "
-                          "an existing checkpoint file")
-    check_resume_changes(cfg)
+    check_resume_keys(cfg)  # the run folder's rules: what may be resumed, and with what changes
 
 
 def _nonfinite_message(loss: float, step: int, ckpt_dir: Path) -> str:
