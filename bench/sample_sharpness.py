@@ -41,14 +41,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--seed", type=int, default=1, help="renderer set and sampling seed")
     args = parser.parse_args(argv)
     rows: dict[str, float] = {}
+    conditions: dict[int, torch.Tensor] = {}  # image size -> ids (n, 18): rendered once per size
     for path in args.checkpoints:
         trained = load_trained(path)
-        images, ids = render_arrays(args.n, args.seed, trained.image_size, progress=False)
-        real = torch.from_numpy(images)  # uint8 (n, 3, H, W)
-        rows.setdefault(f"rendered, {trained.image_size} px", fine_detail(real))
-        rows.setdefault(f"rendered, 3x3 box blur, {trained.image_size} px",
-                        fine_detail(perturb(real, "blur")))
-        samples = generate(trained.model, trained.diffusion, torch.from_numpy(ids),
+        size = trained.image_size
+        if size not in conditions:
+            images, ids = render_arrays(args.n, args.seed, size, progress=False)
+            real = torch.from_numpy(images)  # uint8 (n, 3, H, W)
+            conditions[size] = torch.from_numpy(ids)
+            rows[f"rendered, {size} px"] = fine_detail(real)
+            rows[f"rendered, 3x3 box blur, {size} px"] = fine_detail(perturb(real, "blur"))
+        samples = generate(trained.model, trained.diffusion, conditions[size],
                            trained.sampler, image_size=trained.image_size,
                            normalize=trained.normalize, seed=args.seed)
         rows[f"samples of {path}"] = fine_detail(samples)
