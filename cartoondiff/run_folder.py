@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # What a training checkpoint holds beyond the weights (model_ema.pt has only "model").
-TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "rng", "noise_rng", "step")
+TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "randomness", "step")
 # Keys (prefixes, ending at a key boundary) that never change a run's result: where and how
 # it executes, logs and saves. Left out of run names (run_naming) and free on resume.
 RESULT_NEUTRAL = ("hydra", "logger", "resume", "resume_changes", "trainer.device",

@@ -59,6 +59,22 @@ def on_step(monkeypatch: pytest.MonkeyPatch, n: int, action) -> None:  # noqa: A
     monkeypatch.setattr(Diffusion, "loss", loss)
 
 
+def assert_same(a: object, b: object, where: str = "") -> None:
+    """Exact equality of two nested checkpoint values (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """``model_ema.pt`` of a two-step TINY run, shared by the sampling and evaluation tests."""

@@ -23,7 +23,14 @@ from cartoondiff import run_folder
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.run_records import read_metrics
 from cartoondiff.train import train
-from tests.conftest import REPO, TINY, checkpoint_steps, compose_tiny, on_step
+from tests.conftest import (
+    REPO,
+    TINY,
+    assert_same,
+    checkpoint_steps,
+    compose_tiny,
+    on_step,
+)
 
 # Eight steps, a checkpoint every two: a crash may cost at most two steps of work.
 RUN = ("trainer.max_steps=8", "trainer.checkpoint_every=2")
@@ -45,29 +52,14 @@ def _resumed_at(output: str) -> int:
     return int(match.group(1))
 
 
-def _same(a: object, b: object, where: str = "") -> None:
-    """Exact equality of two nested checkpoint values (tensors bit for bit)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 def _assert_same_run(reference: Path, run: Path) -> None:
     """Same final weights, EMA, optimizer, RNG states and per-step losses."""
     final = run_folder.list_checkpoints(reference / "checkpoints")[-1]
     a, b = ckpt.load(final), ckpt.load(run / "checkpoints" / final.name)
     for key in a.keys() - {"config"}:
-        _same(a[key], b[key], key)
-    _same(ckpt.load(reference / "model_ema.pt")["model"], ckpt.load(run / "model_ema.pt")["model"])
+        assert_same(a[key], b[key], key)
+    assert_same(ckpt.load(reference / "model_ema.pt")["model"],
+                ckpt.load(run / "model_ema.pt")["model"])
 
     def losses(d: Path) -> list[tuple[int, float]]:
         rows = read_metrics(d / "metrics.jsonl")

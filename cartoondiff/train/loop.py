@@ -53,7 +53,7 @@ from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
 from cartoondiff.train.lr import apply_optim_settings
-from cartoondiff.train.seeding import capture_rng, restore_rng, seed_everything
+from cartoondiff.train.seeding import TrainingRandomness, seed_everything
 from cartoondiff.train.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Trainer:
         self.diffusion = self.diffusion.to(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
-        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + ddp.rank)
+        self.randomness = TrainingRandomness(cfg.seed + ddp.rank, self.device)
         self.forward_model = self.model
         if ddp.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -186,16 +186,15 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.noise_gen.set_state(state["noise_rng"].to(self.noise_gen.get_state().device))
-        restore_rng(state["rng"])
+        self.randomness.load_state_dict(state["randomness"])
         if any(is_under(c, ("optim",)) for c in changes):
             apply_optim_settings(self.cfg, self.optimizer, self.scheduler)
         self.evaluator.load_state_dict(state.get("best", {}))
         self.step = int(state["step"])
         if changes:
             print(f"resuming with changes named in resume_changes: {'; '.join(changes)}")
-        if self.ddp.rank > 0:  # only rank 0's noise stream is saved: give the others fresh ones
-            self.noise_gen.manual_seed(self.cfg.seed + self.ddp.rank * 1_000_003 + self.step)
+        if self.ddp.rank > 0:  # only rank 0's streams are saved: give the others fresh ones
+            self.randomness.reseed(self.cfg.seed + self.ddp.rank * 1_000_003 + self.step)
         print(f"resumed from {path} at step {self.step}")
 
     def _start_tracking(self, resumed: bool) -> None:
@@ -260,7 +259,8 @@ class Trainer:
         try:
             with interrupt.StopFlag() as stop:
                 while self.step < self.total_steps:
-                    loss, grad_norm = self._train_step()
+                    with self.randomness.active():  # nothing else draws from its streams
+                        loss, grad_norm = self._train_step()
                     self.step += 1  # a skipped step consumes its batch too: resume stays exact
                     bar.update(1)
                     self._log_window(loss, grad_norm, bar)
@@ -300,7 +300,7 @@ class Trainer:
             with sync:
                 with autocast:
                     loss = self.diffusion.loss(self.forward_model, x0, ids,
-                                               generator=self.noise_gen)
+                                               generator=self.randomness.noise)
                 self.scaler.scale(loss / s.grad_accum).backward()
             loss_value += loss.item() / s.grad_accum
         loss_value = ddp.mean(loss_value, self.device)  # ranks agree on NaN and on the log
@@ -385,8 +385,8 @@ class Trainer:
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "step": self.step,
-            "epoch": self.step / self.steps_per_epoch, "rng": capture_rng(),
-            "noise_rng": self.noise_gen.get_state(), "config": self.config_dict,
+            "epoch": self.step / self.steps_per_epoch, "randomness": self.randomness.state_dict(),
+            "config": self.config_dict,
             "best": self.evaluator.state_dict(),
         }, path)
         prune(self.ckpt_dir, self.settings.keep_checkpoints)

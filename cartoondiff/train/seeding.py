@@ -1,8 +1,20 @@
-"""Seeding and capturing every random number generator a run touches, for exact resume."""
+"""The random numbers a run trains from, kept apart from everything else the run does.
+
+Training draws in two ways: explicitly, the timesteps, noise and condition drop of each
+batch (``TrainingRandomness.noise``, a ``torch.Generator``), and implicitly, dropout inside
+the model, which can only draw from torch's global generator. Everything else a run does
+(training or loading the judge, evaluating, drawing grids, starting W&B) may draw from that
+global generator too, so training keeps a global state of its own: ``active()`` installs it
+around each optimizer step and puts the outer one back after. Nothing outside a step can
+advance the training's streams, so the same command gives the same weights whether the judge
+cache was cold or warm, and a checkpoint holds exactly the state that continues training.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -10,31 +22,54 @@ import torch
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
+    """Seed python, numpy and torch (all devices): the model's initial weights come from it."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def capture_rng() -> dict[str, Any]:
-    """Global RNG states as tensors and plain data (so checkpoints load with weights_only)."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+class TrainingRandomness:
+    """The training's two streams on ``device``: ``noise`` (a generator passed to the loss)
+    and the global-generator state that dropout draws from inside ``active()``."""
 
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.device = device
+        self.noise = torch.Generator(device)
+        self.reseed(seed)
 
-def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of ``capture_rng``."""
-    version, *rest = state["python"]
-    random.setstate((version, tuple(rest[0]), rest[1]))
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy(), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    @property
+    def _cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def reseed(self, seed: int) -> None:
+        """Both streams from ``seed`` (a fresh run, or a DDP rank > 0 after a resume)."""
+        self.noise.manual_seed(seed)
+        self._global = torch.Generator(self.device).manual_seed(seed).get_state()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Inside: torch's global generator (on ``device``) is the training's own; outside,
+        it is whatever it was before, untouched by what ran inside."""
+        with torch.random.fork_rng(devices=[self.device] if self._cuda else []):
+            self._set_global(self._global)
+            try:
+                yield
+            finally:
+                self._global = self._get_global()
+
+    def _get_global(self) -> torch.Tensor:
+        return torch.cuda.get_rng_state(self.device) if self._cuda else torch.get_rng_state()
+
+    def _set_global(self, state: torch.Tensor) -> None:
+        if self._cuda:
+            torch.cuda.set_rng_state(state, self.device)
+        else:
+            torch.set_rng_state(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors only, so a checkpoint loads with ``weights_only``."""
+        return {"noise": self.noise.get_state(), "global": self._global.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.noise.set_state(state["noise"].cpu())
+        self._global = state["global"].cpu()
