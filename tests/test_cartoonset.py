@@ -22,7 +22,6 @@ from cartoondiff.data.cartoonset import (
 )
 from cartoondiff.data.dataset import load_avatar_data, normalize
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cartoonset_sample"
 SIZE, CROP = 40, 32  # tiny fixture avatars: 40x40 PNGs, cropped to 32
 
 
@@ -45,13 +44,6 @@ def write_avatars(folder: Path, n: int, seed: int = 0, size: int = SIZE) -> list
         stem.with_suffix(".csv").write_text("\n".join(lines) + "\n")
         written.append(ids)
     return written
-
-
-def sample_dir() -> Path:
-    """The 300 real Cartoon Set images in ../shared; a clear failure if they are missing."""
-    if not SAMPLE_DIR.is_dir() or not any(SAMPLE_DIR.glob("*.png")):
-        pytest.fail(f"real Cartoon Set sample missing: expected PNGs in {SAMPLE_DIR}")
-    return SAMPLE_DIR
 
 
 def test_labels_read_back_exactly(tmp_path: Path) -> None:
@@ -118,8 +110,8 @@ def test_alpha_onto_white_and_centre_crop(tmp_path: Path) -> None:
     assert small.shape == (3, 8, 8) and small[0, 4, 4] > 200 and small[1, 4, 4] < 60
 
 
-def test_real_sample_loads_unlabeled(tmp_path: Path) -> None:
-    data = load_avatar_data("cartoonset", sample_dir(), image_size=64, crop=360, labeled=False,
+def test_real_sample_loads_unlabeled(tmp_path: Path, real_sample: Path) -> None:
+    data = load_avatar_data("cartoonset", real_sample, image_size=64, crop=360, labeled=False,
                             cache_dir=tmp_path, limit=20, progress=False)
     assert len(data) == 20 and data.ids is None and data.skipped == 0
     assert data.images.shape == (20, 3, 64, 64) and data.images.dtype == torch.uint8
@@ -131,10 +123,10 @@ def test_real_sample_loads_unlabeled(tmp_path: Path) -> None:
     assert (data.images[:, :, 0, 0] == 255).all()  # corners are background
 
 
-def test_real_sample_needs_labels_in_labeled_mode(tmp_path: Path) -> None:
+def test_real_sample_needs_labels_in_labeled_mode(tmp_path: Path, real_sample: Path) -> None:
     with pytest.raises(DataError, match=r"has PNGs but no attribute labels \(cs\d+\.csv is "
                                         r"missing\).*experiment=fig01_02_vanilla_unit"):
-        load_avatar_data("cartoonset", sample_dir(), labeled=True, cache_dir=tmp_path, limit=3,
+        load_avatar_data("cartoonset", real_sample, labeled=True, cache_dir=tmp_path, limit=3,
                          progress=False)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REAL_SAMPLE, REPO, compose_tiny
+from tests.conftest import REPO, compose_tiny, real_sample_dir
 
 README = REPO / "README.md"
 SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
@@ -111,6 +111,13 @@ class Workspace:
         self.root, self.cache_dir = root, cache_dir
         self.labeled = root / "cartoonset"  # DIR: Cartoon Set's format, with CSVs
         write_cartoonset(self.labeled, n=16, seed=0)
+        # data.root=DIR of the vanilla commands: PNGs without CSVs, the real Cartoon Set sample
+        # where there is one (CI), else built-in avatars with their CSVs left out
+        self.unlabeled = real_sample_dir() or root / "pngs"
+        if self.unlabeled == root / "pngs":
+            write_cartoonset(self.unlabeled, n=16, seed=1)
+            for csv in self.unlabeled.glob("*.csv"):
+                csv.unlink()
         # outputs/DATE/TIME and RUN_A: an experiment run with epoch grids 0..9, evaluations
         # after epochs 5 and 10, offline W&B; RUN_A/eval.json: an evaluation of two settings
         self.run_a, self.run_b = root / "run_a", root / "run_b"
@@ -139,8 +146,8 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
         return NOT_HERE[command]
     out = ws.root / f"out-{tag}"  # one folder per command
     out.mkdir()
-    vanilla = "vanilla" in command  # the PNG-only path: the real sample, no CSVs
-    data_dir = REAL_SAMPLE if vanilla else ws.labeled
+    vanilla = "vanilla" in command  # the PNG-only path
+    data_dir = ws.unlabeled if vanilla else ws.labeled
     text = (command.replace("outputs/DATE/TIME", str(ws.run_a))
             .replace("RUN_A", str(ws.run_a)).replace("RUN_B", str(ws.run_b))
             .replace("RUN_DIR", str(ws.run_a))
