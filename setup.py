@@ -2,7 +2,7 @@
 
 The repository keeps one copy of each at the top level (the layout users read, with
 ``conf/experiment -> ../experiments``); a wheel gets them as ``cartoondiff/conf/`` and
-``cartoondiff/conf/experiment/``, where ``cartoondiff.cli.conf_dir`` finds them when no source
+``cartoondiff/conf/experiment/``, where ``cartoondiff.runs.cli.conf_dir`` finds them when no source
 tree is beside the package. Everything else is declared in pyproject.toml.
 """
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from cartoondiff.cli import compose
 from cartoondiff.config import build_model
+from cartoondiff.runs.cli import compose
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -44,8 +44,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench.common import count_params, option_combo, project_config, sync  # noqa: E402
 from cartoondiff.config import build, build_diffusion, build_model  # noqa: E402
-from cartoondiff.devices import pick_device  # noqa: E402
 from cartoondiff.diffusion.samplers import sample  # noqa: E402
+from cartoondiff.runs.devices import pick_device  # noqa: E402
 from cartoondiff.train.ema import EMA  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendor spec sheets; the

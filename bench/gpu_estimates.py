@@ -11,7 +11,8 @@ guidance runs the model on the conditional and the unconditional batch, so twice
 
 Memory of one training step of the blog preset at ``--batch``: weights, gradients, Adam state
 and the EMA copy at 4 + 4 + 8 + 4 B per parameter, plus the activations autograd keeps for
-backward (``cartoondiff.memory``'s saved-tensor count at batch 1 and 2, extrapolated linearly),
+backward (``cartoondiff.train.memory``'s saved-tensor count at batch 1 and 2, extrapolated
+linearly),
 for each technique:
 
 - fp32, and bf16 autocast (activations saved in bf16 where autocast casts);
@@ -46,7 +47,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 from bench.common import project_config  # noqa: E402
 from cartoondiff.config import build_diffusion, build_model  # noqa: E402
-from cartoondiff.memory import saved_tensor_bytes  # noqa: E402
+from cartoondiff.train.memory import saved_tensor_bytes  # noqa: E402
 
 MiB = 2**20
 # preset -> (image size, extra overrides): the sizes each preset is made for; blog = final model

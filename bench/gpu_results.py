@@ -8,7 +8,7 @@ import math
 import statistics
 from pathlib import Path
 
-from cartoondiff.run_records import read_metrics
+from cartoondiff.runs.records import read_metrics
 
 
 def metrics_rows(run_dir: Path) -> list[dict]:

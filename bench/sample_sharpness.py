@@ -23,10 +23,10 @@ import torch
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cartoondiff import cli  # noqa: E402
 from cartoondiff.data.synthesize import render_arrays  # noqa: E402
 from cartoondiff.evaluate.perturb import box_blur, perturb  # noqa: E402
 from cartoondiff.inference import generate, load_trained  # noqa: E402
+from cartoondiff.runs import cli  # noqa: E402
 
 
 def fine_detail(images: torch.Tensor) -> float:

@@ -40,7 +40,7 @@ from bench.common import (  # noqa: E402
     project_forward,
     time_rounds,
 )
-from cartoondiff.devices import pick_device  # noqa: E402
+from cartoondiff.runs.devices import pick_device  # noqa: E402
 
 PEERS = ("ddpm", "diffusers")
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from cartoondiff.errors import UserError
+from cartoondiff.runs.errors import UserError
 
 # (name, number of variants), in Cartoon Set's CSV order.
 ATTRIBUTES: tuple[tuple[str, int], ...] = (

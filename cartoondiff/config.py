@@ -28,7 +28,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cartoondiff.errors import ArgumentError, ConfigError, UserError
+from cartoondiff.runs.errors import ArgumentError, ConfigError, UserError
 
 # Hydra's keys that change how a node is called; `_partial_` is the only one configs use.
 SPECIAL_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")

@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cartoondiff import cli
-from cartoondiff.errors import ArgumentError, is_int
 from cartoondiff.figures import run_title
-from cartoondiff.files import check_output, write_text_atomic
-from cartoondiff.run_folder import RunFolder
-from cartoondiff.run_records import (
+from cartoondiff.runs import cli
+from cartoondiff.runs.errors import ArgumentError, is_int
+from cartoondiff.runs.files import check_output, write_text_atomic
+from cartoondiff.runs.folder import RunFolder
+from cartoondiff.runs.records import (
     RunFolderError,
     distinct_folders,
     number,

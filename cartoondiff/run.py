@@ -17,11 +17,11 @@ import tempfile
 import hydra
 from omegaconf import DictConfig
 
-from cartoondiff.cli import conf_dir
+from cartoondiff.runs.cli import conf_dir
 
 
 def _train(cfg: DictConfig) -> None:
-    from cartoondiff.cli import run
+    from cartoondiff.runs.cli import run
     from cartoondiff.train import train
 
     def train_and_exit(argv: list[str]) -> None:  # noqa: ARG001 -- Hydra parsed the command

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from cartoondiff import attributes, cli
-from cartoondiff.devices import pick_device
+from cartoondiff import attributes
 from cartoondiff.diffusion import Sampler
-from cartoondiff.errors import SEED_RULE, ArgumentError, is_int, is_seed
-from cartoondiff.files import check_output
 from cartoondiff.inference import generate, load_trained
 from cartoondiff.inference.grids import MAX_GRID_IMAGES, save_grid
+from cartoondiff.runs import cli
+from cartoondiff.runs.devices import pick_device
+from cartoondiff.runs.errors import SEED_RULE, ArgumentError, is_int, is_seed
+from cartoondiff.runs.files import check_output
 
 USAGE = ("python -m cartoondiff.sample checkpoint=PATH [n=16] [attributes=random|NAME=V,...] "
          "[sampler=ddim] [steps=25] [eta=1] [guidance=1] [seed=0] [out=samples.png]")

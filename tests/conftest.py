@@ -58,8 +58,8 @@ def compose_tiny(cache_dir: Path, *overrides: str) -> DictConfig:
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """Steps of the checkpoints a run directory holds, oldest first."""
-    from cartoondiff import run_folder
     from cartoondiff.inference import checkpoint as ckpt
+    from cartoondiff.runs import folder as run_folder
 
     return [int(ckpt.load(p)["step"]) for p in run_folder.list_checkpoints(run_dir / "checkpoints")]
 

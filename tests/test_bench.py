@@ -12,9 +12,9 @@ import torch
 
 from bench import gpu, judge_throughput, sample_sharpness, train_throughput
 from bench.common import project_config
-from cartoondiff import memory
 from cartoondiff.config import build_diffusion, build_model
-from cartoondiff.errors import UserError
+from cartoondiff.runs.errors import UserError
+from cartoondiff.train import memory
 from tests.conftest import REPO
 
 TINY = ["model=tiny", "data.image_size=16", "recipe=blog"]

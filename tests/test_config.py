@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from cartoondiff.config import build, build_diffusion, build_model
 from cartoondiff.diffusion import Diffusion, Sampler
-from cartoondiff.errors import ConfigError
+from cartoondiff.runs.errors import ConfigError
 from cartoondiff.train import train
 from cartoondiff.train.settings import TrainerSettings
 from tests.conftest import REPO, compose_cfg

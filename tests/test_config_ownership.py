@@ -94,7 +94,7 @@ def test_a_checkpoint_in_the_earlier_layout_resumes_and_loads(tiny_checkpoint, c
 
     from cartoondiff.inference import checkpoint as ckpt
     from cartoondiff.inference.trained import load_trained
-    from cartoondiff.run_folder import TRAINING_STATE, same_run_changes
+    from cartoondiff.runs.folder import TRAINING_STATE, same_run_changes
     from tests.conftest import compose_tiny
 
     state = ckpt.load(tiny_checkpoint)
@@ -123,7 +123,7 @@ def test_commands_that_take_overrides_name_a_moved_key_too():
     path is refused there with the same line as ``python run.py`` gives."""
     import pytest
 
-    from cartoondiff import cli
+    from cartoondiff.runs import cli
 
     with pytest.raises(cli.UsageError, match=r"^diffusion\.betas\.beta_end is now "
                                              r"noise_schedule\.beta_end:"):

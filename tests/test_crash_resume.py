@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cartoondiff import run_folder
 from cartoondiff.inference import checkpoint as ckpt
-from cartoondiff.run_records import read_metrics
+from cartoondiff.runs import folder as run_folder
+from cartoondiff.runs.records import read_metrics
 from cartoondiff.train import train
 from tests.conftest import (
     REPO,

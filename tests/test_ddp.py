@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cartoondiff.run_records import read_metrics
+from cartoondiff.runs.records import read_metrics
 from tests.conftest import REPO, TINY
 
 STEPS = 6

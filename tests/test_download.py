@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cartoondiff import cli
 from cartoondiff.data import download as dl
+from cartoondiff.runs import cli
 
 N_AVATARS = 4
 

@@ -11,10 +11,10 @@ import torch
 
 from cartoondiff.config import build, build_diffusion, build_model
 from cartoondiff.diffusion import Sampler
-from cartoondiff.errors import UserError
 from cartoondiff.evaluate import classifier as C
 from cartoondiff.evaluate.__main__ import main, settings_grid
 from cartoondiff.evaluate.evaluator import quick_evaluate
+from cartoondiff.runs.errors import UserError
 
 QUICK_KEYS = ("eval/faithfulness_mean", "eval/faithfulness_relative", "eval/hair_color",
               "eval/face_color", "eval/frechet_classifier", "eval/diversity_within",

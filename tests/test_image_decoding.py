@@ -23,7 +23,8 @@ from PIL import Image
 
 from cartoondiff.data.cartoonset import DataError, decode_files, find_images, load_image
 from cartoondiff.data.dataset import load_avatar_data
-from tests.test_cartoonset import CROP, sample_dir, write_avatars
+from tests.conftest import real_sample_dir
+from tests.test_cartoonset import CROP, write_avatars
 
 SIDE = 64
 
@@ -74,9 +75,13 @@ def write_blank_png(path: Path, width: int, height: int) -> Path:
 
 @pytest.fixture(scope="module")
 def avatar() -> tuple[np.ndarray, np.ndarray]:
-    """A real avatar, (SIDE, SIDE, 3) uint8 on white, and its background mask (SIDE, SIDE)."""
-    first = sorted(sample_dir().glob("*.png"))[0]
-    with Image.open(first) as im:
+    """A real avatar (a built-in one where no real sample is at hand), (SIDE, SIDE, 3) uint8
+    on white, and its background mask (SIDE, SIDE)."""
+    from cartoondiff.data.synthesize import render_avatar, sample_ids
+
+    sample = real_sample_dir()
+    with (Image.open(sorted(sample.glob("*.png"))[0]) if sample else
+          render_avatar(sample_ids(0, 0))) as im:
         rgb = im.convert("RGB").crop((70, 70, 430, 430)).resize((SIDE, SIDE),
                                                                  Image.Resampling.LANCZOS)
     pixels = np.asarray(rgb)

@@ -1,4 +1,4 @@
-"""image_grid.make_grid lays images out exactly as torchvision.utils.make_grid does."""
+"""inference.grids.make_grid lays images out exactly as torchvision.utils.make_grid does."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.utils import make_grid as torchvision_make_grid
 
-from cartoondiff.image_grid import make_grid
+from cartoondiff.inference.grids import make_grid
 
 
 @pytest.mark.parametrize("b, nrow", [(1, 4), (3, 4), (4, 4), (5, 4), (7, 3), (2, 8)])

@@ -70,7 +70,7 @@ def test_the_commands_are_found():
     modules = command_modules()
     assert {"cartoondiff.sample", "cartoondiff.evaluate", "cartoondiff.figures",
             "cartoondiff.report", "cartoondiff.run", "cartoondiff.data.synthesize",
-            "cartoondiff.data.download", "cartoondiff.memory"} <= set(modules), modules
+            "cartoondiff.data.download", "cartoondiff.train.memory"} <= set(modules), modules
 
 
 @pytest.mark.parametrize("module", command_modules())
@@ -149,7 +149,7 @@ def test_the_wheel_runs_its_commands_from_any_folder(installed, tmp_path):
 
     # (torchvision's import pulls in torch._dynamo: the commands start seconds faster without)
     where = subprocess.run([str(installed / "bin" / "python"), "-c",
-                            "import sys, cartoondiff.cli as c, cartoondiff.train, "
+                            "import sys, cartoondiff.runs.cli as c, cartoondiff.train, "
                             "cartoondiff.sample; "
                             "print(c.__file__, c.conf_dir(), 'torchvision' in sys.modules)"],
                            cwd=elsewhere, env=env, check=True, capture_output=True, text=True)
@@ -196,7 +196,7 @@ def test_the_cache_is_the_users_unless_told(monkeypatch, tmp_path):
 
 
 def test_progress_off_a_terminal_is_a_line_every_10_percent(capsys):
-    from cartoondiff.progress import progress_bar
+    from cartoondiff.runs.progress import progress_bar
 
     assert not sys.stderr.isatty()  # pytest captures it
     for _ in progress_bar(range(1000), desc="rendering avatars"):

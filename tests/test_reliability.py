@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cartoondiff import run_folder, sample, tracking
-from cartoondiff.errors import ConfigError, UserError
+from cartoondiff import sample
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
-from cartoondiff.run_records import read_metrics
+from cartoondiff.runs import folder as run_folder
+from cartoondiff.runs import tracking
+from cartoondiff.runs.errors import ConfigError, UserError
+from cartoondiff.runs.records import read_metrics
 from cartoondiff.train import train
 from cartoondiff.train.loop import NonFiniteLossError
 from tests.conftest import REPO, checkpoint_steps, compose_tiny, on_step
@@ -317,9 +319,9 @@ def test_wandb_online_without_network_trains_on_offline(make_cfg, tmp_path, monk
     reachable = network != "unreachable"
     monkeypatch.setattr(tracking, "network_reachable", lambda *a, **k: reachable)
     modes = _record_wandb_modes(monkeypatch, fail_online=reachable)
-    with caplog.at_level(logging.WARNING, logger="cartoondiff.tracking"):
+    with caplog.at_level(logging.WARNING, logger="cartoondiff.runs.tracking"):
         metrics = train(make_cfg("logger.mode=online"), run_dir=tmp_path)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "cartoondiff.tracking"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cartoondiff.runs.tracking"]
     assert len(warnings) == 1 and "logging offline instead" in warnings[0]
     assert f"wandb sync {tmp_path / 'wandb'}" in warnings[0]
     assert modes == (["online", "offline"] if reachable else ["offline"])

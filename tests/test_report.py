@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from cartoondiff import attributes, figures, report
-from cartoondiff.errors import UserError
-from cartoondiff.plots import ema
+from cartoondiff.figures.charts import ema
+from cartoondiff.runs.errors import UserError
 from tests.conftest import REPO
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from cartoondiff import sample
-from cartoondiff.errors import UserError
+from cartoondiff.runs.errors import UserError
 
 
 def test_writes_grid_and_attributes(tiny_checkpoint, tmp_path):
@@ -28,7 +28,7 @@ def test_writes_grid_and_attributes(tiny_checkpoint, tmp_path):
 
 
 def test_training_checkpoint_also_samples(tiny_checkpoint, tmp_path):
-    from cartoondiff.run_folder import list_checkpoints
+    from cartoondiff.runs.folder import list_checkpoints
 
     path = list_checkpoints(tiny_checkpoint.parent / "checkpoints")[-1]
     out = tmp_path / "g.png"

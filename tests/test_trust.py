@@ -17,15 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from cartoondiff import run_folder, sample
+from cartoondiff import sample
 from cartoondiff.attributes import SchemaError
-from cartoondiff.errors import ArgumentError, ConfigError
 from cartoondiff.evaluate import __main__ as evaluate_cli
 from cartoondiff.evaluate import classifier as C
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
-from cartoondiff.run_folder import RunFolderBusyError
-from cartoondiff.run_records import read_metrics
+from cartoondiff.runs import folder as run_folder
+from cartoondiff.runs.errors import ArgumentError, ConfigError
+from cartoondiff.runs.folder import RunFolderBusyError
+from cartoondiff.runs.records import read_metrics
 from cartoondiff.train import train
 from tests.conftest import REPO
 
@@ -172,7 +173,7 @@ def test_a_weights_only_export_is_not_a_training_checkpoint(make_cfg, stopped_ru
 HOLD = """
 import sys, time
 from pathlib import Path
-from cartoondiff.run_folder import RunFolderLock
+from cartoondiff.runs.folder import RunFolderLock
 RunFolderLock(Path(sys.argv[1])).acquire()
 print("holding", flush=True)
 time.sleep(120)

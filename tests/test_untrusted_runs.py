@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cartoondiff.run_records import read_metrics
+from cartoondiff.runs.records import read_metrics
 from cartoondiff.train import train
 from tests.conftest import REPO, TINY
 
@@ -27,7 +27,7 @@ ENV.pop("HYDRA_FULL_ERROR", None)
 # "train" is ``train(compose(argv), run_dir=argv[0])``, run.py's work without Hydra's folder.
 _BATCH = """
 import importlib, json, sys
-from cartoondiff import cli
+from cartoondiff.runs import cli
 def train(argv):
     from cartoondiff.train import train
     train(cli.compose(argv[1:]), run_dir=argv[0])
@@ -220,7 +220,7 @@ def test_every_option_is_checked_before_any_work(tiny_checkpoint, cache_dir, tmp
         ("cartoondiff.report", [str(run), "loss_tail=nan"], "loss_tail=nan is invalid"),
         ("cartoondiff.report", [str(run), "final=../../x.json"], "final='../../x.json' is "
          "invalid"),
-        ("cartoondiff.memory", ["model=tiny", "data.image_size=4096", "measure=false"],
+        ("cartoondiff.train.memory", ["model=tiny", "data.image_size=4096", "measure=false"],
          "data.image_size=4096 is invalid"),
         ("cartoondiff.data.download", ["cartoonset10k", f"dest={a_file}"],
          f"dest='{a_file}' is invalid"),
@@ -247,7 +247,7 @@ def test_every_option_is_checked_before_any_work(tiny_checkpoint, cache_dir, tmp
 
 
 def test_a_damaged_sweep_record_names_itself(tmp_path, caplog):
-    from cartoondiff.run_naming import read_sweep_overrides
+    from cartoondiff.runs.naming import read_sweep_overrides
 
     for text in ("hydra: [1, 2", "hydra: {sweeper: {params: [1, 2]}}"):  # bad YAML, a list
         (tmp_path / "multirun.yaml").write_text(text)
@@ -256,7 +256,7 @@ def test_a_damaged_sweep_record_names_itself(tmp_path, caplog):
 
 
 def test_a_damaged_wandb_folder_leaves_the_run_without_wandb(tmp_path, caplog):
-    from cartoondiff.tracking import Tracker
+    from cartoondiff.runs.tracking import Tracker
 
     (tmp_path / "wandb").write_text("a file where W&B's folder goes")
     tracker = Tracker(tmp_path, config={}, mode="offline")  # the real wandb.init

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cartoondiff import run_folder, run_naming
 from cartoondiff.inference import checkpoint as ckpt
-from cartoondiff.run_naming import labels_for, short_value, sweep_subdir
+from cartoondiff.runs import folder as run_folder
+from cartoondiff.runs import naming as run_naming
+from cartoondiff.runs.naming import labels_for, short_value, sweep_subdir
 from cartoondiff.train import train
 from tests.conftest import REPO, TINY
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from cartoondiff import attributes
-from cartoondiff.errors import UserError
+from cartoondiff.runs.errors import UserError
 
 try:  # POSIX: a lock tells a live build's temporary folder from a dead one's
     import fcntl

@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cartoondiff import attributes
-from cartoondiff.errors import UserError
-from cartoondiff.progress import progress_bar
+from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.progress import progress_bar
 
 IMAGE_SUFFIX = ".png"
 LABEL_SUFFIX = ".csv"

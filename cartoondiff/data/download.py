@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 
-from cartoondiff import cli
-from cartoondiff.errors import ArgumentError, UserError
-from cartoondiff.files import check_output
-from cartoondiff.progress import progress_bar
+from cartoondiff.runs import cli
+from cartoondiff.runs.errors import ArgumentError, UserError
+from cartoondiff.runs.files import check_output
+from cartoondiff.runs.progress import progress_bar
 
 
 class DownloadError(UserError, RuntimeError):

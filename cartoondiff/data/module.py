@@ -15,7 +15,7 @@ from cartoondiff.data.dataset import (
     load_avatar_data,
     normalize,
 )
-from cartoondiff.errors import SEED_RULE, is_int, is_seed, require
+from cartoondiff.runs.errors import SEED_RULE, is_int, is_seed, require
 
 MAX_IMAGE_SIZE = 512
 FRAME = 500  # px of a Cartoon Set image (and of the built-in renderer's frame)

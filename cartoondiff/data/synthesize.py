@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cartoondiff import cli
 from cartoondiff.attributes import ATTRIBUTES, COUNTS, NUM_ATTRIBUTES, validate
 from cartoondiff.data.avatar_drawing import (  # noqa: F401 -- re-exported for users
     EYE_COLORS,
@@ -42,9 +41,10 @@ from cartoondiff.data.avatar_drawing import (  # noqa: F401 -- re-exported for u
     Pen,
     paint,
 )
-from cartoondiff.errors import UserError
-from cartoondiff.files import check_output
-from cartoondiff.progress import progress_bar
+from cartoondiff.runs import cli
+from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.files import check_output
+from cartoondiff.runs.progress import progress_bar
 
 RENDERER_VERSION = 1  # part of the cache key: bump whenever the drawing changes
 

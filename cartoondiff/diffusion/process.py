@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cartoondiff.diffusion.schedules import check_betas
-from cartoondiff.errors import is_number, require
+from cartoondiff.runs.errors import is_number, require
 
 PREDICTIONS: tuple[str, ...] = ("eps", "v")
 WEIGHTINGS: tuple[str, ...] = ("uniform", "min_snr")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from cartoondiff import interrupt
 from cartoondiff.attributes import NUM_ATTRIBUTES
 from cartoondiff.diffusion.process import Diffusion, Model
-from cartoondiff.errors import ArgumentError, is_int, is_number, require
+from cartoondiff.runs import interrupt
+from cartoondiff.runs.errors import ArgumentError, is_int, is_number, require
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp2m")
 

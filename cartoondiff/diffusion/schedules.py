@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from cartoondiff.errors import UserError, is_int, is_number, require
+from cartoondiff.runs.errors import UserError, is_int, is_number, require
 
 
 class ScheduleError(UserError, ValueError):

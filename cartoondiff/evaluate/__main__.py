@@ -27,11 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cartoondiff import attributes, cli, tracking
+from cartoondiff import attributes
 from cartoondiff.config import DATA_TARGETS, build
-from cartoondiff.devices import pick_device
 from cartoondiff.diffusion import Sampler
-from cartoondiff.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed
 from cartoondiff.evaluate import metrics as M
 from cartoondiff.evaluate.classifier import (
     TRAIN_DEFAULTS,
@@ -46,9 +44,12 @@ from cartoondiff.evaluate.evaluator import (
     reference_set,
 )
 from cartoondiff.evaluate.inception import InceptionFeatures
-from cartoondiff.files import check_output, write_text_atomic
 from cartoondiff.inference import load_trained
 from cartoondiff.inference.checkpoint import CheckpointError
+from cartoondiff.runs import cli, tracking
+from cartoondiff.runs.devices import pick_device
+from cartoondiff.runs.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed
+from cartoondiff.runs.files import check_output, write_text_atomic
 
 USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] "
          "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=1] [seed=0] [out=eval.json] "

@@ -33,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cartoondiff import interrupt
 from cartoondiff.attributes import COUNTS, NAMES, NUM_ATTRIBUTES
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
-from cartoondiff.errors import UserError
 from cartoondiff.evaluate.perturb import augment
 from cartoondiff.inference.checkpoint import save_atomic
-from cartoondiff.progress import progress_bar
+from cartoondiff.runs import interrupt
+from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

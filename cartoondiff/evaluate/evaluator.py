@@ -21,11 +21,11 @@ from cartoondiff import attributes
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.diffusion import Diffusion, Sampler
-from cartoondiff.errors import UserError
 from cartoondiff.evaluate import metrics as M
 from cartoondiff.evaluate.classifier import TrainedClassifier, data_identity
 from cartoondiff.evaluate.inception import InceptionFeatures
 from cartoondiff.inference import generate
+from cartoondiff.runs.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cartoondiff.errors import UserError
+from cartoondiff.runs.errors import UserError
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048

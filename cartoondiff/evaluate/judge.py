@@ -18,10 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cartoondiff import attributes, cli
+from cartoondiff import attributes
 from cartoondiff.config import DATA_TARGETS, build
-from cartoondiff.devices import pick_device
-from cartoondiff.errors import SEED_RULE, ArgumentError, is_seed
 from cartoondiff.evaluate.classifier import (
     ClassifierError,
     TrainedClassifier,
@@ -31,7 +29,10 @@ from cartoondiff.evaluate.classifier import (
     load_or_train_classifier,
 )
 from cartoondiff.evaluate.perturb import KINDS, NOISE_SIGMA, perturb
-from cartoondiff.files import check_output, write_text_atomic
+from cartoondiff.runs import cli
+from cartoondiff.runs.devices import pick_device
+from cartoondiff.runs.errors import SEED_RULE, ArgumentError, is_seed
+from cartoondiff.runs.files import check_output, write_text_atomic
 
 USAGE = ("python -m cartoondiff.evaluate.judge [out=judge.json] [seed=0] [classifier=PATH] "
          "[device=auto] [Hydra overrides of the run, e.g. data.image_size=64]")

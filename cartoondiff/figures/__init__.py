@@ -21,7 +21,7 @@ run's experiment redraws (its ``figures`` config: ``DIR/fig5.png`` is the grid o
 for ``fig03_05_vanilla_pm1``); a run that stopped earlier (``scale=cpu``) shows its nearest
 earlier epoch, and the title says so. These pictures are sample grids (Pillow).
 
-The charts are drawn with matplotlib (``cartoondiff.plots``), as PNG, SVG or PDF by the
+The charts are drawn with matplotlib (``figures.charts``), as PNG, SVG or PDF by the
 ``out`` extension. ``curves`` plots one logged metric against epochs completed (``x=step``:
 optimizer steps), one line per experiment: runs of the same W&B group (seeds) are averaged,
 with a band of ±1 sd; smoothed like W&B's slider; losses get a log axis. ``from_step``
@@ -39,10 +39,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
-from cartoondiff import cli, plots
-from cartoondiff.errors import ArgumentError, is_int
+from cartoondiff.figures import charts
 from cartoondiff.figures.charts import (
     attributes_figure,
     curves_figure,
@@ -57,8 +54,10 @@ from cartoondiff.figures.pictures import (
     grid_figure,
     run_title,
 )
-from cartoondiff.files import check_output, save_image_atomic
-from cartoondiff.run_records import distinct_folders, number
+from cartoondiff.runs import cli
+from cartoondiff.runs.errors import ArgumentError, is_int
+from cartoondiff.runs.files import check_output, save_image_atomic
+from cartoondiff.runs.records import distinct_folders, number
 
 # torch (2 s to import) is imported by the two commands that need it, forward and attributes:
 # the others read PNGs and JSON, and a chart should not wait for a tensor library.
@@ -148,7 +147,7 @@ def check_options(command: str, opts: dict) -> Path:
         need(not out.exists() or out.is_dir(), "out", "a folder for the figures: it is a file")
         check_output("out", out / "fig.png", given=out)  # the folder can be created and written
         return out
-    suffixes = plots.FORMATS if command in CHARTS else IMAGE_SUFFIXES
+    suffixes = charts.FORMATS if command in CHARTS else IMAGE_SUFFIXES
     return check_output("out", str(opts["out"] or f"{command}.png"), suffixes)
 
 
@@ -197,8 +196,8 @@ def main(argv: Sequence[str]) -> Path:
                                  str(opts["x"] or "auto"))
     else:
         figure = forward_figure(args.overrides + [str(r) for r in runs])
-    if isinstance(figure, Figure):
-        plots.save(figure, out)
+    if isinstance(figure, charts.Figure):
+        charts.save(figure, out)
     else:
         save_image_atomic(figure, out)
     print(f"wrote {out}")

@@ -1,23 +1,191 @@
-"""Charts (matplotlib, through ``cartoondiff.plots``): logged metrics of run folders against
-epochs, the loss against quality, and an evaluation JSON's attributes and settings."""
+"""Charts as papers draw them, with matplotlib: the one module that imports it.
+
+The drawing functions (``line_chart``, ``loss_quality_chart``, ``attribute_bars``) take
+numbers and return a ``matplotlib.figure.Figure`` (no pyplot: no global state, no display),
+with markers on the points, mean and spread over seeds and legends outside the axes so long
+names fit; ``save`` writes PNG, SVG or PDF by the file's extension. Every drawn series carries
+an SVG id ``series-N`` (a bar: ``bar-SETTING-ATTRIBUTE``), so a test or a script can find what
+was drawn. The figure functions below them (``curves_figure``, ``loss_quality_figure``,
+``attributes_figure``, ``settings_figure``) read run folders and evaluation files into those
+numbers.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from cartoondiff import plots
-from cartoondiff.errors import ArgumentError
 from cartoondiff.figures.pictures import run_title
-from cartoondiff.plots import ema
-from cartoondiff.run_folder import RunFolder
-from cartoondiff.run_records import RunFolderError, number, read_run_metrics
+from cartoondiff.runs.errors import ArgumentError
+from cartoondiff.runs.files import write_atomic
+from cartoondiff.runs.folder import RunFolder
+from cartoondiff.runs.records import RunFolderError, number, read_run_metrics
+
+log = logging.getLogger(__name__)
+
+# Colour-blind-safe palette (Okabe-Ito), cycled when there are more series.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+           "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+FORMATS = (".png", ".svg", ".pdf")
+MAX_MARKERS = 40  # a dense curve (a loss logged every step) gets about this many markers
+
+Points = Sequence[tuple[float, float]]  # (x, y) of one run
+
+
+def ema(values: Sequence[float], weight: float) -> list[float]:
+    """Debiased exponential moving average, as W&B's and TensorBoard's smoothing sliders
+    (weight 0: unchanged). Debiasing keeps the first points from dragging the curve."""
+    out, acc = [], 0.0
+    for t, v in enumerate(values, start=1):
+        acc = weight * acc + (1 - weight) * v
+        out.append(acc / (1 - weight ** t) if weight else v)
+    return out
+
+
+def save(figure: Figure, out: Path) -> Path:
+    """Write ``figure`` in the format ``out``'s extension names (.png at 150 dpi, .svg, .pdf)."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"{out}: a figure is written as one of {', '.join(FORMATS)}")
+    # SVG text stays text (editable in a paper's figure, searchable), not glyph outlines.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cartoondiff"}):
+        write_atomic(out, lambda f: figure.savefig(f, format=out.suffix.lower()[1:], dpi=150,
+                                                   bbox_inches="tight", metadata=_metadata(out)))
+    return out
+
+
+def _metadata(out: Path) -> dict[str, str | None]:
+    # No creation date in SVG/PDF: the same data draw the same file.
+    return {"Date": None} if out.suffix.lower() in (".svg", ".pdf") else {}
+
+
+def style(index: int) -> dict[str, str]:
+    return {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)]}
+
+
+def mean_and_spread(runs: Sequence[Points]) -> tuple[list[float], list[float], list[float]]:
+    """x values every run has, the mean y there and the sample standard deviation (0 for
+    one run)."""
+    shared = set.intersection(*({round(x, 6) for x, _ in run} for run in runs))
+    xs = sorted(shared)
+    by_run = [{round(x, 6): y for x, y in run} for run in runs]
+    means = [statistics.fmean(r[x] for r in by_run) for x in xs]
+    sds = [statistics.stdev(r[x] for r in by_run) if len(runs) > 1 else 0.0 for x in xs]
+    return xs, means, sds
+
+
+def _legend(figure: Figure, ax: object, n: int) -> None:
+    """Below the axes, in as many columns as fit: long names are never cut."""
+    if n:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=min(n, 2),
+                  frameon=False, fontsize="small")
+
+
+def line_chart(series: Mapping[str, Sequence[Points]], title: str, x_label: str = "epoch",
+               y_label: str = "", log_y: bool = False,
+               size: tuple[float, float] = (7.0, 4.2)) -> Figure:
+    """One line per named series: the mean over its runs (seeds) with a band of ±1 sd where
+    there are two or more; markers on the points (on about ``MAX_MARKERS`` of them for dense
+    curves), so a series of one point shows as a marker."""
+    if not any(run for runs in series.values() for run in runs):
+        raise ValueError(f"nothing to plot for {title!r}")
+    figure = Figure(figsize=size, layout="constrained")
+    ax = figure.add_subplot()
+    for i, (name, runs) in enumerate(series.items()):
+        xs, means, sds = mean_and_spread([r for r in runs if r])
+        if log_y and any(m <= 0 for m in means):
+            raise ValueError(f"{title!r}: a log axis needs positive values ({name})")
+        label = f"{name} (mean ± sd of {len(runs)} seeds)" if len(runs) > 1 else name
+        (line,) = ax.plot(xs, means, label=label, linewidth=1.6, markersize=4,
+                          markevery=max(1, math.ceil(len(xs) / MAX_MARKERS)), **style(i))
+        line.set_gid(f"series-{i}")
+        if len(runs) > 1:
+            ax.fill_between(xs, [m - s for m, s in zip(means, sds, strict=True)],
+                            [m + s for m, s in zip(means, sds, strict=True)],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    if log_y:
+        ax.set_yscale("log")
+        plain = ticker.FuncFormatter(lambda v, _: f"{v:.3g}")
+        ax.yaxis.set_major_formatter(plain)  # 0.08, not 8 x 10^-2
+        low, high = ax.get_ylim()
+        if high / low < 10:  # within one decade: label the minor ticks too, or none show
+            ax.yaxis.set_minor_formatter(plain)
+            ax.grid(True, which="minor", axis="y", alpha=0.3)
+    ax.set(title=title, xlabel=x_label, ylabel=y_label)
+    ax.grid(True, which="major", alpha=0.3)
+    _legend(figure, ax, len(series))
+    return figure
+
+
+def loss_quality_chart(series: Mapping[str, Sequence[tuple[int, float, float, float, float]]],
+                       metric: str, size: tuple[float, float] = (7.0, 4.6)) -> Figure:
+    """The blog's figures 17-18 as one chart: for each named experiment, its evaluated
+    epochs as points (x: that epoch's mean training loss, y: ``metric``), joined in epoch
+    order and labelled with the epoch. ``series``: name -> (epoch, loss, loss sd, metric,
+    metric sd) rows; the sds (over seeds) draw error bars when positive."""
+    if not any(series.values()):
+        raise ValueError("nothing to plot: no evaluated epochs")
+    figure = Figure(figsize=size, layout="constrained")
+    ax = figure.add_subplot()
+    for i, (name, rows) in enumerate(series.items()):
+        rows = sorted(rows)
+        epochs, loss, loss_sd, value, value_sd = zip(*rows, strict=True)
+        spread = any(loss_sd) or any(value_sd)
+        bars = ax.errorbar(loss, value, xerr=loss_sd if spread else None,
+                           yerr=value_sd if spread else None, label=name + (
+                               " (mean ± sd over seeds)" if spread else ""), linewidth=1.4,
+                           markersize=5, capsize=2, **style(i))
+        bars.lines[0].set_gid(f"series-{i}")
+        for e, x, y in zip(epochs, loss, value, strict=True):
+            ax.annotate(f"ep{e}", (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize="x-small", color=style(i)["color"])
+    ax.set(title=f"{metric} against training loss (epN: after N epochs)",
+           xlabel="mean training loss over the epoch", ylabel=metric)
+    ax.grid(True, alpha=0.3)
+    _legend(figure, ax, len(series))
+    return figure
+
+
+def attribute_bars(attributes: Sequence[str], bars: Mapping[str, Sequence[float]],
+                   chance: Sequence[float], ceiling: Sequence[float], title: str,
+                   size: tuple[float, float] | None = None) -> Figure:
+    """Horizontal bars of accuracy per attribute (one bar per named setting), with chance
+    (a uniform guess) and the judge's ceiling (its accuracy on held-out real avatars)
+    marked on each attribute's row."""
+    n, k = len(attributes), max(1, len(bars))
+    figure = Figure(figsize=size or (7.0, 1.4 + 0.26 * n * max(1, k / 1.5)),
+                    layout="constrained")
+    ax = figure.add_subplot()
+    height = 0.8 / k
+    rows = list(range(n))
+    for i, (name, values) in enumerate(bars.items()):
+        offset = (i - (k - 1) / 2) * height
+        drawn = ax.barh([r + offset for r in rows], [v or 0.0 for v in values], height=height,
+                        color=PALETTE[i % len(PALETTE)], label=name)
+        for j, patch in enumerate(drawn.patches):
+            patch.set_gid(f"bar-{i}-{j}")  # setting i, attribute j
+    ax.scatter(chance, rows, marker="|", s=260, linewidths=2.5, color="#444444", zorder=3,
+               label="chance (a uniform guess)")
+    ax.scatter(ceiling, rows, marker="D", s=22, color="black", zorder=3,
+               label="ceiling (the judge on held-out real avatars)")
+    ax.set_yticks(rows, list(attributes), fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.0)
+    ax.set(title=title, xlabel="accuracy of the judge on the requested attribute")
+    ax.grid(True, axis="x", alpha=0.3)
+    _legend(figure, ax, len(bars) + 2)
+    return figure
+
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +245,7 @@ def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss", smooth: flo
             smoothed = ema([v for _, v in points], smooth)
             series[group].append(list(zip([p for p, _ in points], smoothed, strict=True)))
     title = f"{key}, smoothed {smooth:g}" if smooth else key
-    return plots.line_chart(series, title, x_label="epochs completed" if x == "epoch" else x,
+    return line_chart(series, title, x_label="epochs completed" if x == "epoch" else x,
                             y_label=key, log_y=key.endswith("loss"))
 
 
@@ -103,7 +271,7 @@ def loss_quality_figure(run_dirs: Sequence[Path], key: str = "eval/faithfulness_
     if not any(series.values()):
         raise RunFolderError(f"no epoch of {', '.join(map(str, run_dirs))} has both "
                              f"train/loss and {key!r} (evaluate.every_epochs=1 logs it)")
-    return plots.loss_quality_chart(series, key)
+    return loss_quality_chart(series, key)
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -134,11 +302,11 @@ def attributes_figure(path: Path, setting: str = "all") -> Figure:
         if not (cli_int(setting) is not None and 0 <= int(setting) < len(runs)):
             raise ArgumentError("setting", setting, f"all or an index in [0, {len(runs)})")
         runs = [runs[int(setting)]]
-    if len(runs) > len(plots.PALETTE):
+    if len(runs) > len(PALETTE):
         raise ArgumentError("setting", setting, f"an index: {path} holds {len(runs)} settings")
     names = list(attributes.NAMES)
     bars = {setting_label(r): [r["metrics"].get(n) for n in names] for r in runs}
-    return plots.attribute_bars(
+    return attribute_bars(
         names, bars, [result["chance"][n] for n in names],
         [result["classifier"]["accuracy"][n] for n in names],
         f"faithfulness per attribute ({result['n']} samples)")
@@ -162,7 +330,7 @@ def settings_figure(path: Path, key: str = "faithfulness_mean", x: str = "auto")
             continue
         name = f"{r['sampler']}, {other} {r[other]:g}"
         series.setdefault(name, [[]])[0].append((float(r[x]), float(r["metrics"][key])))
-    return plots.line_chart({k: [sorted(v[0])] for k, v in series.items()},
+    return line_chart({k: [sorted(v[0])] for k, v in series.items()},
                             f"{key} against {x}", x_label=x, y_label=key)
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from cartoondiff import cli
-from cartoondiff.errors import is_int
-from cartoondiff.files import save_image_atomic
-from cartoondiff.run_folder import RunFolder
-from cartoondiff.run_naming import strip_stamp
-from cartoondiff.run_records import RunFolderError, open_image, read_run_config
+from cartoondiff.runs import cli
+from cartoondiff.runs.errors import is_int
+from cartoondiff.runs.files import save_image_atomic
+from cartoondiff.runs.folder import RunFolder
+from cartoondiff.runs.naming import strip_stamp
+from cartoondiff.runs.records import RunFolderError, open_image, read_run_config
 
 FIGURE_NAME = re.compile(r"[A-Za-z0-9][\w.+-]{0,99}")  # a plain file name, no path
 SWEEP_GROUP_PREFIX = "sweep-"  # run_naming's group of a plain sweep

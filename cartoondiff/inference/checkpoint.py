@@ -1,5 +1,5 @@
 """Crash-safe checkpoint files: atomic writes and safe loading (a run folder's store of them,
-``checkpoints/ckpt-step*.pt``, is ``cartoondiff.run_folder``'s).
+``checkpoints/ckpt-step*.pt``, is ``cartoondiff.runs.folder``'s).
 
 A checkpoint is a plain dict of tensors and Python primitives, so it loads with
 ``torch.load(weights_only=True)`` and can never run code. Files are written to a temporary
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cartoondiff.errors import UserError
-from cartoondiff.files import write_atomic
+from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.files import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,37 @@ from torch import nn
 from cartoondiff import attributes
 from cartoondiff.data.dataset import denormalize, normalize
 from cartoondiff.diffusion import Diffusion, Sampler
-from cartoondiff.files import save_image_atomic, write_text_atomic
-from cartoondiff.image_grid import make_grid
 from cartoondiff.inference.generate import generate
+from cartoondiff.runs.files import save_image_atomic, write_text_atomic
 
 # What a row label names: the attributes a reader sees first (and the judge reads best).
 LABELED = (("hair_color", "hair"), ("face_color", "eye_color"), ("glasses", "facial_hair"))
 MIN_CELL = 64  # labelled grids are enlarged (nearest) until a cell is this many pixels
 LABEL_WIDTH = 150  # px of the label column
 HEADER = 16  # px of the column titles
+
+
+def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2,
+              pad_value: float = 0.0) -> torch.Tensor:
+    """(B, C, H, W) -> (C, H', W'): ``nrow`` images per row (fewer if B is smaller), separated
+    and framed by ``padding`` px of ``pad_value``; one image is returned as it is (C, H, W).
+    The same layout as ``torchvision.utils.make_grid`` (without its normalisation options),
+    here so that drawing a grid does not import torchvision: its import pulls in
+    ``torch._dynamo`` and doubles every command's start-up for one layout function."""
+    if images.dim() != 4:
+        raise ValueError(f"make_grid needs (B, C, H, W) images, got shape {tuple(images.shape)}")
+    B, C, H, W = images.shape
+    if B == 1:
+        return images[0]
+    cols = min(nrow, B)
+    rows = math.ceil(B / cols)
+    cell_h, cell_w = H + padding, W + padding
+    grid = images.new_full((C, rows * cell_h + padding, cols * cell_w + padding), pad_value)
+    for i in range(B):
+        r, c = divmod(i, cols)
+        grid[:, r * cell_h + padding:(r + 1) * cell_h, c * cell_w + padding:(c + 1) * cell_w] = \
+            images[i]
+    return grid
 
 
 def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
@@ -42,6 +64,7 @@ def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
 # The most images one grid holds (sample n, trainer.sample_rows x sample_cols): 10,000 avatars
 # of 64 px are a 6.6k px square, 130 MB in memory.
 MAX_GRID_IMAGES = 10_000
+
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int, captions: Sequence[str] = ()) -> Path:
     """Save uint8 images (B, 3, H, W) as one PNG grid; ``captions`` go to a .txt beside it."""

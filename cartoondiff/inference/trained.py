@@ -24,8 +24,8 @@ from cartoondiff.config import (
 )
 from cartoondiff.data.dataset import NORMALIZATIONS
 from cartoondiff.diffusion import Diffusion, Sampler
-from cartoondiff.errors import ConfigError
 from cartoondiff.inference import checkpoint as ckpt
+from cartoondiff.runs.errors import ConfigError
 
 
 @dataclass

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cartoondiff.errors import ArgumentError
 from cartoondiff.models.tau import AttributeTokens, Tau
 from cartoondiff.models.unet import UNet
+from cartoondiff.runs.errors import ArgumentError
 
 
 class Denoiser(nn.Module):

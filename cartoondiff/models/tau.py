@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cartoondiff import attributes
-from cartoondiff.errors import is_int, require
+from cartoondiff.runs.errors import is_int, require
 
 # Hidden Linear+GELU layers per setting; "2x" doubles "1x" (the blog's "doubled projections").
 PROJECTION_DEPTHS: dict[str, int] = {"1x": 2, "2x": 4}

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cartoondiff.errors import is_int, require
 from cartoondiff.models.attention import AttentionBlock
 from cartoondiff.models.embeddings import TimestepEmbedder
+from cartoondiff.runs.errors import is_int, require
 
 
 class ResBlock(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from cartoondiff.errors import ConfigError
+from cartoondiff.runs.errors import ConfigError
 
 
 class BatchOrder:

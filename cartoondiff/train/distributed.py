@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from cartoondiff.errors import ArgumentError, require
+from cartoondiff.runs.errors import ArgumentError, require
 
 STRATEGIES = ("single", "ddp")
 

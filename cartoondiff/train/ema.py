@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from cartoondiff.errors import is_number, require
+from cartoondiff.runs.errors import is_number, require
 
 
 class EMA:

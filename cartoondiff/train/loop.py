@@ -25,16 +25,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cartoondiff import interrupt
 from cartoondiff.config import build, build_diffusion, build_model, named
-from cartoondiff.devices import autocast_dtype, pick_device, precision_label
-from cartoondiff.errors import SEED_RULE, ConfigError, is_seed
 from cartoondiff.evaluate import higher_is_better
-from cartoondiff.files import WriteError, save_image_atomic, write_text_atomic
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image, rendered
-from cartoondiff.progress import progress_bar
-from cartoondiff.run_folder import (
+from cartoondiff.runs import interrupt
+from cartoondiff.runs.devices import autocast_dtype, pick_device, precision_label
+from cartoondiff.runs.errors import SEED_RULE, ConfigError, is_seed
+from cartoondiff.runs.files import WriteError, save_image_atomic, write_text_atomic
+from cartoondiff.runs.folder import (
     RunFolder,
     RunFolderLock,
     check_resume_keys,
@@ -47,8 +46,9 @@ from cartoondiff.run_folder import (
     resume_state,
     same_run_changes,
 )
-from cartoondiff.run_naming import run_labels
-from cartoondiff.tracking import NullTracker
+from cartoondiff.runs.naming import run_labels
+from cartoondiff.runs.progress import progress_bar
+from cartoondiff.runs.tracking import NullTracker
 from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA

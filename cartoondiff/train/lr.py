@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from cartoondiff.config import build
-from cartoondiff.errors import ConfigError, is_int, is_number, require
+from cartoondiff.runs.errors import ConfigError, is_int, is_number, require
 
 
 def warmup_cosine(

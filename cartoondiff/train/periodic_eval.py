@@ -16,7 +16,6 @@ from torch import nn
 from cartoondiff.data.cache import resolve_cache_dir
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.diffusion import Diffusion, Sampler
-from cartoondiff.errors import ArgumentError, is_int, require
 from cartoondiff.evaluate import BestTracker, metric_names, quick_evaluate
 from cartoondiff.evaluate.classifier import (
     TRAIN_SETTINGS,
@@ -25,6 +24,7 @@ from cartoondiff.evaluate.classifier import (
     load_or_train_classifier,
 )
 from cartoondiff.inference import checkpoint as ckpt
+from cartoondiff.runs.errors import ArgumentError, is_int, require
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cartoondiff.errors import SEED_RULE, is_int, is_number, is_seed, require
 from cartoondiff.inference.grids import MAX_GRID_IMAGES
+from cartoondiff.runs.errors import SEED_RULE, is_int, is_number, is_seed, require
 
 
 @dataclass(frozen=True)

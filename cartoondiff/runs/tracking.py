@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from cartoondiff import attributes
-from cartoondiff.errors import ArgumentError
-from cartoondiff.files import write_text_atomic
-from cartoondiff.run_folder import RunFolder
-from cartoondiff.run_records import RunFolderError, open_image, read_rows
+from cartoondiff.runs.errors import ArgumentError
+from cartoondiff.runs.files import write_text_atomic
+from cartoondiff.runs.folder import RunFolder
+from cartoondiff.runs.records import RunFolderError, open_image, read_rows
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from PIL import Image
 
-from cartoondiff.errors import UserError, is_int, is_number
-from cartoondiff.run_folder import RunFolder
+from cartoondiff.runs.errors import UserError, is_int, is_number
+from cartoondiff.runs.folder import RunFolder
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from cartoondiff.errors import ConfigError, UserError
+from cartoondiff.runs.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     import torch

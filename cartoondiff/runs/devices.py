@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from cartoondiff.errors import ArgumentError, require
+from cartoondiff.runs.errors import ArgumentError, require
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from cartoondiff.errors import UserError
+from cartoondiff.runs.errors import UserError
 
 
 class WriteError(UserError, OSError):
@@ -98,7 +98,7 @@ def check_output(key: str, path: Path | str, suffixes: tuple[str, ...] = (),
     ``suffixes`` (when given), it is not a folder, and its folder exists and is writable or
     can be created. Raises ``ArgumentError`` naming ``key`` (with ``given``, the value the
     user typed, when ``path`` is a file inside it)."""
-    from cartoondiff.errors import ArgumentError
+    from cartoondiff.runs.errors import ArgumentError
 
     path = Path(str(path)).expanduser()
     shown = str(path) if given is None else str(given)

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig
 
-from cartoondiff.errors import UserError
+from cartoondiff.runs.errors import UserError
 
 USAGE_ERROR = 2  # the exit status of a usage mistake, as argparse and most Unix tools use
 DEBUG_VARIABLES = ("CARTOONDIFF_DEBUG", "HYDRA_FULL_ERROR")
@@ -37,7 +37,7 @@ def conf_dir() -> Path:
     """The Hydra configs: the copy an installed wheel holds (``cartoondiff/conf``, built from
     the repository's ``conf/`` and ``experiments/`` by setup.py), else the source tree's
     ``conf/`` beside the package (a checkout, or an editable install)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     packaged = package / "conf"
     return packaged if (packaged / "config.yaml").is_file() else package.parent / "conf"
 

@@ -1,7 +1,7 @@
 """Memory anatomy of one training step, as in the blog's last table, beside a measured peak.
 
-    python -m cartoondiff.memory model=blog data.batch_size=128 tau.projections=2x
-    python -m cartoondiff.memory model=small measure=false
+    python -m cartoondiff.train.memory model=blog data.batch_size=128 tau.projections=2x
+    python -m cartoondiff.train.memory model=small measure=false
 
 Arguments are Hydra overrides of conf/config.yaml, plus ``measure=true|false``. Rows:
 
@@ -30,15 +30,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from cartoondiff import cli
 from cartoondiff.config import build, build_diffusion, build_model, named
 from cartoondiff.data.module import MAX_IMAGE_SIZE
-from cartoondiff.devices import autocast_dtype, pick_device, precision_label
 from cartoondiff.diffusion import Diffusion
-from cartoondiff.errors import ConfigError, is_int
+from cartoondiff.runs import cli
+from cartoondiff.runs.devices import autocast_dtype, pick_device, precision_label
+from cartoondiff.runs.errors import ConfigError, is_int
 from cartoondiff.train.ema import EMA
 
-USAGE = "python -m cartoondiff.memory [measure=true|false] [hydra overrides ...]"
+USAGE = "python -m cartoondiff.train.memory [measure=true|false] [hydra overrides ...]"
 OPTIONS = {"measure": cli.Option(True, "also run one real training step and report its peak "
                                        "memory beside the estimate")}
 MiB = 2**20
@@ -195,7 +195,7 @@ def _available_bytes() -> int | None:
 def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
     """Compose the config from ``argv``, print the table, return (estimate, measured)."""
     args = cli.parse(argv, OPTIONS, USAGE, overrides=True, about=__doc__,
-                     example="python -m cartoondiff.memory model=blog data.batch_size=128")
+                     example="python -m cartoondiff.train.memory model=blog data.batch_size=128")
     measure = args.options["measure"]
     if not isinstance(measure, bool):
         raise cli.UsageError(f"measure={measure!r} is invalid: expected true or false")

@@ -32,7 +32,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cartoondiff.run_folder import RESULT_NEUTRAL, is_under
+from cartoondiff.runs.folder import RESULT_NEUTRAL, is_under
 
 log = logging.getLogger(__name__)
 

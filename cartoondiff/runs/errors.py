@@ -3,7 +3,7 @@
 Every mistake a user can make (a config value, a data file, a checkpoint, a command-line
 option) raises a subclass of ``UserError`` whose message is one line naming the key or file.
 The command-line entry points print that line and exit with status 2 instead of a traceback
-(``cartoondiff.cli``); anything else is a bug and keeps its traceback.
+(``cartoondiff.runs.cli``); anything else is a bug and keeps its traceback.
 
 Constructors check their own arguments and raise ``ArgumentError(name, value, expected)``;
 ``cartoondiff.config.build`` adds the config key the argument came from, so each rule is
