@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cartoondiff.figures import run_title
 from cartoondiff.runs import cli
 from cartoondiff.runs.errors import ArgumentError, is_int
 from cartoondiff.runs.files import check_output, write_text_atomic
 from cartoondiff.runs.folder import RunFolder
+from cartoondiff.runs.naming import run_title
 from cartoondiff.runs.records import (
     RunFolderError,
     distinct_folders,

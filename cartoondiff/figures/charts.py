@@ -24,10 +24,10 @@ import matplotlib
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from cartoondiff.figures.pictures import run_title
 from cartoondiff.runs.errors import ArgumentError
 from cartoondiff.runs.files import write_atomic
 from cartoondiff.runs.folder import RunFolder
+from cartoondiff.runs.naming import run_title
 from cartoondiff.runs.records import RunFolderError, number, read_run_metrics
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,5 @@
 """Sample-grid pictures (Pillow): a run's grid after an epoch, runs side by side, the blog's
-figures of an experiment, and the forward process of a config; ``run_title`` names runs as
-W&B groups them, for the pictures and the charts alike."""
+figures of an experiment, and the forward process of a config."""
 
 from __future__ import annotations
 
@@ -15,12 +14,10 @@ from cartoondiff.runs import cli
 from cartoondiff.runs.errors import is_int
 from cartoondiff.runs.files import save_image_atomic
 from cartoondiff.runs.folder import RunFolder
-from cartoondiff.runs.naming import strip_stamp
+from cartoondiff.runs.naming import run_title
 from cartoondiff.runs.records import RunFolderError, open_image, read_run_config
 
 FIGURE_NAME = re.compile(r"[A-Za-z0-9][\w.+-]{0,99}")  # a plain file name, no path
-SWEEP_GROUP_PREFIX = "sweep-"  # run_naming's group of a plain sweep
-_NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
 
 def epoch_grids(run_dir: Path) -> dict[int, Path]:
@@ -38,28 +35,6 @@ def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:
     if epoch not in grids:
         raise RunFolderError(f"{run_dir} has no grid for epoch {epoch}; it has {list(grids)}")
     return epoch, grids[epoch]
-
-
-def run_title(run_dir: Path, config: dict | None = None) -> str:
-    """Which experiment a run folder is, as W&B groups it: runs with the same title are seeds
-    of one experiment (the report and the curves average them).
-
-    An experiment's runs: its group (``fig12_tau2x-cpu``). A sweep's runs: their swept keys
-    without the seed (``attention=mha4,tau.projections=2x``). Else the run's name, or the folder.
-    ``config``: the run's config.yaml when the caller has read it (``read_run_config``).
-    """
-    logger = (read_run_config(run_dir) if config is None else config).get("logger")
-    logger = logger if isinstance(logger, dict) else {}
-    # a name or group that is not a plain value (a list, a mapping) is ignored: the folder's
-    group, name = (v if isinstance(v, str | int) and not isinstance(v, bool) else None
-                   for v in (logger.get("group"), logger.get("name")))
-    if group and not str(group).startswith(SWEEP_GROUP_PREFIX):
-        return str(group)
-    if name:  # a plain run's time stamp names the run, not the experiment: left out
-        base = strip_stamp(str(name))
-        return ",".join(p for p in _NAME_PARTS.split(base)
-                        if not p.startswith("seed=")) or str(group or base or Path(run_dir).name)
-    return str(group or Path(run_dir).name)
 
 
 def titled(image: Image.Image, title: str, scale: int = 2) -> Image.Image:

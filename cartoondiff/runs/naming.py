@@ -15,6 +15,9 @@ A plain run (no sweep, no experiment) is named by its overrides plus a time stam
 (``optim.optimizer.lr=0.001@1202-091733-a1f3``; ``run@1202-091733-a1f3`` with none), so two
 plain runs never share a W&B name. Every training run has ``job_type=train``; evaluations
 (``python -m cartoondiff.evaluate``) log runs of their own with ``job_type=eval``.
+
+``run_title`` reads a run folder's name back the way W&B groups it (runs with one title are
+seeds of one experiment), for the report and the figures.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cartoondiff.runs.folder import RESULT_NEUTRAL, is_under
+from cartoondiff.runs.records import read_run_config
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+\-\[\]@~]")
 JOB_TYPE = "train"  # W&B job type of a training run ("eval": an evaluation's run)
 PLAIN = "run"      # a plain run without overrides: run@STAMP
 STAMP = re.compile(r"@\d{4}-\d{6}-[0-9a-f]{4}$")  # what plain_name appends
+SWEEP_GROUP = "sweep-"  # + DATE_TIME: the W&B group of a plain sweep's runs
+_NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
 
 def plain_name(base: str | None, stamp: str | None = None) -> str:
@@ -189,7 +195,7 @@ def labels_for(
     elif experiment:
         group = f"{group or experiment}-{scale}"
     elif not group and multirun and sweep_dir is not None:
-        group = "sweep-" + "_".join(Path(sweep_dir).parts[-2:])
+        group = SWEEP_GROUP + "_".join(Path(sweep_dir).parts[-2:])
 
     extra = [f"scale={scale}"] if scale else []
     extra += [f"{i.key}={short_value(i.value)}" for i in swept]
@@ -199,6 +205,28 @@ def labels_for(
         config["sweep"] = {i.key: i.value for i in swept}
     return RunLabels(name=name, group=group, tags=[t for t in all_tags if len(t) <= MAX_TAG],
                      job_type=job_type or JOB_TYPE, config=config)
+
+
+def run_title(run_dir: Path, config: dict | None = None) -> str:
+    """Which experiment a run folder is, as W&B groups it: runs with the same title are seeds
+    of one experiment (the report and the curves average them).
+
+    An experiment's runs: its group (``fig12_tau2x-cpu``). A sweep's runs: their swept keys
+    without the seed (``attention=mha4,tau.projections=2x``). Else the run's name, or the folder.
+    ``config``: the run's config.yaml when the caller has read it (``read_run_config``).
+    """
+    logger = (read_run_config(run_dir) if config is None else config).get("logger")
+    logger = logger if isinstance(logger, dict) else {}
+    # a name or group that is not a plain value (a list, a mapping) is ignored: the folder's
+    group, name = (v if isinstance(v, str | int) and not isinstance(v, bool) else None
+                   for v in (logger.get("group"), logger.get("name")))
+    if group and not str(group).startswith(SWEEP_GROUP):
+        return str(group)
+    if name:  # a plain run's time stamp names the run, not the experiment: left out
+        base = strip_stamp(str(name))
+        return ",".join(p for p in _NAME_PARTS.split(base)
+                        if not p.startswith("seed=")) or str(group or base or Path(run_dir).name)
+    return str(group or Path(run_dir).name)
 
 
 def read_sweep_overrides(sweep_dir: str | Path) -> list[str] | None:
