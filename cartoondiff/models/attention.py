@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cartoondiff.runs.errors import is_int, require
+
 
 class AttentionBlock(nn.Module):
     """Residual multi-head attention over the H*W positions of a feature map.
@@ -31,14 +33,9 @@ class AttentionBlock(nn.Module):
         self, channels: int, num_heads: int, context_dim: int | None = None, norm_groups: int = 32
     ) -> None:
         super().__init__()
-        if num_heads < 1 or channels % num_heads:
-            raise ValueError(
-                f"AttentionBlock: num_heads={num_heads} must be >= 1 and divide channels={channels}"
-            )
-        if channels % norm_groups:
-            raise ValueError(
-                f"AttentionBlock: norm_groups={norm_groups} must divide channels={channels}"
-            )
+        require(is_int(num_heads) and num_heads >= 1 and channels % num_heads == 0, "num_heads",
+                num_heads, f"a divisor of {channels}, the channels of the feature map it attends "
+                "over (each head takes an equal share)")
         self.num_heads = num_heads
         self.is_cross = context_dim is not None
         self.norm = nn.GroupNorm(norm_groups, channels)
@@ -57,8 +54,6 @@ class AttentionBlock(nn.Module):
         nh = self.num_heads
         h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C); a view for channels_last x
         if self.is_cross:
-            if context is None:
-                raise ValueError("AttentionBlock: cross-attention needs a context (B, N, D)")
             q = self.to_q(h)  # (B, HW, C)
             k, v = self.to_kv(context).chunk(2, dim=-1)  # (B, N, C) each
         else:

@@ -23,7 +23,7 @@ from torch import nn
 
 from cartoondiff.models.attention import AttentionBlock
 from cartoondiff.models.embeddings import TimestepEmbedder
-from cartoondiff.runs.errors import is_int, require
+from cartoondiff.runs.errors import is_int, is_number, require
 
 
 class ResBlock(nn.Module):
@@ -98,7 +98,7 @@ class UNet(nn.Module):
         dropout: dropout probability inside the residual blocks.
         image_size: height = width of the input; divisible by 2**(levels - 1).
         self_attention: add self-attention before cross-attention at attention resolutions.
-        norm_groups: GroupNorm groups; must divide every level's width.
+        norm_groups: GroupNorm groups; must divide base_channels and every level's width.
         global_context: also add Linear(mean of the context tokens) to the timestep embedding,
             so every residual block sees the whole condition (as class-conditional ADM adds
             its label embedding, and DiT conditions adaLN on t + y); the null context gives
@@ -125,23 +125,35 @@ class UNet(nn.Module):
         scale_shift: bool = False,
     ) -> None:
         super().__init__()
-        _validate(
-            base_channels=base_channels,
-            channel_mults=channel_mults,
-            num_res_blocks=num_res_blocks,
-            image_size=image_size,
-            attention_levels=attention_levels,
-            cross_attention=cross_attention,
-            norm_groups=norm_groups,
-            dropout=dropout,
-            context_dim=context_dim,
-            num_heads=num_heads,
-            self_attention=self_attention,
-            global_context=global_context,
-            scale_shift=scale_shift,
-        )
+        for name, value in (("base_channels", base_channels), ("num_res_blocks", num_res_blocks)):
+            require(is_int(value) and value >= 1, name, value, "an integer >= 1")
+        require(isinstance(channel_mults, Sequence) and len(channel_mults) > 0
+                and all(is_int(m) and m >= 1 for m in channel_mults), "channel_mults",
+                channel_mults, "a non-empty list of integers >= 1")
         levels = len(channel_mults)
         widths = [base_channels * m for m in channel_mults]
+        factor = 2 ** (levels - 1)
+        require(is_int(image_size) and image_size >= factor and image_size % factor == 0,
+                "image_size", image_size, f"a multiple of {factor}, so the UNet's {levels} "
+                "levels (channel_mults) can halve it")
+        require(isinstance(attention_levels, Sequence)
+                and all(is_int(i) and 0 <= i < levels for i in attention_levels),
+                "attention_levels", attention_levels,
+                f"a list of level indices in 0..{levels - 1} (0 = full resolution)")
+        normalised = sorted({base_channels, *widths})  # the stem's width and every level's
+        require(is_int(norm_groups) and norm_groups >= 1
+                and all(c % norm_groups == 0 for c in normalised),
+                "norm_groups", norm_groups, f"a divisor of every width it normalises {normalised}")
+        require(is_number(dropout) and 0 <= dropout < 1, "dropout", dropout, "a number in [0, 1)")
+        for name, value in (("cross_attention", cross_attention),
+                            ("self_attention", self_attention),
+                            ("global_context", global_context), ("scale_shift", scale_shift)):
+            require(isinstance(value, bool), name, value, "true or false")
+        require(not cross_attention or (is_int(context_dim) and context_dim >= 1), "context_dim",
+                context_dim, "an integer >= 1 (the width of Tau's tokens) with cross_attention")
+        require(not global_context or cross_attention, "global_context", global_context,
+                "false without cross_attention (there is no condition to add)")
+        # num_heads: each AttentionBlock checks that it divides its level's width.
         attend = [i in attention_levels for i in range(levels)]
         self.cross_attention = cross_attention
         self.context_dim = context_dim if cross_attention else None
@@ -221,57 +233,3 @@ class UNet(nn.Module):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.out_conv(F.silu(self.out_norm(h)))  # (B, C, H, W)
 
-
-def _validate(
-    *,
-    base_channels: int,
-    channel_mults: Sequence[int],
-    num_res_blocks: int,
-    image_size: int,
-    attention_levels: Sequence[int],
-    cross_attention: bool,
-    norm_groups: int,
-    dropout: float,
-    context_dim: int | None,
-    num_heads: int,
-    self_attention: bool,
-    global_context: bool,
-    scale_shift: bool,
-) -> None:
-    """ArgumentError naming the UNet argument that cannot work."""
-    require(is_int(base_channels) and base_channels >= 1, "base_channels", base_channels,
-            "an integer >= 1")
-    mults = list(channel_mults) if isinstance(channel_mults, Sequence) else None
-    require(bool(mults) and all(is_int(m) and m >= 1 for m in mults), "channel_mults",
-            channel_mults, "a non-empty list of integers >= 1")
-    require(is_int(num_res_blocks) and num_res_blocks >= 1, "num_res_blocks", num_res_blocks,
-            "an integer >= 1")
-    levels = len(mults)
-    factor = 2 ** (levels - 1)
-    require(is_int(image_size) and image_size >= factor and image_size % factor == 0,
-            "image_size", image_size, f"a multiple of {factor}, so the UNet's {levels} levels "
-            "(channel_mults) can halve it")
-    require(isinstance(attention_levels, Sequence)
-            and all(is_int(i) and 0 <= i < levels for i in attention_levels),
-            "attention_levels", attention_levels,
-            f"a list of level indices in 0..{levels - 1} (0 = full resolution)")
-    widths = [base_channels * m for m in mults]
-    require(is_int(norm_groups) and norm_groups >= 1 and all(w % norm_groups == 0
-                                                              for w in widths),
-            "norm_groups", norm_groups, f"a divisor of every level's width {widths}")
-    require(isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0, "dropout", dropout,
-            "a number in [0, 1)")
-    require(isinstance(cross_attention, bool), "cross_attention", cross_attention,
-            "true or false")
-    require(not cross_attention or (is_int(context_dim) and context_dim >= 1), "context_dim",
-            context_dim, "an integer >= 1 (the width of Tau's tokens) with cross_attention")
-    for name, value in (("global_context", global_context), ("scale_shift", scale_shift),
-                        ("self_attention", self_attention)):
-        require(isinstance(value, bool), name, value, "true or false")
-    require(not global_context or cross_attention, "global_context", global_context,
-            "false without cross_attention (there is no condition to add)")
-    if cross_attention or self_attention:
-        for i in attention_levels:
-            require(is_int(num_heads) and num_heads >= 1 and widths[i] % num_heads == 0,
-                    "num_heads", num_heads, f"a divisor of {widths[i]}, the UNet's width at "
-                    f"level {i} (base_channels x channel_mults[{i}])")
