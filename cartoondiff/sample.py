@@ -10,10 +10,12 @@ attributes. Every option is checked before the checkpoint is read.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,6 +52,8 @@ OPTIONS = {
     "nrow": cli.Option(None, "images per grid row; null: a square grid"),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
 def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
     """(n, 18) ids: the attributes named in ``spec`` fixed, the rest drawn with ``seed``."""
     fixed = {} if spec in ("random", "", None) else attributes.parse(str(spec))
@@ -57,9 +61,17 @@ def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
     return torch.tensor([attributes.complete(fixed, rng) for _ in range(n)])
 
 
-def run_sampler(opts: dict, own: Sampler) -> Sampler:
-    """The sampler options given, the rest from ``own`` (the run's sampler)."""
-    return Sampler.from_options(**own.fill(opts))
+def sampler_from_options(opts: dict[str, Any], own: Sampler) -> Sampler:
+    """The Sampler that the options ``sampler`` (the method), ``steps``, ``eta`` and
+    ``guidance`` ask for, each one not given (None) taken from ``own`` (the run's sampler);
+    errors name the option as typed. Shared with ``python -m cartoondiff.evaluate``."""
+    given = {"method": opts["sampler"], "steps": opts["steps"], "eta": opts["eta"],
+             "guidance": opts["guidance"]}
+    try:
+        return dataclasses.replace(own, **{k: v for k, v in given.items() if v is not None})
+    except ArgumentError as err:
+        raise ArgumentError("sampler" if err.name == "method" else err.name, err.value,
+                            err.expected) from None
 
 
 CAPTION_LINE = re.compile(r"\d+: ")  # what save_grid writes: "0: hair_color=3, ..."
@@ -96,7 +108,7 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
     need(not captions.is_file() or is_captions(captions), "out",
          f"a grid path whose {captions.name} is free or an earlier grid's captions: "
          f"{captions} holds something else (choose another out=)")
-    run_sampler(opts, Sampler())
+    sampler_from_options(opts, Sampler())
     ids = attribute_ids(str(opts["attributes"]), opts["n"], opts["seed"])
     return ids, pick_device(str(opts["device"]))
 
@@ -108,8 +120,7 @@ def main(argv: list[str]) -> Path:
     opts = args.options
     ids, device = check_options(opts)
     trained = load_trained(opts["checkpoint"], device)
-    sampler = run_sampler(opts, trained.sampler)
-    sampler.check_steps(trained.diffusion.T)
+    sampler = sampler_from_options(opts, trained.sampler)  # its steps checked when it draws
     if not trained.conditional and str(opts["attributes"]) not in ("random", ""):
         raise ArgumentError("attributes", opts["attributes"], "random: the checkpoint's model "
                             "is unconditional (attention=none) and draws no attributes")

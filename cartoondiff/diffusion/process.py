@@ -22,7 +22,7 @@ WEIGHTINGS: tuple[str, ...] = ("uniform", "min_snr")
 Model = Callable[..., torch.Tensor]
 
 
-def _rng_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
+def rng_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
     """Random numbers are drawn where the generator lives, then moved (keeps seeds portable)."""
     return generator.device if generator is not None else fallback
 
@@ -155,7 +155,7 @@ class Diffusion:
             scalar float32 mean squared error against eps, or against v for prediction="v".
         """
         B, dev = x0.shape[0], x0.device
-        rd = _rng_device(generator, dev)
+        rd = rng_device(generator, dev)
         if t is None:
             t = torch.randint(0, self.T, (B,), generator=generator, device=rd).to(dev)
         noise = torch.randn(x0.shape, generator=generator, device=rd, dtype=x0.dtype).to(dev)

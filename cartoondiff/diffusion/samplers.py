@@ -1,22 +1,23 @@
 """Reverse-process samplers (DDPM, DDIM, DPM-Solver++(2M)) and classifier-free guidance.
 
 Each sampler is one function over a ``Diffusion`` and a ``denoise(x, t)`` closure that already
-applies guidance; ``sample`` wires them together. Steps are 0-indexed (t in [0, T)). DDPM visits
-all T steps; DDIM visits ``steps`` steps evenly spaced in t from T-1 down to 0, DPM-Solver++
-``steps`` steps evenly spaced in log-SNR; both then jump to clean data (alpha_bar = 1).
+applies guidance; a ``Sampler`` (a ``conf/sampler`` option) checks its settings and wires them
+together, ``sample`` is the same call with the settings as arguments. Steps are 0-indexed (t in
+[0, T)). DDPM visits all T steps; DDIM visits ``steps`` steps evenly spaced in t from T-1 down
+to 0, DPM-Solver++ ``steps`` steps evenly spaced in log-SNR; both then jump to clean data
+(alpha_bar = 1).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from cartoondiff.attributes import NUM_ATTRIBUTES
-from cartoondiff.diffusion.process import Diffusion, Model
-from cartoondiff.runs import interrupt
+from cartoondiff.diffusion.process import Diffusion, Model, rng_device
 from cartoondiff.runs.errors import ArgumentError, is_int, is_number, require
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp2m")
@@ -46,19 +47,16 @@ def guided_eps(
 
 
 def timesteps(T: int, steps: int) -> list[int]:  # noqa: N803 -- the papers' symbol
-    """``steps`` distinct steps evenly spaced from T-1 down to 0 (both ends included)."""
-    if not 1 <= steps <= T:
-        raise ValueError(f"sampler: steps={steps} must lie in [1, T={T}]")
+    """``steps`` distinct steps evenly spaced from T-1 down to 0 (both ends included);
+    1 <= steps <= T (``Sampler.check_steps``)."""
     return torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long().tolist()
 
 
 def logsnr_timesteps(alpha_bar: torch.Tensor, steps: int) -> list[int]:
     """``steps`` distinct steps from T-1 down to 0, evenly spaced in log-SNR
     lambda = log(sqrt(ab) / sqrt(1 - ab)) as far as integer steps allow (Lu et al. 2022, sec. 3.3
-    recommend this spacing for low-resolution images)."""
+    recommend this spacing for low-resolution images); 1 <= steps <= T (``Sampler.check_steps``)."""
     T = alpha_bar.numel()
-    if not 1 <= steps <= T:
-        raise ValueError(f"sampler: steps={steps} must lie in [1, T={T}]")
     lam = 0.5 * torch.log(alpha_bar / (1 - alpha_bar))  # (T,), decreasing in t
     targets = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
     nearest = (lam[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()  # (steps,)
@@ -70,15 +68,14 @@ def logsnr_timesteps(alpha_bar: torch.Tensor, steps: int) -> list[int]:
 
 
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    dev = generator.device if generator is not None else x.device
+    dev = rng_device(generator, x.device)
     return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
 
 
-def _eval(
+def _denoise_step(
     d: Diffusion, denoise: Denoise, x: torch.Tensor, i: int, clip: Clip
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0_hat clipped, eps consistent with it) at step i; x: (B, C, H, W)."""
-    interrupt.check()  # a stop request ends a long sampling within one step
+    """One model call at step i: (x0_hat clipped, eps consistent with it); x: (B, C, H, W)."""
     t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
     x0, _ = d.predict_x0_eps(denoise(x, t), x, t)
     x0 = clip(x0)
@@ -95,7 +92,7 @@ def ddpm(
     which equals Algorithm 2's mean when x0_hat is not clipped, with sigma_t^2 = beta_tilde_t.
     """
     for i in reversed(range(d.T)):
-        x0, _ = _eval(d, denoise, x, i, clip)
+        x0, _ = _denoise_step(d, denoise, x, i, clip)
         x = float(d.posterior_mean_coef1[i]) * x0 + float(d.posterior_mean_coef2[i]) * x
         if i > 0:  # beta_tilde_0 = 0: the last step is the mean
             x = x + float(d.posterior_variance[i]) ** 0.5 * _noise(x, generator)
@@ -118,7 +115,7 @@ def ddim(
     """
     ts = timesteps(d.T, steps)
     for k, i in enumerate(ts):
-        x0, eps = _eval(d, denoise, x, i, clip)
+        x0, eps = _denoise_step(d, denoise, x, i, clip)
         ab = float(d.alpha_bar[i])
         ab_prev = float(d.alpha_bar[ts[k + 1]]) if k + 1 < len(ts) else 1.0
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) ** 0.5
@@ -142,7 +139,7 @@ def dpmpp_2m(
     ts = logsnr_timesteps(d.alpha_bar, steps)
     x0_prev, h_prev = None, 0.0
     for k, i in enumerate(ts):
-        x0, _ = _eval(d, denoise, x, i, clip)
+        x0, _ = _denoise_step(d, denoise, x, i, clip)
         if k + 1 == len(ts):
             return x0
         ab, ab_next = float(d.alpha_bar[i]), float(d.alpha_bar[ts[k + 1]])
@@ -156,87 +153,17 @@ def dpmpp_2m(
     return x
 
 
-@torch.no_grad()
-def sample(
-    diffusion: Diffusion,
-    model: Model,
-    shape: Sequence[int],
-    ids: torch.Tensor | None = None,
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
-    guidance: float = 0.0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    clip_range: tuple[float, float] | None = (-1.0, 1.0),
-    x_T: torch.Tensor | None = None,  # noqa: N803 -- the papers' symbol
-) -> torch.Tensor:
-    """Draw images from the reverse process.
-
-    Args:
-        diffusion: the process (any device; its scalars are read on the CPU).
-        model: called as model(x_t, t, ids, drop); put in eval mode for the call and restored.
-        shape: (B, C, H, W).
-        ids: (B, 18) attribute ids, or None for an unconditional model / null condition.
-        sampler: "ddpm" (always all T steps; ``steps`` unused), "ddim" or "dpmpp2m".
-        steps: model evaluations for ddim (evenly spaced in t) and dpmpp2m (in log-SNR).
-        eta: DDIM noise scale (0 deterministic, 1 DDPM-like); unused by the others.
-        guidance: classifier-free guidance weight w (see ``guided_eps``).
-        generator: seeds x_T and the sampler noise; same generator state, same images.
-        device: where the model runs; default: the model's parameters' device.
-        clip_range: (lo, hi) to clip each x0 prediction to the data range, None for no clipping.
-        x_T: (B, C, H, W) starting noise instead of drawing it.
-    Returns:
-        (B, C, H, W) float32 samples in the data range.
-    """
-    Sampler(sampler, steps, eta, guidance).check_steps(diffusion.T)
-    if device is None:
-        params = getattr(model, "parameters", None)
-        device = next(params()).device if params is not None else torch.device("cpu")
-    d = diffusion.to("cpu")
-    B = shape[0]
-    if ids is not None:
-        ids = torch.as_tensor(ids, device=device).long()
-        if ids.shape != (B, NUM_ATTRIBUTES):
-            raise ValueError(
-                f"sample: ids must have shape ({B}, {NUM_ATTRIBUTES}), got {tuple(ids.shape)}"
-            )
-    if x_T is None:
-        rd = generator.device if generator is not None else torch.device(device)
-        x_T = torch.randn(tuple(shape), generator=generator, device=rd)
-    elif tuple(x_T.shape) != tuple(shape):
-        raise ValueError(f"sample: x_T shape {tuple(x_T.shape)} != shape {tuple(shape)}")
-    x = x_T.to(device=device, dtype=torch.float32)
-
-    def clip(x0: torch.Tensor) -> torch.Tensor:
-        return x0 if clip_range is None else x0.clamp(*clip_range)
-
-    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return guided_eps(model, x_t, t, ids, guidance)
-
-    # Sampling is inference: dropout off. The only place that switches the mode.
-    was_training = getattr(model, "training", False)
-    if was_training:
-        model.eval()
-    try:
-        if sampler == "ddpm":
-            return ddpm(d, denoise, x, generator, clip)
-        if sampler == "ddim":
-            return ddim(d, denoise, x, generator, clip, steps, eta)
-        return dpmpp_2m(d, denoise, x, clip, steps)
-    finally:
-        if was_training:
-            model.train()
-
-
 @dataclass(frozen=True)
 class Sampler:
-    """How to draw images (a ``conf/sampler`` option): checked once, when it is built.
+    """How to draw images (a ``conf/sampler`` option), checked when it is built; calling it
+    draws them.
 
     Args:
         method: "ddpm" (all T steps), "ddim" or "dpmpp2m".
-        steps: model evaluations for ddim and dpmpp2m; unused (may be null) for ddpm.
-        eta: DDIM noise scale in [0, 1] (0 deterministic, 1 as noisy as DDPM).
+        steps: model evaluations for ddim (evenly spaced in t) and dpmpp2m (in log-SNR), at
+            most the diffusion's T; ddpm takes no step count (stored as None).
+        eta: DDIM noise scale in [0, 1] (0 deterministic, 1 as noisy as DDPM); unused by the
+            others.
         guidance: classifier-free guidance weight w >= 0 in ``(1 + w) eps_c - w eps_u``
             (``guided_eps``); libraries that write ``eps_u + s (eps_c - eps_u)`` use s = w + 1.
     """
@@ -248,38 +175,22 @@ class Sampler:
 
     def __post_init__(self) -> None:
         require(self.method in SAMPLERS, "method", self.method, f"one of {SAMPLERS}")
+        if self.method == "ddpm":  # all T steps: equal settings compare equal
+            object.__setattr__(self, "steps", None)
         require(self.method == "ddpm" or (is_int(self.steps) and self.steps >= 1), "steps",
                 self.steps, f"an integer >= 1 for {self.method}")
         require(is_number(self.eta) and 0 <= self.eta <= 1, "eta", self.eta, "a number in [0, 1]")
         require(is_number(self.guidance) and self.guidance >= 0, "guidance", self.guidance,
                 "a number >= 0")
 
-    @classmethod
-    def from_options(cls, sampler: object, steps: object, eta: object, guidance: object
-                     ) -> Sampler:
-        """A Sampler from the commands' options, where ``sampler=`` names the method; errors
-        name the option as typed."""
-        try:
-            return cls(sampler, steps, eta, guidance)
-        except ArgumentError as err:
-            raise ArgumentError("sampler" if err.name == "method" else err.name, err.value,
-                                err.expected) from None
-
-    def options(self) -> dict[str, object]:
-        """These settings under the commands' option names (``sampler=`` is the method)."""
-        return {"sampler": self.method, "steps": self.steps, "eta": self.eta,
-                "guidance": self.guidance}
-
-    def fill(self, opts: Mapping[str, object]) -> dict[str, object]:
-        """The commands' sampler options: each one ``opts`` gives (not None), else this one's."""
-        return {k: v if opts.get(k) is None else opts[k] for k, v in self.options().items()}
-
     def check_steps(self, T: int) -> None:  # noqa: N803 -- the papers' symbol
-        """ArgumentError unless the sampler's steps fit a process of T steps."""
-        if self.method != "ddpm" and self.steps > T:
+        """ArgumentError unless the steps fit a process of T steps: the rule's T half, for
+        callers that know T before drawing (the run, the commands); every call checks it."""
+        if self.steps is not None and self.steps > T:
             raise ArgumentError("steps", self.steps, f"at most the diffusion's T={T} (the "
                                 "sampler visits a subset of the T steps)")
 
+    @torch.no_grad()
     def __call__(
         self,
         diffusion: Diffusion,
@@ -289,7 +200,78 @@ class Sampler:
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         clip_range: tuple[float, float] | None = (-1.0, 1.0),
+        x_T: torch.Tensor | None = None,  # noqa: N803 -- the papers' symbol
     ) -> torch.Tensor:
-        """``sample`` with these settings; (B, C, H, W) float32 samples in the data range."""
-        return sample(diffusion, model, shape, ids, self.method, self.steps or 0, self.eta,
-                      self.guidance, generator, device, clip_range)
+        """Draw images from the reverse process.
+
+        Args:
+            diffusion: the process (any device; its scalars are read on the CPU).
+            model: called as model(x_t, t, ids, drop); put in eval mode for the call and
+                restored.
+            shape: (B, C, H, W).
+            ids: (B, 18) attribute ids, or None for an unconditional model / null condition.
+            generator: seeds x_T and the sampler noise; same generator state, same images.
+            device: where the model runs; default: the model's parameters' device.
+            clip_range: (lo, hi) to clip each x0 prediction to the data range, None for no
+                clipping.
+            x_T: (B, C, H, W) starting noise instead of drawing it.
+        Returns:
+            (B, C, H, W) float32 samples in the data range.
+        """
+        self.check_steps(diffusion.T)
+        if device is None:
+            params = getattr(model, "parameters", None)
+            device = next(params()).device if params is not None else torch.device("cpu")
+        d = diffusion.to("cpu")
+        B = shape[0]
+        if ids is not None:
+            ids = torch.as_tensor(ids, device=device).long()
+            if ids.shape != (B, NUM_ATTRIBUTES):
+                raise ValueError(f"sample: ids must have shape ({B}, {NUM_ATTRIBUTES}), got "
+                                 f"{tuple(ids.shape)}")
+        if x_T is None:
+            rd = rng_device(generator, torch.device(device))
+            x_T = torch.randn(tuple(shape), generator=generator, device=rd)
+        elif tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"sample: x_T shape {tuple(x_T.shape)} != shape {tuple(shape)}")
+        x = x_T.to(device=device, dtype=torch.float32)
+
+        def clip(x0: torch.Tensor) -> torch.Tensor:
+            return x0 if clip_range is None else x0.clamp(*clip_range)
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return guided_eps(model, x_t, t, ids, self.guidance)
+
+        # Sampling is inference: dropout off. The only place that switches the mode.
+        was_training = getattr(model, "training", False)
+        if was_training:
+            model.eval()
+        try:
+            if self.method == "ddpm":
+                return ddpm(d, denoise, x, generator, clip)
+            if self.method == "ddim":
+                return ddim(d, denoise, x, generator, clip, self.steps, self.eta)
+            return dpmpp_2m(d, denoise, x, clip, self.steps)
+        finally:
+            if was_training:
+                model.train()
+
+
+def sample(
+    diffusion: Diffusion,
+    model: Model,
+    shape: Sequence[int],
+    ids: torch.Tensor | None = None,
+    sampler: str = "ddim",
+    steps: int | None = 50,
+    eta: float = 0.0,
+    guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    clip_range: tuple[float, float] | None = (-1.0, 1.0),
+    x_T: torch.Tensor | None = None,  # noqa: N803 -- the papers' symbol
+) -> torch.Tensor:
+    """``Sampler(sampler, steps, eta, guidance)`` drawing (B, C, H, W) float32 samples of
+    ``shape``; the other arguments as ``Sampler.__call__``'s. ``steps`` is unused by ddpm."""
+    return Sampler(sampler, steps, eta, guidance)(diffusion, model, shape, ids, generator,
+                                                  device, clip_range, x_T)

@@ -50,6 +50,7 @@ from cartoondiff.runs import cli, tracking
 from cartoondiff.runs.devices import pick_device
 from cartoondiff.runs.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed
 from cartoondiff.runs.files import check_output, write_text_atomic
+from cartoondiff.sample import sampler_from_options
 
 USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] "
          "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=1] [seed=0] [out=eval.json] "
@@ -97,7 +98,10 @@ SUMMARY = ("faithfulness_mean", "faithfulness_relative", "frechet_classifier", "
 
 
 def as_list(value: Any, cast: type, key: str) -> list:
-    """``2``, ``"0,1,2"`` or ``[0, 1]`` -> a list of ``cast`` values; errors name the key."""
+    """``2``, ``"0,1,2"`` or ``[0, 1]`` -> a list of ``cast`` values; errors name the key.
+    None (not given) -> [None]."""
+    if value is None:
+        return [None]
     items = value.split(",") if isinstance(value, str) else (
         list(value) if isinstance(value, list | tuple) else [value])
     try:
@@ -109,13 +113,12 @@ def as_list(value: Any, cast: type, key: str) -> list:
 def settings_grid(opts: dict[str, Any], own: Sampler) -> list[Sampler]:
     """The sweep: every (sampler, steps, guidance), each checked by ``Sampler``; ddpm (all T
     steps) once per guidance. Options not given are ``own``'s (the run's sampler)."""
-    opts = {**opts, **own.fill(opts)}
     grid: list[Sampler] = []
     for method, steps, w in itertools.product(as_list(opts["sampler"], str, "sampler"),
                                               as_list(opts["steps"], int, "steps"),
                                               as_list(opts["guidance"], float, "guidance")):
-        sampler = Sampler.from_options(method, None if method == "ddpm" else steps, opts["eta"],
-                                       w)
+        sampler = sampler_from_options({"sampler": method, "steps": steps, "eta": opts["eta"],
+                                        "guidance": w}, own)
         if sampler not in grid:
             grid.append(sampler)
     return grid

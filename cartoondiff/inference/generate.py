@@ -1,8 +1,8 @@
 """``generate``: the one path from a model and attribute ids to uint8 avatars.
 
 Sample grids during training, the evaluation and ``python -m cartoondiff.sample`` all call it,
-so a change to how images are drawn (batching, seeding, clipping, scaling back to pixels)
-reaches all three at once.
+so a change to how images are drawn (batching, seeding, clipping, scaling back to pixels,
+stopping on a signal) reaches all three at once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from torch import nn
 
 from cartoondiff.data.dataset import NORMALIZATIONS, denormalize
 from cartoondiff.diffusion import Diffusion, Sampler
+from cartoondiff.runs import interrupt
 
 
 @torch.no_grad()
@@ -43,14 +44,21 @@ def generate(
         batch_size: images per model call (guidance doubles it).
     Returns:
         uint8 (N, 3, image_size, image_size) on the CPU.
+    Raises:
+        interrupt.Interrupted: at the model call after a stop request (a run's SIGTERM or
+            Ctrl-C), so a long drawing ends within one step.
     """
     conditional = bool(getattr(model, "conditional", False))
     g = torch.Generator(device).manual_seed(seed)
     out = []
-    for i in range(0, len(conditions), batch_size):
-        chunk = conditions[i:i + batch_size].to(device)
-        x = sampler(diffusion, model, (len(chunk), 3, image_size, image_size),
-                    ids=chunk if conditional else None, generator=g, device=device,
-                    clip_range=NORMALIZATIONS[normalize])  # (B, 3, H, W) float
-        out.append(denormalize(x, normalize).cpu())  # uint8 (B, 3, H, W)
+    stop_check = model.register_forward_pre_hook(lambda *_: interrupt.check())
+    try:
+        for i in range(0, len(conditions), batch_size):
+            chunk = conditions[i:i + batch_size].to(device)
+            x = sampler(diffusion, model, (len(chunk), 3, image_size, image_size),
+                        ids=chunk if conditional else None, generator=g, device=device,
+                        clip_range=NORMALIZATIONS[normalize])  # (B, 3, H, W) float
+            out.append(denormalize(x, normalize).cpu())  # uint8 (B, 3, H, W)
+    finally:
+        stop_check.remove()
     return torch.cat(out)
