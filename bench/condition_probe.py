@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 from cartoondiff.attributes import COUNTS, INDEX, NAMES, random_ids  # noqa: E402
 from cartoondiff.data.dataset import normalize  # noqa: E402
 from cartoondiff.data.synthesize import render_avatar, sample_ids  # noqa: E402
-from cartoondiff.inference import Trained, load_trained  # noqa: E402
+from cartoondiff.inference import TrainedModel, load_trained  # noqa: E402
 
 SHOWN = ("hair_color", "face_color", "hair", "facial_hair", "face_shape", "glasses",
          "glasses_color", "chin_length")
@@ -72,7 +72,7 @@ def pixel_shares(bases: int = 60, size: int = 32, crop: int | None = 360,
 
 
 @torch.no_grad()
-def context_shares(trained: Trained, n: int = 8192, seed: int = 0) -> dict[str, float]:
+def context_shares(trained: TrainedModel, n: int = 8192, seed: int = 0) -> dict[str, float]:
     """Attribute name -> between-value variance of the context / its total variance.
 
     The context is ``model.tau(ids)`` flattened to (n, tokens * dim). Attributes are drawn
@@ -103,7 +103,7 @@ def _render(ids: list[int], size: int, crop: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def responses(trained: Trained, n: int = 128, steps: tuple[int, ...] = (100, 300, 500, 700),
+def responses(trained: TrainedModel, n: int = 128, steps: tuple[int, ...] = (100, 300, 500, 700),
               names: tuple[str, ...] = SHOWN, seed: int = 0) -> dict[int, dict[str, tuple]]:
     """Timestep -> attribute -> (R, cos) of the model's x0 change against the true change.
 

@@ -36,7 +36,7 @@ _PLAIN_INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
 
 # The classes a trained model's stored config may rebuild, section by section.
 MODEL_TARGETS = ("cartoondiff.models.Denoiser", "cartoondiff.models.UNet",
-                 "cartoondiff.models.Tau", "cartoondiff.models.AttributeTokens")
+                 "cartoondiff.models.Tau", "cartoondiff.models.PerAttributeTau")
 DIFFUSION_TARGETS = ("cartoondiff.diffusion.Diffusion",
                      "cartoondiff.diffusion.schedules.linear_betas",
                      "cartoondiff.diffusion.schedules.cosine_betas")
@@ -51,7 +51,9 @@ def build(cfg: DictConfig, key: str, allowed: Collection[str] | None = None,
     ``call_kwargs`` are arguments known only at run time (an optimizer's ``params``): they
     complete a ``_partial_`` node, which is then called at once so that its own checks run
     here. ``allowed``: the only ``_target_`` names accepted anywhere in the node (for configs
-    read from files); None trusts the config (the user's own).
+    read from files); None trusts the config (the user's own). An ``ArgumentError`` about a
+    value given in ``call_kwargs`` names it from the config's root, as the constructor does
+    (the Denoiser's ``tau.context_dim`` is the ``tau`` node's key).
     """
     try:
         node = OmegaConf.select(cfg, key, throw_on_missing=True)
@@ -91,7 +93,8 @@ def _build(cfg: DictConfig, value: Any, key: str, allowed: Collection[str] | Non
     try:
         return factory(**{**kwargs, **call_kwargs})  # run-time values win, as in a partial
     except ArgumentError as err:
-        where = origin(cfg, f"{key}.{err.name}")
+        given = err.name.split(".")[0] in call_kwargs  # not a key of this node
+        where = origin(cfg, err.name if given else f"{key}.{err.name}")
         raise ConfigError(f"{where}={err.value!r} is invalid: expected {err.expected}") from None
     except UserError:
         raise
@@ -143,13 +146,13 @@ def _culprit(cfg: DictConfig, key: str, kwargs: Mapping[str, Any], message: str)
     string where the message complains of one), named as typed; else the node."""
     words = set(re.findall(r"[-+\w.]+", message))
 
-    def named(v: Any) -> bool:  # a scalar quoted in the message, or an item of a list
+    def mentioned(v: Any) -> bool:  # a scalar quoted in the message, or an item of a list
         if isinstance(v, (list, tuple)):
-            return any(named(item) for item in v)
+            return any(mentioned(item) for item in v)
         return isinstance(v, (int, float, str)) and not isinstance(v, bool) and (
             str(v) in words or repr(v) in message or (isinstance(v, str) and "'str'" in message))
 
-    hits = [k for k, v in kwargs.items() if named(v)]
+    hits = [k for k, v in kwargs.items() if mentioned(v)]
     return f"{origin(cfg, f'{key}.{hits[0]}')}={kwargs[hits[0]]!r}" if len(hits) == 1 else key
 
 

@@ -10,7 +10,7 @@ import torch
 from cartoondiff import attributes
 from cartoondiff.diffusion import Diffusion
 from cartoondiff.diffusion.schedules import linear_betas
-from cartoondiff.models import AttributeTokens
+from cartoondiff.models import PerAttributeTau
 from cartoondiff.train import train
 from tests.conftest import build_denoiser
 
@@ -83,7 +83,7 @@ def test_tiny_model_follows_a_spatial_attribute(tau, unet):
 
 def test_per_attribute_tokens_carry_one_attribute_each():
     """Token a changes when attribute a changes, and no other token does."""
-    tokens = AttributeTokens(context_dim=8, hidden_dim=16)
+    tokens = PerAttributeTau(context_dim=8, hidden_dim=16)
     ids = attributes.random_ids(4, torch.Generator().manual_seed(0))
     other = ids.clone()
     a = attributes.index("glasses")

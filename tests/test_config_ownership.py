@@ -52,7 +52,7 @@ def test_no_value_of_the_default_run_is_set_twice():
     assert [k for k in _leaves(resolved, "") if k.endswith(".T")] == ["noise_schedule.T"]
     # what the default states, as docs/results.md's default recipe
     assert (cfg.recipe, cfg.tau._target_, cfg.diffusion.prediction) == (
-        "beyond", "cartoondiff.models.AttributeTokens", "v")
+        "beyond", "cartoondiff.models.PerAttributeTau", "v")
     assert cfg.model.unet.global_context and cfg.model.unet.scale_shift
     assert (cfg.sampler.eta, cfg.sampler.steps) == (1.0, 25)
 

@@ -5,6 +5,6 @@ the model, the diffusion process and these modules.
 """
 
 from cartoondiff.inference.generate import generate
-from cartoondiff.inference.trained import Trained, load_trained
+from cartoondiff.inference.trained import TrainedModel, load_trained
 
-__all__ = ["Trained", "generate", "load_trained"]
+__all__ = ["TrainedModel", "generate", "load_trained"]

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from cartoondiff.config import (
     DIFFUSION_TARGETS,
@@ -25,14 +24,15 @@ from cartoondiff.config import (
 from cartoondiff.data.dataset import NORMALIZATIONS
 from cartoondiff.diffusion import Diffusion, Sampler
 from cartoondiff.inference import checkpoint as ckpt
+from cartoondiff.models import Denoiser
 from cartoondiff.runs.errors import ConfigError
 
 
 @dataclass
-class Trained:
+class TrainedModel:
     """An EMA model in eval mode, its diffusion process and the run's resolved config."""
 
-    model: nn.Module
+    model: Denoiser
     diffusion: Diffusion
     cfg: DictConfig
 
@@ -47,7 +47,7 @@ class Trained:
 
     @property
     def conditional(self) -> bool:
-        return bool(getattr(self.model, "conditional", False))
+        return self.model.conditional
 
     @property
     def sampler(self) -> Sampler:
@@ -76,7 +76,7 @@ def stored_config(path: Path | str, state: dict) -> DictConfig:
     return cfg
 
 
-def load_trained(path: Path | str, device: torch.device | str = "cpu") -> Trained:
+def load_trained(path: Path | str, device: torch.device | str = "cpu") -> TrainedModel:
     """Load a training checkpoint (its EMA weights) or a ``model_ema.pt`` export."""
     state = ckpt.load(path)
     cfg = stored_config(path, state)
@@ -89,4 +89,4 @@ def load_trained(path: Path | str, device: torch.device | str = "cpu") -> Traine
     weights = state["ema"]["shadow"] if isinstance(state.get("ema"), dict) else state["model"]
     ckpt.apply_state_dict(model, weights, path)
     model = model.to(device).eval().requires_grad_(False)
-    return Trained(model, diffusion.to(device), cfg)
+    return TrainedModel(model, diffusion.to(device), cfg)

@@ -3,14 +3,14 @@
 from cartoondiff.models.attention import AttentionBlock
 from cartoondiff.models.denoiser import Denoiser
 from cartoondiff.models.embeddings import TimestepEmbedder, sinusoidal_embedding
-from cartoondiff.models.tau import PROJECTION_DEPTHS, AttributeTokens, Tau
+from cartoondiff.models.tau import PROJECTION_DEPTHS, PerAttributeTau, Tau
 from cartoondiff.models.unet import UNet
 
 __all__ = [
     "PROJECTION_DEPTHS",
     "AttentionBlock",
-    "AttributeTokens",
     "Denoiser",
+    "PerAttributeTau",
     "Tau",
     "TimestepEmbedder",
     "UNet",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cartoondiff.models.tau import AttributeTokens, Tau
+from cartoondiff.models.tau import PerAttributeTau, Tau
 from cartoondiff.models.unet import UNet
 from cartoondiff.runs.errors import ArgumentError
 
@@ -24,12 +24,13 @@ class Denoiser(nn.Module):
             no cross-attention).
     """
 
-    def __init__(self, unet: UNet, tau: Tau | AttributeTokens | None) -> None:
+    def __init__(self, unet: UNet, tau: Tau | PerAttributeTau | None) -> None:
         super().__init__()
         if (tau is None) != (unet.context_dim is None):
             raise ArgumentError("tau", "null" if tau is None else "a Tau",
                                 "a Tau exactly when the UNet has cross_attention "
                                 f"(it has cross_attention={unet.cross_attention})")
+        # "tau.context_dim" is also the key of the ``tau`` node, which the config builds apart
         if tau is not None and tau.context_dim != unet.context_dim:
             raise ArgumentError("tau.context_dim", tau.context_dim,
                                 f"the UNet's context_dim={unet.context_dim}")

@@ -1,5 +1,5 @@
 """Tau, the conditioning module: 18 attribute ids -> context tokens for cross-attention; and
-``AttributeTokens``, one token per attribute (beyond the blog).
+``PerAttributeTau``, the Tau variant with one token per attribute (beyond the blog).
 
 Like StyleGAN's mapping network (Karras et al. 2019, fig. 1b), Tau is a stack of linear
 projections with nonlinearities. Its output is split into ``n_tokens`` tokens because with a
@@ -84,7 +84,7 @@ class Tau(nn.Module):
         return torch.where(drop[:, None, None], self.null_context, tokens)  # (B, n_tokens, D)
 
 
-class AttributeTokens(nn.Module):
+class PerAttributeTau(nn.Module):
     """Attribute ids (B, 18) -> one context token per attribute (B, 18, context_dim).
 
     token_a = E[offset_a + id_a] + P[a]: one embedding row per attribute value (the 217 rows
