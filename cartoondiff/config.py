@@ -8,8 +8,7 @@ written once, in the class it belongs to.
 Two nodes are composed once and joined at build time: the model's ``tau`` is the ``tau`` node
 (``conf/tau``) and the diffusion's ``betas`` the ``noise_schedule`` node (``conf/noise_schedule``),
 so ``tau.projections=2x`` exists once in the config, in ``config.yaml`` and in W&B
-(``build_model``, ``build_diffusion``). Configs stored before that (checkpoints whose ``model``
-holds ``tau`` and whose ``diffusion`` holds ``betas``) still build as they are.
+(``build_model``, ``build_diffusion``).
 
 A config read from a file (inside a checkpoint) is data, not code: ``build(..., allowed=...)``
 calls only the listed project classes and refuses every other ``_target_`` and Hydra's other
@@ -103,41 +102,17 @@ def _build(cfg: DictConfig, value: Any, key: str, allowed: Collection[str] | Non
         raise ConfigError(f"{where} is invalid: {_first_line(err)} ({target})") from None
 
 
-# Keys that moved: the copies composed before, now the one node each (old path -> new path).
-MOVED = {"model.tau": "tau", "diffusion.betas": "noise_schedule"}
-
-
-def moved_key(override: str) -> str | None:
-    """One line naming the new key when a command-line override uses a path that moved
-    (``model.tau.projections=2x`` -> ``tau.projections``), else None."""
-    key = override.lstrip("+~").split("=", 1)[0]
-    for old, new in MOVED.items():
-        if key == old or key.startswith(old + "."):
-            return (f"{key} is now {new + key[len(old):]}: the {new} node is composed once and "
-                    f"passed to the {old.split('.')[0]} when it is built")
-    return None
-
-
 def build_model(cfg: DictConfig, allowed: Collection[str] | None = None) -> Any:
     """The ``model`` node's Denoiser, its Tau built from the ``tau`` node when the UNet reads
-    the context (cross-attention), else none (the vanilla model). The UNet is built first, as
-    when ``tau`` was nested in ``model``, so a seed gives the same weights."""
-    model = OmegaConf.select(cfg, "model")
-    if isinstance(model, DictConfig) and "tau" in model:  # a config stored before: nested
-        return build(cfg, "model", allowed)
+    the context (cross-attention), else none (the vanilla model). The UNet is built first:
+    the seed's weights depend on the order."""
     unet = build(cfg, "model.unet", allowed)
-    tau = build(cfg, "tau", allowed) if getattr(unet, "cross_attention", False) else None
-    if tau is not None and getattr(tau, "context_dim", None) != unet.context_dim:
-        raise ConfigError(f"tau.context_dim={tau.context_dim!r} is invalid: expected the UNet's "
-                          f"context_dim={unet.context_dim} (model.unet.context_dim)")
+    tau = build(cfg, "tau", allowed) if unet.cross_attention else None
     return build(cfg, "model", allowed, unet=unet, tau=tau)
 
 
 def build_diffusion(cfg: DictConfig, allowed: Collection[str] | None = None) -> Any:
     """The ``diffusion`` node's process on the ``noise_schedule`` node's betas."""
-    diffusion = OmegaConf.select(cfg, "diffusion")
-    if isinstance(diffusion, DictConfig) and "betas" in diffusion:  # a config stored before
-        return build(cfg, "diffusion", allowed)
     return build(cfg, "diffusion", allowed, betas=build(cfg, "noise_schedule", allowed))
 
 

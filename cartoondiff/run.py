@@ -36,12 +36,6 @@ def _train(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``cartoondiff-train``: compose the config from the command line, train."""
-    from cartoondiff.config import moved_key
-
-    for arg in sys.argv[1:]:
-        if message := moved_key(arg):  # a key path of earlier versions: one line, status 2
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
     if os.environ.get("RANK", "0") != "0":
         # torchrun: Hydra would give every process its own output directory. Ranks > 0 get a
         # throwaway one; train() uses rank 0's for everything.

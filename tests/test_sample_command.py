@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from PIL import Image
 
-from cartoondiff import sample
+from cartoondiff import __version__, sample
+from cartoondiff.inference import checkpoint as ckpt
+from cartoondiff.runs import cli
 from cartoondiff.runs.errors import UserError
 
 
@@ -49,4 +52,19 @@ def test_refuses_bad_attributes(tiny_checkpoint, tmp_path, spec, message):
         sample.main(
             [f"checkpoint={tiny_checkpoint}", f"attributes={spec}", f"out={tmp_path / 'x.png'}"]
         )
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_checkpoint_of_an_earlier_version_is_refused_in_one_line(tiny_checkpoint, tmp_path,
+                                                                     capsys):
+    state = ckpt.load(tiny_checkpoint)
+    assert (state["format"], state["cartoondiff"]) == (ckpt.FORMAT, __version__)
+    old = tmp_path / "old.pt"  # as cartoondiff 0.1 wrote them: no format, no version
+    torch.save({k: v for k, v in state.items() if k not in ("format", "cartoondiff")}, old)
+    with pytest.raises(SystemExit) as info:
+        cli.run(sample.main, [f"checkpoint={old}", f"out={tmp_path / 'x.png'}"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: checkpoint {old} was written by cartoondiff 0.1 (checkpoint format 1); this "
+        f"version reads format {ckpt.FORMAT}: train it again\n")
     assert not (tmp_path / "x.png").exists()

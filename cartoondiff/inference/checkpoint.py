@@ -4,8 +4,9 @@
 A checkpoint is a plain dict of tensors and Python primitives, so it loads with
 ``torch.load(weights_only=True)`` and can never run code. Files are written to a temporary
 name in the same folder, fsynced, then renamed: a crash mid-write leaves at worst a stray
-``*.tmp`` file, never a half-written ``ckpt-*.pt``. Loading checks every zip member's CRC32
-first, because ``torch.load`` silently returns flipped bytes inside a tensor.
+``*.tmp`` file, never a half-written ``ckpt-*.pt``. Each carries ``FORMAT`` and the version
+that wrote it; a file of another format is refused in one line. Loading checks every zip
+member's CRC32 first, because ``torch.load`` silently returns flipped bytes inside a tensor.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cartoondiff import __version__
 from cartoondiff.runs.errors import UserError
 from cartoondiff.runs.files import write_atomic
 
@@ -30,13 +32,17 @@ log = logging.getLogger(__name__)
 # something", as opposed to "these bytes are not a pickle".
 _UNSAFE = re.compile(r"GLOBAL|allowlist|reduce|safe_globals", re.IGNORECASE)
 
+# The layout of the files save_atomic writes. Format 1, cartoondiff 0.1, recorded none.
+FORMAT = 2
+
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be written, read, or applied; the message names the file."""
 
 
 def save_atomic(state: Mapping[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path``: afterwards ``path`` is the old file or the whole new one.
+    """Write ``state`` and its ``format`` and ``cartoondiff`` version to ``path``: afterwards
+    ``path`` is the old file or the whole new one.
 
     Through ``files.write_atomic``, the one writer of every file a run keeps (checkpoints,
     exports, the attribute classifier, grids, configs). Raises CheckpointError (naming
@@ -44,16 +50,17 @@ def save_atomic(state: Mapping[str, Any], path: Path) -> None:
     ``path`` and every other checkpoint are then left untouched.
     """
     try:
-        write_atomic(path, lambda f: torch.save(dict(state), f))
+        stamped = {**state, "format": FORMAT, "cartoondiff": __version__}
+        write_atomic(path, lambda f: torch.save(stamped, f))
     except (OSError, RuntimeError) as err:
         raise CheckpointError(
             f"could not write checkpoint {path}: {err} (the existing checkpoints are unchanged)"
         ) from err
 
 
-
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); clear errors naming the file."""
+    """Load a checkpoint of this version's ``FORMAT`` safely (``weights_only=True``); clear
+    errors naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -77,7 +84,20 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(state, dict):
         kind = type(state).__name__
         raise CheckpointError(f"checkpoint {path} does not hold a dict (got {kind})")
+    _check_format(path, state)
     return state
+
+
+def _check_format(path: Path, state: dict[str, Any]) -> None:
+    """CheckpointError unless ``state`` is of ``FORMAT``: one line naming what wrote it."""
+    if state.get("format") == FORMAT:
+        return
+    if "format" not in state and "config" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a cartoondiff checkpoint (a run's "
+                              "checkpoints/ckpt-step*.pt, model_ema.pt or model_best.pt)")
+    version, found = state.get("cartoondiff", "0.1"), state.get("format", 1)
+    raise CheckpointError(f"checkpoint {path} was written by cartoondiff {version} (checkpoint "
+                          f"format {found}); this version reads format {FORMAT}: train it again")
 
 
 def _check_crc(path: Path) -> None:
@@ -154,14 +174,3 @@ def _few(items: list[str], n: int = 4) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return "[" + ", ".join(items[:n]) + "]" + more
 
-
-def current_layout(config: dict) -> dict:
-    """A stored run config in today's layout, for comparing with a run's: configs stored
-    before the ``tau`` and ``noise_schedule`` nodes were composed once held copies of them
-    as ``model.tau`` and ``diffusion.betas`` (building from them still works as stored)."""
-    out = dict(config)
-    for section, copy in (("model", "tau"), ("diffusion", "betas")):
-        node = out.get(section)
-        if isinstance(node, dict) and copy in node:
-            out[section] = {k: v for k, v in node.items() if k != copy}
-    return out

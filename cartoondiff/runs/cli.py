@@ -200,11 +200,6 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from cartoondiff.config import moved_key
-
-    for override in overrides:  # a key path of earlier versions: named with its new path
-        if message := moved_key(override):
-            raise UsageError(message)
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return hydra_compose("config", overrides=list(overrides))

@@ -264,7 +264,6 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
             "model_ema.pt or model_best.pt export holds weights only): resume from "
             "checkpoints/ckpt-step*.pt, or pass it to python -m cartoondiff.sample")
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
-    saved = ckpt.current_layout(saved)
     current = OmegaConf.to_container(cfg, resolve=True)
     changes = [c for key in sorted(set(saved) | set(current), key=str)
                for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
