@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 
@@ -14,6 +13,7 @@ from omegaconf import OmegaConf
 from cartoondiff.config import build, build_diffusion, build_model
 from cartoondiff.diffusion import Diffusion, Sampler
 from cartoondiff.runs.errors import ConfigError
+from cartoondiff.runs.tracking import WandbSettings
 from cartoondiff.train import train
 from cartoondiff.train.settings import TrainerSettings
 from tests.conftest import REPO, compose_cfg
@@ -26,8 +26,6 @@ GROUPS = [
     "noise_schedule",
     "optim",
     "sampler",
-    "logger",
-    "trainer",
     "recipe",
     "debug",
 ]
@@ -54,12 +52,11 @@ def test_option_composes_and_builds(make_cfg, tmp_path, group, option):
     assert isinstance(diffusion, Diffusion) and diffusion.T == cfg.noise_schedule.T
     params = [torch.nn.Parameter(torch.zeros(1))]
     optimizer = build(cfg, "optim.optimizer", params=params)
-    scheduler = build(cfg, "optim.scheduler", optimizer=optimizer, total_steps=10,
-                      steps_per_epoch=2.5)
+    scheduler = build(cfg, "optim.scheduler")(optimizer, total_steps=10, steps_per_epoch=2.5)
     assert scheduler.get_last_lr()[0] > 0
     assert isinstance(build(cfg, "sampler"), Sampler)
     assert isinstance(build(cfg, "trainer"), TrainerSettings)
-    assert isinstance(build(cfg, "logger"), functools.partial)
+    assert isinstance(build(cfg, "logger"), WandbSettings)
     assert build(cfg, "data").batch_size == cfg.data.batch_size
 
 

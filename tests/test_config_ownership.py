@@ -12,8 +12,7 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO, compose_cfg
 
 # The group files of the default run; presets (recipe, scale, experiment) come after them.
-OWNERS = ["data", "model", "tau", "attention", "noise_schedule", "sampler", "optim", "logger",
-          "trainer"]
+OWNERS = ["data", "model", "tau", "attention", "noise_schedule", "sampler", "optim"]
 
 
 def _leaves(node: object, prefix: str) -> set[str]:

@@ -106,8 +106,8 @@ def test_damaged_by_products_never_block_a_resume(make_cfg, cache_dir, tmp_path)
     assert f"{run / 'metrics.jsonl'} line 3: skipping a damaged row (not a JSON object)" in out
     assert f"{run / 'metrics.jsonl'} line 4: skipping a damaged row (no integer step" in out
     assert "planted.png is outside the run folder; not replayed" in out
-    assert f"could not write {run / 'samples' / 'final.png'}: Is a directory; the grid is " \
-        "skipped, training goes on" in out
+    assert f"{run / 'samples' / 'final.png'} is a folder, not a regular file: refusing to " \
+        "replace it; the grid is skipped, training goes on" in out
     # nothing is lost: the bad rows are set aside, the run finished and logged step 3
     assert (run / "metrics.jsonl.damaged").read_text().splitlines() == bad_rows
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r] == [
@@ -195,7 +195,7 @@ def test_every_option_is_checked_before_any_work(tiny_checkpoint, cache_dir, tmp
     folder = tmp_path / "train"
     cases = [  # (command, argv, the message's start after "error: ")
         ("cartoondiff.evaluate.__main__", [ckpt, f"out={a_folder}", f"cache_dir={judge_cache}"],
-         f"out='{a_folder}' is invalid: expected a file path: it is an existing folder"),
+         f"out='{a_folder}' is invalid: expected a new file or a regular one: it is a folder"),
         ("cartoondiff.evaluate.__main__",
          [ckpt, f"out={a_file}/e.json", f"cache_dir={judge_cache}"],
          f"out='{a_file}/e.json' is invalid: expected a path inside a folder: {a_file} is a "
@@ -259,7 +259,7 @@ def test_a_damaged_wandb_folder_leaves_the_run_without_wandb(tmp_path, caplog):
     from cartoondiff.runs.tracking import Tracker
 
     (tmp_path / "wandb").write_text("a file where W&B's folder goes")
-    tracker = Tracker(tmp_path, config={}, mode="offline")  # the real wandb.init
+    tracker = Tracker(tmp_path, config={})  # offline, the real wandb.init
     assert tracker.wandb is None and f"W&B: could not start a run in {tmp_path / 'wandb'}" in (
         caplog.text)
     tracker.log({"train/loss": 0.5}, step=1)

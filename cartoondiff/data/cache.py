@@ -35,15 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import platformdirs
 import torch
 
 from cartoondiff import attributes
 from cartoondiff.runs.errors import UserError
-
-try:  # POSIX: a lock tells a live build's temporary folder from a dead one's
-    import fcntl
-except ImportError:  # pragma: no cover (Windows: the age alone decides)
-    fcntl = None  # type: ignore[assignment]
+from cartoondiff.runs.files import try_lock
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +49,10 @@ IMAGES_FILE = "images.npy"
 IDS_FILE = "ids.npy"
 FORMAT_VERSION = 2  # bump when the on-disk layout changes (2: checksums in meta.json)
 TMP_PREFIX = ".partial-"
-LOCK_FILE = ".lock"  # inside a temporary folder, flock-ed by the process writing it
+LOCK_FILE = ".lock"  # inside a temporary folder, locked by the process writing it
 # A temporary folder exists only while the arrays are written (seconds); one this old whose
 # lock nobody holds was left by a crash. The age also covers the instant between creating
-# the folder and locking it, and filesystems where flock is not available.
+# the folder and locking it, and filesystems where locks are not available.
 STALE_AFTER_S = 3600.0
 _HASH_CHUNK = 1 << 22
 
@@ -64,15 +61,13 @@ CACHE_ENV = "CARTOONDIFF_CACHE"  # the cache folder, wherever runs start (beats 
 
 
 def default_cache_dir() -> Path:
-    """The cache where no ``data.cache_dir`` is set: ``$CARTOONDIFF_CACHE``, else
-    ``$XDG_CACHE_HOME/cartoondiff``, else ``~/.cache/cartoondiff`` (the XDG base-directory
-    rule; a relative ``XDG_CACHE_HOME`` is ignored, as it says), so runs started from any
-    folder share one cache: the avatars are rendered and the judge trained once per user."""
+    """The cache where no ``data.cache_dir`` is set: ``$CARTOONDIFF_CACHE``, else the user's
+    cache folder (``platformdirs``: ``$XDG_CACHE_HOME/cartoondiff`` or ``~/.cache/cartoondiff``
+    on Linux), so runs started from any folder share one cache: the avatars are rendered and
+    the judge trained once per user."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "cartoondiff"
+    return Path(platformdirs.user_cache_dir("cartoondiff", appauthor=False))
 
 
 def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
@@ -150,16 +145,22 @@ def build_or_load_cache(
             log.warning("%s: %s; discarding it and rebuilding from the source", final, err)
             _discard(final, str(err))
 
+    try:  # before the (long) build: an unusable cache is named first
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"cache folder {cache_dir} is not usable ({err.strerror or err}): "
+                         "set data.cache_dir or $CARTOONDIFF_CACHE to a writable folder") from None
     images, ids, info = build()
     if ids is not None and ids.dtype.kind in "iu":
         ids = ids.astype(np.int64, copy=False)  # one on-disk dtype; floats are refused below
     _check_arrays(images, ids)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     # Same parent as the final folder, so the rename below is atomic on one filesystem.
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=cache_dir))
-    lock = None
+    tmp, lock = None, None
     try:
-        lock = _lock(tmp)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=cache_dir))
+        # the lock tells this live build's folder from one a crash left
+        with contextlib.suppress(OSError):  # no locks on this filesystem: the age guards it
+            lock = try_lock(tmp / LOCK_FILE)
         np.save(tmp / IMAGES_FILE, np.ascontiguousarray(images))
         files = [IMAGES_FILE]
         if ids is not None:
@@ -178,12 +179,19 @@ def build_or_load_cache(
         meta = json.loads(json.dumps(meta, default=str))  # exactly what a reader will parse
         meta["meta_sha256"] = _meta_digest(meta)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        (tmp / LOCK_FILE).unlink(missing_ok=True)  # the folder's fresh mtime still guards it
+        if lock is not None:  # the folder's fresh mtime still guards it
+            lock.release()
+            lock = None
+        (tmp / LOCK_FILE).unlink(missing_ok=True)
         _publish(tmp, final)
+    except OSError as err:  # a full disk, a folder that turned read-only
+        raise CacheError(f"could not write the cache in {cache_dir} ({err.strerror or err})"
+                         ) from None
     finally:
         if lock is not None:
-            os.close(lock)
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already unless something failed
+            lock.release()
+        if tmp is not None:  # gone already unless something failed
+            shutil.rmtree(tmp, ignore_errors=True)
     try:
         entry = _load(final)
     except _CorruptError as err:  # just written: the disk or another writer is at fault
@@ -217,34 +225,14 @@ def remove_stale_partials(cache_dir: Path, older_than_s: float = STALE_AFTER_S) 
     return removed
 
 
-def _lock(folder: Path) -> int | None:
-    """Create and flock ``folder/LOCK_FILE``; the descriptor keeps the lock until closed."""
-    if fcntl is None:
-        return None
-    fd = os.open(folder / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
-    # a filesystem without locks raises here: then the age alone protects the folder
-    with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return fd
-
-
 def _is_locked(folder: Path) -> bool:
     """True if a live process holds ``folder``'s lock (the kernel drops a dead one's)."""
-    if fcntl is None:
-        return False
-    try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
-    except OSError:
+    if not (folder / LOCK_FILE).is_file():
         return False  # no lock file: the builder is gone or about to publish
-    try:
-        # a shared probe conflicts with the builder's exclusive lock and needs no write access
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+    lock = try_lock(folder / LOCK_FILE)
+    if lock is None:
         return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    lock.release()
     return False
 
 

@@ -15,7 +15,8 @@ from cartoondiff.data.dataset import (
     load_avatar_data,
     normalize,
 )
-from cartoondiff.runs.errors import SEED_RULE, is_int, is_seed, require
+from cartoondiff.runs.errors import SEED_RULE, ConfigError, is_int, is_seed, require
+from cartoondiff.runs.files import check_folder
 
 MAX_IMAGE_SIZE = 512
 FRAME = 500  # px of a Cartoon Set image (and of the built-in renderer's frame)
@@ -77,17 +78,21 @@ class AvatarDataModule:
         if source == "cartoonset":
             require(root is not None and Path(str(root)).expanduser().is_dir(), "root", root,
                     "an existing folder of Cartoon Set PNGs (csN.png, with csN.csv labels)")
-        else:  # (n >= batch_size is the batch order's rule: it is checked there)
+        else:
             require(root is None, "root", root, "null for the built-in avatars (data=cartoonset "
                     "reads a folder)")
             require(is_int(n) and n >= 1, "n", n, "an integer >= 1")
+            require(batch_size <= n, "batch_size", batch_size, f"at most the {n} avatars of "
+                    "the data (data.n)")
             require(is_seed(seed), "seed", seed, SEED_RULE)
             need, have = n * 3 * image_size**2, physical_memory()
             require(need <= have, "n", n, f"at most {have // (3 * image_size**2):,} avatars "
                     f"of {image_size} px: {n:,} take {need / 2**30:.1f} GiB of memory, this "
                     f"machine has {have / 2**30:.1f} GiB")
         self.source, self.root, self.image_size, self.crop = source, root, image_size, crop
-        self.n, self.seed, self.cache_dir = n, seed, resolve_cache_dir(cache_dir)
+        # the cache is written on first use (arrays, the judge): unusable, it is named now
+        self.n, self.seed = n, seed
+        self.cache_dir = check_folder("cache_dir", resolve_cache_dir(cache_dir))
         self.on_error, self.normalize, self.batch_size = on_error, normalize, batch_size
         self.data: AvatarData | None = None
 
@@ -100,12 +105,10 @@ class AvatarDataModule:
                 source=self.source, root=self.root, image_size=self.image_size, crop=self.crop,
                 labeled=labeled, n=self.n, seed=self.seed, cache_dir=self.cache_dir,
                 on_error=self.on_error)
+            if len(self.data) < self.batch_size:  # known only now for a folder of images
+                raise ConfigError(f"data.batch_size={self.batch_size} is invalid: expected at "
+                                  f"most the {len(self.data)} images in {self.root}")
         return self
-
-    @property
-    def planned_len(self) -> int | None:
-        """How many images ``setup`` will give, when known before reading any (synthetic)."""
-        return self.n if self.source == "synthetic" else None
 
     @property
     def ids(self) -> torch.Tensor | None:

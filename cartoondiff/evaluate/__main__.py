@@ -288,7 +288,7 @@ def log_to_wandb(result: dict[str, Any], train_cfg: Any, out: Path,
                       "id": id_file.read_text().strip() if id_file.is_file() else None},
         "train": tracking_config(train_cfg),
     }
-    run = tracking.start_run(
+    run = tracking.start_wandb(
         out.parent, mode, project=logger.get("project") or "cartoondiff",
         entity=logger.get("entity"), group=logger.get("group"),
         name=f"eval:{train_name}" if train_name else None, tags=list(logger.get("tags") or []),

@@ -396,7 +396,10 @@ def load_or_train_classifier(
     kwargs = {k: v for k, v in settings.items() if k != "version"}
     clf = train_classifier(data.images, data.ids, device=device, data_key=key, progress=progress,
                            **kwargs)
-    save_classifier(clf, path)
+    try:
+        save_classifier(clf, path)
+    except UserError as err:  # an unwritable cache: this evaluation still has its judge
+        log.warning("%s; the judge is used without being cached", err)
     return clf
 
 

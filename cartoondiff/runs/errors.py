@@ -12,6 +12,8 @@ written once, where it lives, and the message still names what the user typed.
 
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """A mistake in what the user gave; the message is one line naming the key or file."""
@@ -35,9 +37,9 @@ def is_int(value: object) -> bool:
 
 
 def is_number(value: object) -> bool:
-    """True for a finite int or float that is not a bool."""
+    """True for a finite int or float that is not a bool (and an int a float can hold)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and value == value and abs(value) != float("inf"))
+            and value == value and abs(value) <= sys.float_info.max)
 
 
 # Every command's seeds (run, sample, evaluate, the data set's and the grids'): one range,

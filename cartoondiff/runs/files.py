@@ -1,4 +1,5 @@
-"""The one atomic writer: afterwards a file is either its old self or the whole new one.
+"""The one atomic writer (afterwards a file is either its old self or the whole new one),
+the one lock, and the check of an output path before any work.
 
 Every file a run or a command keeps goes through ``write_atomic``: checkpoints and exports
 (``inference.checkpoint.save_atomic``), sample grids and their captions, the W&B id file,
@@ -13,10 +14,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import FileLock, Timeout
 
 from cartoondiff.runs.errors import UserError
 
@@ -25,13 +29,51 @@ class WriteError(UserError, OSError):
     """A file that could not be written; the message names it (the old file is unchanged)."""
 
 
+class ReadError(UserError, OSError):
+    """A file that could not be read, or is not a regular file; the message names it."""
+
+
+def special_kind(path: Path) -> str | None:
+    """What is at ``path`` when it is there but not a regular file ("a FIFO", "a symlink", "a
+    folder", ...); None for a regular file or nothing at all. A symlink is not followed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISREG, None), (stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a folder"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "a device")
+
+
+def read_regular(path: Path | str) -> bytes:
+    """The bytes of the regular file ``path`` (a symlink to one is followed). Anything else
+    is refused without blocking: a FIFO with no writer would hang a plain ``open``. ReadError
+    names the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ReadError(f"{path}: cannot read it ({err.strerror or err})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            kind = special_kind(Path(os.path.realpath(path))) or "not a regular file"
+            raise ReadError(f"{path} is {kind}, not a regular file: refusing to read it")
+        try:
+            return f.read()
+        except OSError as err:
+            raise ReadError(f"{path}: cannot read it ({err.strerror or err})") from None
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     Raises what ``write`` or the file system raised (the temporary file removed, ``path``
     untouched); ``write_bytes_atomic`` and ``write_text_atomic`` turn that into one line.
+    Something at ``path`` that is not a regular file (a device, a FIFO, a symlink) is never
+    replaced: WriteError.
     """
     path = Path(path)
+    if kind := special_kind(path):
+        raise WriteError(f"{path} is {kind}, not a regular file: refusing to replace it")
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +99,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """``path.write_bytes(data)``, atomically; WriteError naming ``path`` on failure."""
     try:
         write_atomic(Path(path), lambda f: f.write(data))
+    except WriteError:
+        raise
     except OSError as err:
         raise WriteError(f"could not write {path}: {err.strerror or err}") from err
     return Path(path)
@@ -77,6 +121,8 @@ def save_image_atomic(image: Any, path: Path) -> Path:
         raise WriteError(f"could not write {path}: not an image file name (.png, .jpg, ...)")
     try:
         write_atomic(Path(path), lambda f: image.save(f, format=fmt))
+    except WriteError:
+        raise
     except OSError as err:
         raise WriteError(f"could not write {path}: {err.strerror or err}") from err
     return Path(path)
@@ -92,27 +138,70 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def check_output(key: str, path: Path | str, suffixes: tuple[str, ...] = (),
-                 given: object = None) -> Path:
-    """The output path of option ``key``, checked before any work: its suffix is one of
-    ``suffixes`` (when given), it is not a folder, and its folder exists and is writable or
-    can be created. Raises ``ArgumentError`` naming ``key`` (with ``given``, the value the
-    user typed, when ``path`` is a file inside it)."""
+def try_lock(path: Path) -> FileLock | None:
+    """An exclusive lock on the file ``path`` (created if missing), held until ``release()``
+    or the process ends, however it ends (the kernel drops it: a crash never leaves it
+    held); None when another process holds it. ``filelock``: flock on POSIX, Windows' own
+    locks there."""
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
+
+
+def check_folder(key: str, folder: Path | str) -> Path:
+    """A folder of option ``key`` that a command will write into, checked before any work:
+    it exists and is writable, or the nearest folder above it that exists is writable.
+    ArgumentError naming ``key`` otherwise ("X is not writable", "X is a file")."""
     from cartoondiff.runs.errors import ArgumentError
+
+    folder = Path(str(folder)).expanduser()
+    if problem := _unwritable(folder, "a folder"):
+        raise ArgumentError(key, str(folder), problem)
+    return folder
+
+
+def _unwritable(folder: Path, what: str) -> str | None:
+    """Why nothing can be created in ``folder`` (as "expected ..." text), or None."""
+    nearest = folder
+    while not nearest.exists() and nearest != nearest.parent:  # what must create the rest
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        return f"{what}: {nearest} is a file"
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        return f"{what} that can be written: {nearest} is not writable"
+    return None
+
+
+def check_output(key: str, path: Path | str, suffixes: tuple[str, ...] = (),
+                 given: object = None, inputs: Sequence[Path | str] = ()) -> Path:
+    """The output path of option ``key``, checked before any work: its suffix is one of
+    ``suffixes`` (when given); it is a new name or a regular file (never a folder, a device,
+    a FIFO or a symlink, which a write would replace); its folder is writable or can be
+    created; and it is none of the command's ``inputs`` (files, or run folders whose record
+    it would overwrite: ``RunFolder.holds``). Raises ``ArgumentError`` naming ``key`` (with
+    ``given``, the value the user typed, when ``path`` is a file inside it)."""
+    from cartoondiff.runs.errors import ArgumentError
+    from cartoondiff.runs.folder import RunFolder
 
     path = Path(str(path)).expanduser()
     shown = str(path) if given is None else str(given)
     if suffixes and path.suffix.lower() not in suffixes:
         ends = suffixes[0] if len(suffixes) == 1 else f"one of {suffixes}"
         raise ArgumentError(key, shown, f"a path ending in {ends}")
-    if path.is_dir():
-        raise ArgumentError(key, shown, "a file path: it is an existing folder")
-    folder = path.parent
-    while not folder.exists():  # the nearest folder that exists must let us create the rest
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ArgumentError(key, shown, f"a path inside a folder: {folder} is a file")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists()
-                                                     and not os.access(path, os.W_OK)):
-        raise ArgumentError(key, shown, f"a writable path: {folder} is not writable")
+    if kind := special_kind(path):
+        raise ArgumentError(key, shown, f"a new file or a regular one: it is {kind}")
+    if problem := _unwritable(path.parent, "a path inside a folder"):
+        raise ArgumentError(key, shown, problem)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ArgumentError(key, shown, f"a writable path: {path} is not writable")
+    for item in map(Path, inputs):
+        if path.resolve() == item.expanduser().resolve():
+            raise ArgumentError(key, shown, f"a file apart from what the command reads: it "
+                                f"is {item}")
+        if RunFolder(item).holds(path):
+            raise ArgumentError(key, shown, f"a file apart from what the command reads: it "
+                                f"is part of the run record in {item}")
     return path

@@ -3,7 +3,7 @@
 Every command that writes or reads a run folder takes its file names from ``RunFolder``::
 
     RUN_DIR/
-      .lock                   who writes it now (an flock held for the run's life)
+      .lock                   who writes it now (locked for the run's life)
       config.yaml             the resolved run config (its recipe included)
       metrics.jsonl           one JSON row per logged step (train/*, eval/*, resume/*)
       checkpoints/
@@ -30,7 +30,6 @@ draws and how it is evaluated) may differ without being named in ``resume_change
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shlex
@@ -42,9 +41,11 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from cartoondiff.runs.errors import ConfigError, UserError
+from cartoondiff.runs.files import ReadError, read_regular, try_lock, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
+    from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ class RunFolder:
     checkpoints = property(lambda self: self.root / "checkpoints")
     samples = property(lambda self: self.root / "samples")
 
+    def save_hydra_record(self, record: dict[str, str]) -> None:
+        """``.hydra/NAME`` for each file of ``hydra_record`` (none outside run.py)."""
+        for name, text in record.items():
+            write_text_atomic(self.root / ".hydra" / name, text)
+
     def grid(self, name: str) -> Path:
         """``samples/NAME.png``: ``epoch{e:03d}``, ``final`` or ``forward_process``."""
         return self.samples / f"{name}.png"
@@ -101,6 +107,15 @@ class RunFolder:
 
     # What a run leaves: a new run never writes over any of it.
     RECORD = (CONFIG, METRICS, MODEL_EMA, MODEL_BEST, WANDB_ID, "checkpoints", "samples")
+
+    def holds(self, path: Path | str) -> bool:
+        """Whether ``path`` is part of this run's record (a file of ``RECORD``, or anything in
+        its folders, ``.hydra/`` and ``wandb/``), which no command may overwrite."""
+        root, target = self.root.expanduser().resolve(), Path(path).expanduser().resolve()
+        if not target.is_relative_to(root) or target == root:
+            return False
+        top = target.relative_to(root).parts[0]
+        return top in (*self.RECORD, self.LOCK, ".hydra", "wandb")
 
     def earlier_record(self) -> list[str]:
         """The names of an earlier run's files and (non-empty) folders here."""
@@ -174,6 +189,21 @@ def load_latest(
     return None
 
 
+def hydra_record(cfg: DictConfig) -> dict[str, str]:
+    """What Hydra saves in a run's ``.hydra/`` (the config as composed, Hydra's own config and
+    the command's overrides), read before the run changes its config; {} outside run.py.
+    conf/config.yaml turns Hydra's own saving off: Hydra writes before the run has checked
+    that the folder is its own, and a refused start must leave an earlier run's record as it
+    was (``RunFolder.save_hydra_record`` writes it once the folder is this run's)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
+            "overrides.yaml": OmegaConf.to_yaml(list(hc.overrides.task))}
+
+
 def resolve_run_dir() -> Path:
     """Hydra's output directory for this run or multirun job."""
     from hydra.core.hydra_config import HydraConfig
@@ -201,35 +231,37 @@ class RunFolderBusyError(UserError):
 
 
 class RunFolderLock:
-    """One writer per run folder: an exclusive ``flock`` on ``RUN_DIR/.lock`` for the run's
-    life. The kernel drops the lock when its process ends, however it ends, so a crashed run
-    never leaves a folder locked; the file only says who held it last."""
+    """One writer per run folder: an exclusive lock on ``RUN_DIR/.lock`` for the run's life
+    (``files.try_lock``: a crashed run never leaves its folder locked); the file says who
+    holds it, for the refusal of a second writer."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = RunFolder(run_dir).lock
-        self._fd: int | None = None
+        self._lock: FileLock | None = None
 
     def acquire(self) -> None:
+        """Take the lock, or RunFolderBusyError naming who holds it (nothing is written)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            os.close(fd)
+        self._lock = try_lock(self.path)
+        if self._lock is None:
+            try:
+                holder = read_regular(self.path).decode(errors="replace").strip()[:200]
+            except ReadError:
+                holder = ""
             raise RunFolderBusyError(
-                f"{self.path.parent} is being written by another run ({holder}): wait for it "
-                "to end, or give this run its own folder (hydra.run.dir=...)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        self._fd = fd
+                f"{self.path.parent} is being written by another run "
+                f"({holder or 'another process'}): wait for it to end, or give this run its "
+                "own folder (hydra.run.dir=...)")
+
+    def record_holder(self) -> None:
+        """Say in the lock file who holds it, once this run may start here."""
+        self.path.write_text(f"pid {os.getpid()} on {socket.gethostname()} since "
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def resume_state(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None:

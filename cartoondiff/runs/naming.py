@@ -36,7 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cartoondiff.runs.folder import RESULT_NEUTRAL, is_under
-from cartoondiff.runs.records import read_run_config
+from cartoondiff.runs.records import read_run_config, read_text
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +233,10 @@ def read_sweep_overrides(sweep_dir: str | Path) -> list[str] | None:
     """The sweep's overrides as typed (plus ``hydra.sweeper.params``), from the
     ``multirun.yaml`` Hydra's sweeper saves in the sweep folder; None if there is none."""
     path = Path(sweep_dir) / "multirun.yaml"
-    if not path.is_file():
+    if not path.exists():
         return None
     try:  # the sweep folder is read back: a damaged file names itself, the run goes on
-        saved = OmegaConf.load(path)
+        saved = OmegaConf.create(read_text(path))
         params = OmegaConf.select(saved, "hydra.sweeper.params") or {}
         task = OmegaConf.select(saved, "hydra.overrides.task") or []
         return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]

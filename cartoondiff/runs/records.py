@@ -7,6 +7,7 @@ never becomes a traceback; the folder's file names come from its owner, ``run_fo
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
@@ -17,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from cartoondiff.runs.errors import UserError, is_int, is_number
+from cartoondiff.runs.files import ReadError, read_regular
 from cartoondiff.runs.folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,17 @@ class RunFolderError(UserError, FileNotFoundError):
 
 
 def open_image(path: Path) -> Image.Image:
-    """A PNG a run wrote, decoded and checked: RunFolderError naming it when it is truncated,
-    empty, not an image or large enough to be a decompression bomb."""
+    """A PNG a run wrote, decoded and checked: RunFolderError naming it when it is not a
+    regular file, truncated, empty, not an image or large enough to be a decompression bomb."""
     try:
+        data = read_regular(path)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 return image.copy()
+    except ReadError as err:
+        raise RunFolderError(str(err)) from None
     except Exception as err:  # truncated, empty, not an image, too large
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RunFolderError(f"{path} is damaged or not a sample grid ({reason})") from None
@@ -46,13 +51,13 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     path = RunFolder(run_dir).config
-    if not path.is_file():
+    if not path.exists():
         return {}
     try:
-        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        config = OmegaConf.to_container(OmegaConf.create(read_text(path)), resolve=False)
         if not isinstance(config, dict):
             raise ValueError(f"a {type(config).__name__}, not a mapping")
-    except Exception as err:  # bad YAML, a list, an unreadable file
+    except Exception as err:  # bad YAML, a list, an unreadable or special file
         log.warning("%s is not a readable run config (%s); ignoring it", path,
                     str(err).splitlines()[0] if str(err) else type(err).__name__)
         return {}
@@ -60,7 +65,8 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def number(value: Any) -> float | None:
-    """A logged value as a finite float, or None (a string, a list, NaN, inf, a bool)."""
+    """A logged value as a finite float, or None (a string, a list, NaN, inf, a bool, an int
+    too large for a float)."""
     return float(value) if is_number(value) else None
 
 
@@ -75,6 +81,30 @@ def distinct_folders(folders: Sequence[Path | str]) -> list[Path]:
         else:
             seen[key] = folder
     return list(seen.values())
+
+
+def run_folders(paths: Sequence[Path | str]) -> list[Path]:
+    """The run folders among ``paths`` as a shell glob lists them (``multirun/DATE/TIME/*``),
+    each once (``distinct_folders``). Among two or more paths, an existing file or folder that
+    holds nothing a run writes (``multirun.yaml``, a log, ``.submitit``) is passed over with
+    a warning naming it. A path given alone, a missing one and a folder holding part of a
+    run's record are kept, so that reading it names what is wrong; none left is an error."""
+    given = [Path(p) for p in paths]
+    if len(given) < 2:
+        return given
+    kept = [p for p in given if not p.exists() or RunFolder(p).earlier_record()]
+    for path in sorted(set(given) - set(kept), key=given.index):
+        log.warning("%s is not a run folder: passed over", path)
+    if not kept:
+        raise RunFolderError(f"none of the {len(given)} paths given is a run folder (one "
+                             f"holds {RunFolder.METRICS}): {', '.join(map(str, given))}")
+    return distinct_folders(kept)
+
+
+def read_text(path: Path) -> str:
+    """A run folder's text file (UTF-8, undecodable bytes replaced), only if it is a regular
+    file; ReadError naming it otherwise."""
+    return read_regular(path).decode("utf-8", errors="replace")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -94,9 +124,9 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows of a metrics file (each a JSON object with an integer ``step`` >= 0) and its
     damaged lines, each named in a warning with its line number; OSError names the file."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise RunFolderError(f"{path}: cannot read it ({err.strerror or err})") from None
+        text = read_text(path)
+    except ReadError as err:
+        raise RunFolderError(str(err)) from None
     rows, damaged = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -108,6 +138,8 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                                                       and row["step"] >= 0) else "")
         except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
             problem = f"not JSON ({str(err).splitlines()[0]})"
+        except RecursionError:  # nested deeper than the parser goes
+            problem = "nested too deeply"
         if problem:
             log.warning("%s line %d: skipping a damaged row (%s): %r", path, number, problem,
                         line[:80])

@@ -19,27 +19,30 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 import shutil
 import socket
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from cartoondiff import attributes
-from cartoondiff.runs.errors import ArgumentError
-from cartoondiff.runs.files import write_text_atomic
+from cartoondiff.runs.errors import ArgumentError, require
+from cartoondiff.runs.files import ReadError, write_text_atomic
 from cartoondiff.runs.folder import RunFolder
-from cartoondiff.runs.records import RunFolderError, open_image, read_rows
+from cartoondiff.runs.records import RunFolderError, open_image, read_rows, read_text
 
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # W&B refuses empty ids and :;,#?/'"
-WANDB_HOST = ("api.wandb.ai", 443)
+WANDB_URL = "https://api.wandb.ai"  # W&B's own server; WANDB_BASE_URL names a self-hosted one
 ATTR_SECTION = "eval/attr/"  # W&B section of the per-attribute accuracies
 
 
@@ -51,22 +54,97 @@ def wandb_key(key: str) -> str:
     return key
 
 
-def network_reachable(address: tuple[str, int] = WANDB_HOST, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to the W&B API opens within ``timeout`` seconds."""
+def wandb_address() -> tuple[str, int]:
+    """(host, port) of the W&B server: ``$WANDB_BASE_URL`` (a self-hosted W&B), else W&B's."""
+    url = urlsplit(os.environ.get("WANDB_BASE_URL") or WANDB_URL)
+    return url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
+
+
+def network_reachable(timeout: float = 3.0) -> bool:
+    """True when a TCP connection to the W&B server opens within ``timeout`` seconds."""
     try:
-        with socket.create_connection(address, timeout=timeout):
+        with socket.create_connection(wandb_address(), timeout=timeout):
             return True
-    except OSError:
+    except (OSError, ValueError):  # no route, no name, or a URL with no usable host
         return False
+
+
+def start_wandb(folder: Path, mode: str, **init_args: Any) -> Any:
+    """A W&B run in ``folder/wandb`` (``init_args`` go to ``wandb.init``), or None when ``mode``
+    is ``disabled``. W&B never fails a command: ``online`` without a network or a login logs
+    ``offline`` instead, and a run W&B cannot start at all (its folder damaged, say) goes on
+    without it, each with one warning."""
+    if mode not in MODES:
+        raise ArgumentError("mode", mode, f"one of {MODES}")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    hint = f"upload later: wandb sync {Path(folder) / 'wandb'}"
+
+    def init(mode: str) -> Any:
+        return wandb.init(**init_args, dir=str(folder), mode=mode, reinit="finish_previous",
+                          settings=wandb.Settings(silent=True, init_timeout=60))
+
+    if mode == "online" and not network_reachable():
+        log.warning("W&B: no network, logging offline instead (%s)", hint)
+        mode = "offline"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        try:
+            return init(mode)
+        except Exception as err:  # no login, server down, timeout
+            if mode != "online":
+                raise
+            log.warning("W&B: online init failed (%s), logging offline instead (%s)",
+                        _first_line(err), hint)
+            return init("offline")
+    except Exception as err:  # e.g. wandb/ damaged (a file): go on without W&B
+        log.warning("W&B: could not start a run in %s (%s); going on without W&B",
+                    Path(folder) / "wandb", _first_line(err))
+        return None
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+@dataclass(frozen=True)
+class WandbSettings:
+    """The ``logger`` config node (conf/config.yaml): how a training run appears in W&B.
+
+    mode: offline (no account, no network; ``wandb sync`` later), online or disabled; the
+    run folder's metrics.jsonl is written in every mode. name, group, tags, job_type: null
+    fills them in from the sweep or experiment (``runs.naming``). log_model: the final and
+    best models become versions of the W&B artifact ``model-<run id>``.
+    """
+
+    mode: str = "offline"
+    project: str = "cartoondiff"
+    entity: str | None = None
+    name: str | None = None
+    group: str | None = None
+    tags: Sequence[str] = ()
+    job_type: str | None = None
+    log_model: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.mode in MODES, "mode", self.mode, f"one of {MODES}")
+        require(isinstance(self.log_model, bool), "log_model", self.log_model, "true or false")
+
+    def wandb_args(self) -> dict[str, Any]:
+        """The arguments of ``wandb.init`` these settings give."""
+        return {"project": self.project, "entity": self.entity, "name": self.name,
+                "group": self.group, "tags": list(self.tags), "job_type": self.job_type}
 
 
 class Tracker:
     """Logs scalars and images to ``run_dir/metrics.jsonl`` and to a W&B run.
 
-    The constructor's arguments are the ``logger`` config group's (conf/logger/wandb.yaml)
-    plus what ``train`` knows at run time: ``run_dir``, ``config``, ``resume_step`` and
-    ``eval_summary``, which says for each ``eval/*`` metric what its W&B summary keeps:
-    ``"max"``, ``"min"`` or ``"last"`` (``"max,last"``: both).
+    ``settings``: the ``logger`` config node; with what ``train`` knows at run time:
+    ``run_dir``, ``config``, ``resume_step`` and ``eval_summary``, which says for each
+    ``eval/*`` metric what its W&B summary keeps: ``"max"``, ``"min"`` or ``"last"``
+    (``"max,last"``: both).
 
     On resume (``resume_step`` set) rows logged after that step by the interrupted process
     are dropped from the JSONL file, so the file reads as one uninterrupted run; so is a
@@ -80,38 +158,22 @@ class Tracker:
         self,
         run_dir: Path,
         config: Mapping[str, Any],
-        mode: str = "offline",
-        project: str = "cartoondiff",
-        entity: str | None = None,
-        name: str | None = None,
-        group: str | None = None,
-        tags: Sequence[str] = (),
-        job_type: str | None = None,
-        log_model: bool = False,
+        settings: WandbSettings | None = None,
         resume_step: int | None = None,
         eval_summary: Callable[[str], str] | None = None,
     ) -> None:
-        self.check(mode)
+        settings = settings or WandbSettings()
         self.run_dir = Path(run_dir)
         self.metrics_path = RunFolder(self.run_dir).metrics
-        self.log_model_enabled = log_model
+        self.log_model_enabled = settings.log_model
         self._eval_summary = eval_summary or (lambda key: "last")  # noqa: ARG005
         self._defined: set[str] = set()
         self._tables: set[tuple[str, ...]] = set()  # rows tables already logged
         self._superseded: list[Path] = []  # earlier offline folders of this run, replayed
         self._truncate_after(resume_step)
         self._file = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
-        self.wandb = None
-        if mode != "disabled":
-            self.wandb = self._init_wandb(
-                mode, resume_step, project=project, entity=entity, name=name, group=group,
-                tags=list(tags), job_type=job_type, config=dict(config))
-
-    @staticmethod
-    def check(mode: str, **_: Any) -> None:
-        """The settings' rules, for a caller that checks them before the run starts."""
-        if mode not in MODES:
-            raise ArgumentError("mode", mode, f"one of {MODES}")
+        self.wandb = self._init_wandb(settings.mode, resume_step, config=dict(config),
+                                      **settings.wandb_args())
 
     def _truncate_after(self, step: int | None) -> None:
         if step is None or not self.metrics_path.exists():
@@ -129,47 +191,23 @@ class Tracker:
         write_text_atomic(self.metrics_path, "".join(row + "\n" for row in kept))
 
     def _init_wandb(self, mode: str, resume_step: int | None, **init_args: Any) -> Any:
-        import wandb
-
-        wandb_dir = RunFolder(self.run_dir).wandb_dir
-        sync_hint = f"upload later: wandb sync {wandb_dir}"
-        if mode == "online" and not network_reachable():
-            log.warning("W&B: no network, logging offline instead (%s)", sync_hint)
-            mode = "offline"
+        if mode == "disabled":
+            return None
         id_file = RunFolder(self.run_dir).wandb_id
-        # W&B run ids are short lowercase alphanumerics; the same id on resume continues the
-        # run. A fresh start gets a new id: what an earlier attempt logged is not this run.
+        # The same id on resume continues the W&B run. A fresh start gets the id a sweep agent
+        # gave it (WANDB_RUN_ID), else a new one: what an earlier attempt logged is not this run.
         resuming = resume_step is not None
         run_id = _read_run_id(id_file) if resuming else None
         known = run_id is not None
-        run_id = run_id or secrets.token_hex(4)
+        agent_id = os.environ.get("WANDB_RUN_ID", "")
+        run_id = run_id or (agent_id if _RUN_ID.match(agent_id) else secrets.token_hex(4))
         write_text_atomic(id_file, run_id)
         # W&B names a folder offline-run-TIME-ID, adding -1, -2 ... when TIME repeats
+        wandb_dir = RunFolder(self.run_dir).wandb_dir
         earlier = sorted({*wandb_dir.glob(f"offline-run-*-{run_id}"),
                           *wandb_dir.glob(f"offline-run-*-{run_id}-*")}) if known else []
-
-        def init(mode: str):  # noqa: ANN202
-            return wandb.init(
-                **init_args, dir=str(self.run_dir), mode=mode, id=run_id,
-                resume="allow", reinit="finish_previous",
-                settings=wandb.Settings(silent=True, init_timeout=60),
-            )
-
-        try:
-            if mode != "online":
-                run = init(mode)
-            else:
-                try:
-                    run = init("online")
-                except Exception as err:  # no login, server down, timeout: W&B never fails
-                    log.warning("W&B: online init failed (%s), logging offline instead (%s)",
-                                str(err).splitlines()[0] if str(err) else type(err).__name__,
-                                sync_hint)
-                    run = init("offline")
-        except Exception as err:  # e.g. wandb/ damaged (a file): the run goes on without W&B
-            log.warning("W&B: could not start a run in %s (%s); logging to %s only", wandb_dir,
-                        str(err).splitlines()[0] if str(err) else type(err).__name__,
-                        self.metrics_path)
+        run = start_wandb(self.run_dir, mode, **init_args, id=run_id, resume="allow")
+        if run is None:
             return None
         # Evaluations plot against epochs completed, not optimizer steps.
         run.define_metric(self.EPOCH)
@@ -296,42 +334,12 @@ EVAL_JOB_TYPE = "eval"
 SETTING = "setting"  # x axis of an evaluation run's history: one step per sampler setting
 
 
-def start_run(wandb_dir: Path, mode: str, **init_args: Any) -> Any:
-    """A fresh W&B run in ``wandb_dir`` (``online`` without a network or login: offline, with
-    one warning); None when ``mode`` is ``disabled``."""
-    if mode not in MODES:
-        raise ArgumentError("wandb", mode, f"one of {MODES}")
-    if mode == "disabled":
-        return None
-    import wandb
-
-    wandb_dir = Path(wandb_dir)
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    hint = f"upload later: wandb sync {wandb_dir / 'wandb'}"
-
-    def init(mode: str) -> Any:
-        return wandb.init(**init_args, dir=str(wandb_dir), mode=mode, reinit="finish_previous",
-                          settings=wandb.Settings(silent=True, init_timeout=60))
-
-    if mode == "online" and not network_reachable():
-        log.warning("W&B: no network, logging offline instead (%s)", hint)
-        mode = "offline"
-    try:
-        return init(mode)
-    except Exception as err:  # no login, server down: W&B never fails a command
-        if mode != "online":
-            raise
-        log.warning("W&B: online init failed (%s), logging offline instead (%s)",
-                    str(err).splitlines()[0] if str(err) else type(err).__name__, hint)
-        return init("offline")
-
-
 def log_evaluation(
     run: Any,
     settings: Sequence[Mapping[str, Any]],
     summary: Callable[[str], str],
 ) -> None:
-    """An evaluation's results into its own W&B run (``start_run`` with ``job_type=eval``).
+    """An evaluation's results into its own W&B run (``start_wandb`` with ``job_type=eval``).
 
     ``settings``: one mapping per evaluated sampler setting, ``{"sampler", "steps",
     "guidance", "eta", "seconds", "metrics": {name: value}}`` (the evaluation JSON's ``runs``).
@@ -376,12 +384,12 @@ def log_evaluation(
 def _read_run_id(id_file: Path) -> str | None:
     """The W&B run id kept in the run folder, or None (with a warning naming the file when
     it is there but empty or damaged: the resumed run then logs to a new W&B run)."""
-    if not id_file.exists():
+    if not os.path.lexists(id_file):
         return None
     try:
-        run_id = id_file.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError as err:
-        run_id, problem = "", err.strerror or str(err)
+        run_id = read_text(id_file).strip()
+    except ReadError as err:  # a FIFO or a device in its place: not read, never waited on
+        run_id, problem = "", str(err)
     else:
         problem = "empty" if not run_id else "not a W&B run id"
     if _RUN_ID.match(run_id):

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from cartoondiff.runs.errors import ConfigError
-
 
 class BatchOrder:
-    """Reproducible shuffled batches over ``n`` items (the last partial batch is dropped)."""
+    """Reproducible shuffled batches over ``n`` >= ``batch_size`` items (the data module's
+    rule); the last partial batch is dropped."""
 
     def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        if n < batch_size:  # (batch_size >= 1 is checked by the data module)
-            raise ConfigError(f"data.batch_size={batch_size} is invalid: expected at most the "
-                              f"{n} images of the data (data.n for synthetic avatars)")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 

@@ -6,7 +6,7 @@ checkpoint; the data position is derived from the step (``batches seen = step * 
 
 ``Trainer.fit`` reads as the loop it is: a step, the logging window, the end of an epoch
 (grid, evaluation), a checkpoint, a stop signal. Everything is built and checked in
-``Trainer.__init__`` before the run folder is touched or any data is read.
+``Trainer.preflight`` before the run folder is touched or any data is read.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from cartoondiff.runs.folder import (
     RunFolderLock,
     check_resume_keys,
     checkpoint_path,
+    hydra_record,
     is_under,
     list_checkpoints,
     prune,
@@ -48,7 +49,7 @@ from cartoondiff.runs.folder import (
 )
 from cartoondiff.runs.naming import run_labels
 from cartoondiff.runs.progress import progress_bar
-from cartoondiff.runs.tracking import NullTracker
+from cartoondiff.runs.tracking import NullTracker, Tracker
 from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
@@ -88,19 +89,28 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
 
 class Trainer:
-    """One training run: built and checked in ``__init__``, run by ``fit``."""
+    """One training run: built and checked by ``preflight``, run by ``fit``."""
 
     def __init__(self, cfg: DictConfig, settings: TrainerSettings, run_dir: Path | str | None,
                  ddp: distributed.Distributed, device_name: str) -> None:
-        self.cfg, self.ddp = cfg, ddp
-        self.settings = s = settings
+        self.cfg, self.settings, self.ddp = cfg, settings, ddp
+        self.preflight(device_name, run_dir)
+        self.lock = RunFolderLock(self.run_dir)
+        self.resume_changes: list[str] = []
+        self.resumed_name: str | None = None
+        self.step = 0
+
+    def preflight(self, device_name: str, run_dir: Path | str | None) -> None:
+        """Everything the run needs, built in order before its folder is touched or any data
+        read. Each constructor checks its own arguments, so a mistake stops the run here with
+        one line naming its config key, and nothing is written."""
+        cfg, s, ddp = self.cfg, self.settings, self.ddp
         with named("trainer.device"):
             self.device = pick_device(device_name)
         with named("trainer.precision"):
             self.amp_dtype = autocast_dtype(s.precision, self.device)
         require_seed_and_resume(cfg)
         seed_everything(cfg.seed)  # before the model: its initial weights come from the seed
-        # The objects first, each checked by its constructor, before any file is touched.
         self.model = build_model(cfg).to(self.device)
         self.diffusion = build_diffusion(cfg)
         self.sampler = build(cfg, "sampler")
@@ -110,41 +120,35 @@ class Trainer:
         if ddp.enabled and self.data.batch_size % ddp.world_size:
             raise ConfigError(f"data.batch_size={self.data.batch_size} is invalid: expected a "
                               f"multiple of the {ddp.world_size} processes (the global batch)")
-        if self.data.planned_len is not None:  # the batch order's rules, before reading data
-            BatchOrder(self.data.planned_len, self.data.batch_size, cfg.seed)
         with named("trainer.ema_decay"):
             self.ema = EMA(self.model, s.ema_decay)
         self.optimizer = build(cfg, "optim.optimizer", params=self.model.parameters())
-        # The LR schedule's own checks now; it is built for real once the data gives the run's
-        # length, on a stand-in optimizer here so the real one's learning rate is untouched.
-        build(cfg, "optim.scheduler", optimizer=torch.optim.SGD([torch.zeros(1)], lr=1.0),
-              total_steps=s.max_steps or 1, steps_per_epoch=1.0)
+        self.schedule = build(cfg, "optim.scheduler")  # given the run's length once data is read
+        self.wandb_settings = build(cfg, "logger")
         self.run_dir = Path(ddp.broadcast(str(run_dir if run_dir is not None
                                               else resolve_run_dir())))
         self.folder = RunFolder(self.run_dir)
+        self.ckpt_dir = self.folder.checkpoints
         self.evaluator = build(cfg, "evaluate", diffusion=self.diffusion, sampler=self.sampler,
                                device=self.device, best_path=self.folder.model_best)
         self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
+        self.hydra_record = hydra_record(cfg)  # .hydra/, written once the folder is this run's
         self._asked_for: torch.Tensor | None = None  # the rows' rendered avatars, if synthetic
-        make_tracker = build(cfg, "logger")  # a partial: the run folder comes at the start
-        check = getattr(make_tracker.func, "check", None)
-        if check is not None:  # its rules now, before the run folder is touched
-            with named("logger", node=True):
-                check(**make_tracker.keywords)
-        self.ckpt_dir = self.folder.checkpoints
-        self.lock = RunFolderLock(self.run_dir)
-        self.resume_changes: list[str] = []
-        self.resumed_name: str | None = None
-        self.step = 0
 
     # ------------------------------------------------------------------ setting up
 
     def _prepare(self) -> dict | None:
         """Run folder, data, schedule, compiled/DDP model, and a resumed state if any."""
         cfg, s, ddp = self.cfg, self.settings, self.ddp
-        if ddp.is_main:  # one writer per folder (ranks > 0 only read it)
+        # A run folder is a record, never overwritten, with one writer (ranks > 0 only read
+        # it): checked before the lock is taken, so a refused start writes nothing, and again
+        # once it is held, in case another run started here meanwhile.
+        self.folder.check_start(cfg.resume)
+        if ddp.is_main:
             self.lock.acquire()
-        self.folder.check_start(cfg.resume)  # a run folder is a record: never overwritten
+            self.folder.check_start(cfg.resume)
+            self.lock.record_holder()
+            self.folder.save_hydra_record(self.hydra_record)
         if not ddp.is_main:
             ddp.barrier()  # rank 0 builds the data cache first; the others then read it
         # labels: required by a conditional model; read when present for the vanilla one
@@ -156,9 +160,8 @@ class Trainer:
         self.order = BatchOrder(len(self.data), self.data.batch_size, cfg.seed)
         self.steps_per_epoch = self.order.batches_per_epoch / s.grad_accum
         self.total_steps = s.max_steps or math.ceil(s.max_epochs * self.steps_per_epoch)
-        self.scheduler = build(cfg, "optim.scheduler", optimizer=self.optimizer,
-                               total_steps=self.total_steps,
-                               steps_per_epoch=self.steps_per_epoch)
+        self.scheduler = self.schedule(self.optimizer, total_steps=self.total_steps,
+                                       steps_per_epoch=self.steps_per_epoch)
         self.diffusion = self.diffusion.to(self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
@@ -215,11 +218,11 @@ class Trainer:
               f"precision: {precision_label(self.amp_dtype)}")
         print(f"output directory: {self.run_dir}")
         write_text_atomic(self.folder.config, OmegaConf.to_yaml(self.cfg, resolve=True))
-        self.tracker = build(self.cfg, "logger", run_dir=self.run_dir,
-                             config={**self.config_dict, **labels.config,
-                                     "parameters": self.n_params},
-                             resume_step=self.step if resumed else None,
-                             eval_summary=eval_summary)
+        self.tracker = Tracker(self.run_dir, {**self.config_dict, **labels.config,
+                                              "parameters": self.n_params},
+                               dataclasses.replace(self.wandb_settings, **labels.wandb_args()),
+                               resume_step=self.step if resumed else None,
+                               eval_summary=eval_summary)
         if self.resume_changes:  # a deliberate change stays on the record
             self.tracker.log({"resume/changes": "; ".join(self.resume_changes)}, self.step)
         if not resumed:  # the parameter count is a number, not a chart: config and summary

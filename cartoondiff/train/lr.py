@@ -1,12 +1,12 @@
-"""Learning-rate schedules, each told the run's length when the optimizer exists.
-
-Both take ``total_steps`` and ``steps_per_epoch`` (optimizer steps), which the training loop
-knows only once the data are counted; the rest comes from ``conf/optim``.
+"""Learning-rate schedules: built from ``conf/optim`` (and checked) before the run starts,
+then called with the optimizer and the run's length (``total_steps``, ``steps_per_epoch``:
+optimizer steps), which the training loop knows only once the data are counted.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -17,38 +17,51 @@ from cartoondiff.config import build
 from cartoondiff.runs.errors import ConfigError, is_int, is_number, require
 
 
-def warmup_cosine(
-    optimizer: Optimizer, warmup_steps: int, min_lr_ratio: float = 0.1, *, total_steps: int,
-    steps_per_epoch: float,  # noqa: ARG001 -- the same run facts for every schedule
-) -> LambdaLR:
-    """LR factor rises linearly over ``warmup_steps``, then follows a half cosine down to
-    ``min_lr_ratio`` at ``total_steps`` (and stays there)."""
-    require(is_int(warmup_steps) and warmup_steps >= 0, "warmup_steps", warmup_steps,
-            "an integer >= 0")
-    require(is_number(min_lr_ratio) and 0 <= min_lr_ratio <= 1, "min_lr_ratio", min_lr_ratio,
-            "a number in [0, 1]")
+@dataclass(frozen=True)
+class WarmupCosine:
+    """LR factor rising linearly over ``warmup_steps``, then a half cosine down to
+    ``min_lr_ratio`` at the run's last step (and staying there)."""
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    warmup_steps: int
+    min_lr_ratio: float = 0.1
 
-    return LambdaLR(optimizer, factor)
+    def __post_init__(self) -> None:
+        require(is_int(self.warmup_steps) and self.warmup_steps >= 0, "warmup_steps",
+                self.warmup_steps, "an integer >= 0")
+        require(is_number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio",
+                self.min_lr_ratio, "a number in [0, 1]")
+
+    def __call__(self, optimizer: Optimizer, *, total_steps: int,
+                 steps_per_epoch: float) -> LambdaLR:  # noqa: ARG002 -- every schedule's facts
+        warmup, low = self.warmup_steps, self.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return LambdaLR(optimizer, factor)
 
 
-def step_decay(
-    optimizer: Optimizer, step_epochs: float, gamma: float, *,
-    total_steps: int,  # noqa: ARG001 -- the same run facts for every schedule
-    steps_per_epoch: float,
-) -> LambdaLR:
+@dataclass(frozen=True)
+class StepDecay:
     """LR factor ``gamma ** floor(epoch / step_epochs)``: the blog's step decay, counted in
     epochs so that it means the same on 10k and 100k avatars."""
-    require(is_number(step_epochs) and step_epochs > 0, "step_epochs", step_epochs,
-            "a number > 0")
-    require(is_number(gamma) and 0 < gamma <= 1, "gamma", gamma, "a number in (0, 1]")
-    return LambdaLR(optimizer, lambda step: gamma ** math.floor(step / steps_per_epoch
-                                                                 / step_epochs))
+
+    step_epochs: float
+    gamma: float
+
+    def __post_init__(self) -> None:
+        require(is_number(self.step_epochs) and self.step_epochs > 0, "step_epochs",
+                self.step_epochs, "a number > 0")
+        require(is_number(self.gamma) and 0 < self.gamma <= 1, "gamma", self.gamma,
+                "a number in (0, 1]")
+
+    def __call__(self, optimizer: Optimizer, *, total_steps: int,  # noqa: ARG002
+                 steps_per_epoch: float) -> LambdaLR:
+        return LambdaLR(optimizer, lambda step: self.gamma ** math.floor(
+            step / steps_per_epoch / self.step_epochs))
 
 
 def apply_optim_settings(cfg: DictConfig, optimizer: Optimizer, scheduler: LambdaLR) -> None:

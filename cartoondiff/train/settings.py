@@ -15,7 +15,7 @@ from cartoondiff.runs.errors import SEED_RULE, is_int, is_number, is_seed, requi
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    """What the training loop does besides the maths (see conf/trainer/default.yaml)."""
+    """What the training loop does besides the maths (the ``trainer`` node of conf/config.yaml)."""
 
     device: str = "auto"
     strategy: str = "single"
