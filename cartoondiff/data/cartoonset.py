@@ -20,20 +20,18 @@ such files instead and report them, so nothing trains silently on bad data.
 from __future__ import annotations
 
 import csv
-import errno
 import multiprocessing
 import os
-import stat
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cartoondiff import attributes
 from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.files import ReadError, decode_image, read_regular
 from cartoondiff.runs.progress import progress_bar
 
 IMAGE_SUFFIX = ".png"
@@ -85,13 +83,11 @@ def read_labels(csv_path: str | Path) -> list[int]:
     """
     csv_path = Path(csv_path)
     try:
-        _check_regular_file(csv_path, "label file")
-        # utf-8-sig: a spreadsheet's byte-order mark is not part of the first name;
-        # text mode reads CRLF line endings as plain ones
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except DataError:
-        raise
-    except (OSError, UnicodeDecodeError) as err:
+        # utf-8-sig: a spreadsheet's byte-order mark is not part of the first name
+        text = read_regular(csv_path, "label file").decode("utf-8-sig")
+    except ReadError as err:
+        raise DataError(str(err)) from None
+    except UnicodeDecodeError as err:
         raise DataError(f"{csv_path}: cannot read label file ({err})") from None
     try:
         rows = list(csv.reader(text.splitlines(), skipinitialspace=True))
@@ -140,44 +136,14 @@ def load_image(path: str | Path, crop: int | None = 360, size: int = 64) -> np.n
     """
     path = Path(path)
     try:
-        _check_regular_file(path, "image file")
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse those too
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()  # decode now, so a truncated file fails here and names itself
-                _fix_grey_key(im, path)
-                # crop before compositing: less work than flattening the whole 500x500 frame
-                rgb = _flatten_onto_white(im.crop(_centre_box(path, im.size, crop)))
-    except DataError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(f"{path}: refused as a possible decompression bomb ({err})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: unreadable or truncated image ({err})") from None
-    except Exception as err:  # Pillow's parsers raise many types on malformed data
-        raise DataError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+        with decode_image(path) as im:
+            _fix_grey_key(im, path)
+            # crop before compositing: less work than flattening the whole 500x500 frame
+            rgb = _flatten_onto_white(im.crop(_centre_box(path, im.size, crop)))
+    except ReadError as err:
+        raise DataError(str(err)) from None
     out = rgb.resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1).copy()  # (3, size, size)
-
-
-def _check_regular_file(path: Path, what: str) -> None:
-    """DataError unless ``path`` is a readable regular file (a fifo would block the read)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        broken = os.path.islink(path)
-        raise DataError(f"{path}: {what} missing" + (" (broken symlink)" if broken else "")
-                        ) from None
-    except OSError as err:
-        why = "symlink loop" if err.errno == errno.ELOOP else err.strerror
-        raise DataError(f"{path}: cannot read {what} ({why})") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"{path}: is a directory, not a file")
-    if not stat.S_ISREG(mode):
-        raise DataError(f"{path}: not a regular file (a fifo, socket or device)")
-    if not os.access(path, os.R_OK):
-        raise DataError(f"{path}: cannot read {what} (permission denied)")
 
 
 def _fix_grey_key(im: Image.Image, path: Path) -> None:

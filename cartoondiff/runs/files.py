@@ -12,15 +12,21 @@ under the real name, so a damaged by-product cannot block the next run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
+import io
 import os
 import stat
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from cartoondiff.runs.errors import UserError
 
@@ -45,22 +51,58 @@ def special_kind(path: Path) -> str | None:
     return next((kind for test, kind in kinds if test(mode)), "a device")
 
 
-def read_regular(path: Path | str) -> bytes:
-    """The bytes of the regular file ``path`` (a symlink to one is followed). Anything else
-    is refused without blocking: a FIFO with no writer would hang a plain ``open``. ReadError
-    names the file."""
+def read_regular(path: Path | str, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (a symlink to one is followed); ``what`` names
+    it in errors ("label file"). Anything else is refused without blocking (a FIFO with no
+    writer would hang a plain read): ReadError naming the file and what is wrong with it."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        broken = " (broken symlink)" if os.path.islink(path) else ""
+        raise ReadError(f"{path}: {what} missing{broken}") from None
     except OSError as err:
-        raise ReadError(f"{path}: cannot read it ({err.strerror or err})") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            kind = special_kind(Path(os.path.realpath(path))) or "not a regular file"
-            raise ReadError(f"{path} is {kind}, not a regular file: refusing to read it")
-        try:
+        why = "symlink loop" if err.errno == errno.ELOOP else err.strerror
+        raise ReadError(f"{path}: cannot read {what} ({why})") from None
+    if stat.S_ISDIR(mode):
+        raise ReadError(f"{path}: is a directory, not a {what}")
+    try:  # opened without blocking and checked again: a FIFO may have been swapped in
+        with open(path, "rb", opener=_open_nonblocking) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ReadError(f"{path}: not a regular file (a FIFO, socket or device)")
             return f.read()
-        except OSError as err:
-            raise ReadError(f"{path}: cannot read it ({err.strerror or err})") from None
+    except OSError as err:
+        if isinstance(err, ReadError):
+            raise
+        raise ReadError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+class ImageError(ReadError):
+    """A file that does not decode as an image; the message names it."""
+
+
+def decode_image(path: Path | str, what: str = "image file") -> Image.Image:
+    """The image in the regular file ``path``, decoded now (so a truncated file fails here)
+    and refused when it is large enough to be a decompression bomb (Pillow only warns
+    between MAX_IMAGE_PIXELS and twice that: refused too). ReadError or ImageError naming
+    the file otherwise. Every image a command reads goes through here."""
+    from PIL import Image
+
+    data = read_regular(path, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            return image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({err})") from None
+    except Exception as err:  # Pillow's parsers raise many types on malformed data
+        raise ImageError(f"{path}: unreadable or truncated image ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:

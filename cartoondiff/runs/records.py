@@ -7,10 +7,8 @@ never becomes a traceback; the folder's file names come from its owner, ``run_fo
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from cartoondiff.runs.errors import UserError, is_int, is_number
-from cartoondiff.runs.files import ReadError, read_regular
+from cartoondiff.runs.files import ImageError, ReadError, decode_image, read_regular
 from cartoondiff.runs.folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -29,20 +27,16 @@ class RunFolderError(UserError, FileNotFoundError):
 
 
 def open_image(path: Path) -> Image.Image:
-    """A PNG a run wrote, decoded and checked: RunFolderError naming it when it is not a
-    regular file, truncated, empty, not an image or large enough to be a decompression bomb."""
+    """A PNG a run wrote, decoded and checked (``files.decode_image``): RunFolderError naming
+    it when it is not a regular file, truncated, empty, not an image or a decompression
+    bomb."""
     try:
-        data = read_regular(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return image.copy()
+        return decode_image(path, "sample grid")
+    except ImageError as err:
+        reason = str(err).removeprefix(f"{path}: ")
+        raise RunFolderError(f"{path} is damaged or not a sample grid ({reason})") from None
     except ReadError as err:
         raise RunFolderError(str(err)) from None
-    except Exception as err:  # truncated, empty, not an image, too large
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise RunFolderError(f"{path} is damaged or not a sample grid ({reason})") from None
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
