@@ -1,15 +1,18 @@
 """Tables that compare training runs, grouped by experiment, averaged over seeds.
 
     python -m cartoondiff.report RUN_DIR ... [keys=eval/hair_color,eval/faithfulness_mean]
-        [loss_tail=0.2] [final=eval.json] [out=table.md]
+        [epochs=last] [loss_tail=0.2] [final=eval.json] [out=table.md]
 
 Each run directory is read from its ``metrics.jsonl`` and ``config.yaml``. Runs with the same
 W&B group (the experiment name) are one row; numbers are ``mean ± sd`` over their seeds (sd
 only where there are two or more). Columns: the final training loss (the mean of the last
-``loss_tail`` fraction of logged losses, so one noisy batch does not decide it) and each key
-at every step where it was evaluated. ``final=NAME`` adds each key from ``RUN_DIR/NAME``, the
-JSON that ``python -m cartoondiff.evaluate ... out=RUN_DIR/NAME`` wrote (its first setting),
-usually a larger, less noisy evaluation of the final EMA model. Prints a Markdown table
+``loss_tail`` fraction of logged losses, so one noisy batch does not decide it) and each key's
+last evaluated value, its epoch in the header (``hair_color (last, ep20)``); ``epochs=all``
+shows each key at every epoch where it was evaluated instead. Run folders may be given as a
+shell glob lists a sweep (``multirun/DATE/TIME/*``): what is not a run is passed over, named.
+``final=NAME`` adds each key from ``RUN_DIR/NAME``, the JSON that
+``python -m cartoondiff.evaluate ... out=RUN_DIR/NAME`` wrote (its first setting), usually a
+larger, less noisy evaluation of the final EMA model. Prints a Markdown table
 (docs/results.md is built from these).
 """
 
@@ -31,10 +34,10 @@ from cartoondiff.runs.folder import RunFolder
 from cartoondiff.runs.naming import run_title
 from cartoondiff.runs.records import (
     RunFolderError,
-    distinct_folders,
     number,
     read_run_config,
     read_run_metrics,
+    run_folders,
 )
 
 log = logging.getLogger(__name__)
@@ -115,43 +118,69 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def last_evaluated(run: RunSummary, key: str) -> tuple[int, float] | None:
+    """(step, value) of ``key``'s last evaluation in ``run``; None when it has none."""
+    return max(((s, ev[key]) for s, ev in run.evals.items() if key in ev), default=None)
+
+
 def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_KEYS,
-                     loss_tail: float = 0.2) -> str:
-    """A Markdown table: one row per group, the final loss, ``key epN`` columns
-    (evaluated after N epochs) and ``key final`` columns; cells are mean ± sd over seeds."""
+                     loss_tail: float = 0.2, epochs: str = "last") -> str:
+    """A Markdown table: one row per group, the final loss, each key's last evaluated value
+    (``key (last, epN)``: evaluated after N epochs; a cell names its epochs where the runs
+    differ) or, with ``epochs="all"``, a ``key epN`` column per evaluated epoch, then
+    ``key final`` columns; cells are mean ± sd over seeds."""
     groups: dict[str, list[RunSummary]] = defaultdict(list)
     for run in runs:
         groups[run.group].append(run)
     steps = sorted({s for run in runs for s, ev in run.evals.items() if set(keys) & set(ev)})
-    columns = [(key, step) for key in keys for step in steps]
     per_epoch = next((r.steps_per_epoch for r in runs if r.steps_per_epoch), None)
 
     def when(step: int) -> str:
         return f"ep{step / per_epoch:.0f}" if per_epoch else f"step {step}"
 
+    def last_steps(members: Sequence[RunSummary], key: str) -> list[int]:
+        return sorted({p[0] for r in members if (p := last_evaluated(r, key))})
+
+    evaluated = keys if steps else []
+    last_at = {key: last_steps(runs, key) for key in evaluated}  # one step: in the header
+    header = ["experiment", "seeds", "final loss"]
+    for key in evaluated:
+        name = key.removeprefix("eval/")
+        if epochs == "all":
+            header += [f"{name} {when(s)}" for s in steps]
+        else:
+            at = last_at[key]
+            header.append(f"{name} (last, {when(at[0])})" if len(at) == 1 else f"{name} (last)")
     finals = [key for key in keys if any(key in r.final for r in runs)]
-    header = ["experiment", "seeds", "final loss"] + [f"{k.removeprefix('eval/')} {when(s)}"
-                                                       for k, s in columns]
     header += [f"{k.removeprefix('eval/')} final" for k in finals]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group, members in groups.items():
         seeds = ",".join("-" if r.seed is None else str(r.seed) for r in members)
         cells = [_cell(group), seeds, mean_sd([r.final_loss(loss_tail) for r in members], 4)]
-        for key, step in columns:
-            cells.append(metric_cell(key, [r.evals[step][key] for r in members
-                                           if key in r.evals.get(step, {})]))
+        for key in evaluated:
+            if epochs == "all":
+                cells += [metric_cell(key, [r.evals[s][key] for r in members
+                                            if key in r.evals.get(s, {})]) for s in steps]
+                continue
+            cell = metric_cell(key, [p[1] for r in members if (p := last_evaluated(r, key))])
+            if len(last_at[key]) > 1 and cell != "-":  # the header names no single epoch
+                cell += f" ({', '.join(map(when, last_steps(members, key)))})"
+            cells.append(cell)
         cells += [metric_cell(key, [r.final[key] for r in members if key in r.final])
                   for key in finals]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-USAGE = "python -m cartoondiff.report RUN_DIR ... [keys=...] [loss_tail=0.2] [final=eval.json]"
+USAGE = ("python -m cartoondiff.report RUN_DIR ... [keys=...] [epochs=last] [loss_tail=0.2] "
+         "[final=eval.json]")
 EXAMPLE = ("python -m cartoondiff.report multirun/DATE/TIME/* keys=hair_color,faithfulness_mean "
            "out=table.md")
 OPTIONS = {
     "keys": cli.Option(",".join(DEFAULT_KEYS), "logged evaluation keys, comma-separated (the "
                        "eval/ prefix may be left off)"),
+    "epochs": cli.Option("last", "last: each key's last evaluated value (the header names its "
+                         "epoch); all: a column per key per evaluated epoch"),
     "loss_tail": cli.Option(0.2, "the final loss is the mean of this last fraction of the "
                             "logged losses"),
     "out": cli.Option(None, "also write the Markdown table to this file; null: print only"),
@@ -169,6 +198,7 @@ def check_options(opts: dict) -> Path | None:
     tail = number(opts["loss_tail"])
     need(tail is not None and 0 < tail <= 1, "loss_tail",
          "a fraction in (0, 1] of the logged losses")
+    need(opts["epochs"] in ("last", "all"), "epochs", "last or all")
     need(isinstance(opts["keys"], str) and all(k.strip() for k in opts["keys"].split(",")),
          "keys", "comma-separated metric names, e.g. hair_color,faithfulness_mean")
     need(opts["final"] is None or (isinstance(opts["final"], str)
@@ -183,10 +213,10 @@ def main(argv: Sequence[str]) -> str:
     if not args.positional:
         raise cli.UsageError(f"no run folders given (usage: {USAGE})")
     out = check_options(opts)
-    dirs = distinct_folders(args.positional)  # one folder given twice is not two seeds
+    dirs = run_folders(args.positional)  # a sweep's glob; one folder given twice is one run
     keys = [k if k.startswith("eval/") else f"eval/{k}" for k in str(opts["keys"]).split(",")]
     table = comparison_table([summarize_run(d, opts["final"]) for d in dirs], keys,
-                             float(opts["loss_tail"]))
+                             float(opts["loss_tail"]), opts["epochs"])
     if out is not None:
         write_text_atomic(out, table + "\n")
     print(table)

@@ -16,10 +16,14 @@
 the grid after the first pass over the data; default: the last epoch), adds a title and
 writes it. ``compare`` puts several runs' grids at the same epoch side by side, titled with
 each run's name. ``forward`` draws the forward-process picture for a config without training
-(the blog's advice: look at the noise level first). ``blog`` writes every blog figure the
-run's experiment redraws (its ``figures`` config: ``DIR/fig5.png`` is the grid of epoch 39
-for ``fig03_05_vanilla_pm1``); a run that stopped earlier (``scale=cpu``) shows its nearest
-earlier epoch, and the title says so. These pictures are sample grids (Pillow).
+(the blog's advice: look at the noise level first): the data set's first four avatars, each
+column labelled with its t, titled with the schedule in words. ``compare``, ``curves`` and
+``loss_quality`` take run folders as a shell glob lists a sweep (``multirun/DATE/TIME/*``):
+what is plainly not a run (``multirun.yaml``, a log) is passed over, named in one line.
+``blog`` writes every blog figure the run's experiment redraws (its ``figures`` config:
+``DIR/fig5.png`` is the grid of epoch 39 for ``fig03_05_vanilla_pm1``); a run that stopped
+earlier (``scale=cpu``) shows its nearest earlier epoch, and the title says so. These
+pictures are sample grids (Pillow).
 
 The charts are drawn with matplotlib (``figures.charts``), as PNG, SVG or PDF by the
 ``out`` extension. ``curves`` plots one logged metric against epochs completed (``x=step``:
@@ -57,7 +61,7 @@ from cartoondiff.figures.pictures import (
 from cartoondiff.runs import cli
 from cartoondiff.runs.errors import ArgumentError, is_int
 from cartoondiff.runs.files import check_output, save_image_atomic
-from cartoondiff.runs.records import distinct_folders, number
+from cartoondiff.runs.records import number, run_folders
 
 # torch (2 s to import) is imported by the two commands that need it, forward and attributes:
 # the others read PNGs and JSON, and a chart should not wait for a tensor library.
@@ -100,7 +104,7 @@ COMMANDS = {
                "[from_step=0] [x=epoch] [out=fig.png|fig.svg]",
                "A logged metric against epoch, one line per experiment (mean and sd over seeds).",
                ("key", "smooth", "from_step", "x", "out"),
-               "python -m cartoondiff.figures curves RUN_A RUN_B out=loss.svg"),
+               "python -m cartoondiff.figures curves multirun/DATE/TIME/* out=loss.svg"),
     "loss_quality": ("python -m cartoondiff.figures loss_quality RUN_DIR ... "
                      "[key=eval/faithfulness_mean] [out=fig.png]",
                      "Blog figures 17-18: each evaluated epoch at (its mean loss, the metric).",
@@ -168,7 +172,7 @@ def main(argv: Sequence[str]) -> Path:
     opts = {**{k: o.default for k, o in OPTIONS.items()}, **args.options}
     runs = [Path(p) for p in args.positional]
     if command in ("compare", "curves", "loss_quality"):
-        runs = distinct_folders(runs)
+        runs = run_folders(runs)
     out = check_options(command, opts)
     needed = NEEDED[command]
     if len(runs) < needed or (command in ONE_INPUT and len(runs) > 1):
