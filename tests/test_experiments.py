@@ -97,8 +97,3 @@ def test_figure_command_renders_grids_from_runs(make_cfg, tmp_path):
     with pytest.raises(FileNotFoundError, match="epoch 7"):
         figures.main(["grid", str(runs[0]), "epoch=7"])
 
-
-def test_forward_figure_without_training(cache_dir, tmp_path):
-    out = figures.main(["forward", f"out={tmp_path / 'f.png'}", "data.image_size=16",
-                        "data.n=8", f"data.cache_dir={cache_dir}"])
-    assert Image.open(out).height > 16 * 4

@@ -84,11 +84,12 @@ def mean_and_spread(runs: Sequence[Points]) -> tuple[list[float], list[float], l
     return xs, means, sds
 
 
-def _legend(figure: Figure, ax: object, n: int) -> None:
-    """Below the axes, in as many columns as fit: long names are never cut."""
+def _legend(figure: Figure, n: int) -> None:
+    """Below the axes, in as many columns as fit: long names are never cut, and the figure's
+    layout leaves no band between the axes and the legend."""
     if n:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=min(n, 2),
-                  frameon=False, fontsize="small")
+        figure.legend(loc="outside lower center", ncols=min(n, 2), frameon=False,
+                      fontsize="small")
 
 
 def line_chart(series: Mapping[str, Sequence[Points]], title: str, x_label: str = "epoch",
@@ -123,7 +124,7 @@ def line_chart(series: Mapping[str, Sequence[Points]], title: str, x_label: str 
             ax.grid(True, which="minor", axis="y", alpha=0.3)
     ax.set(title=title, xlabel=x_label, ylabel=y_label)
     ax.grid(True, which="major", alpha=0.3)
-    _legend(figure, ax, len(series))
+    _legend(figure, len(series))
     return figure
 
 
@@ -152,21 +153,22 @@ def loss_quality_chart(series: Mapping[str, Sequence[tuple[int, float, float, fl
     ax.set(title=f"{metric} against training loss (epN: after N epochs)",
            xlabel="mean training loss over the epoch", ylabel=metric)
     ax.grid(True, alpha=0.3)
-    _legend(figure, ax, len(series))
+    _legend(figure, len(series))
     return figure
 
 
 def attribute_bars(attributes: Sequence[str], bars: Mapping[str, Sequence[float]],
                    chance: Sequence[float], ceiling: Sequence[float], title: str,
                    size: tuple[float, float] | None = None) -> Figure:
-    """Horizontal bars of accuracy per attribute (one bar per named setting), with chance
-    (a uniform guess) and the judge's ceiling (its accuracy on held-out real avatars)
-    marked on each attribute's row."""
+    """Horizontal bars of accuracy per attribute (one bar per named setting, side by side in
+    the attribute's row), with chance (a uniform guess) and the judge's ceiling (its accuracy
+    on held-out real avatars) marked on each row. The rows keep one height however many
+    settings share them: 18 attributes fit a page."""
     n, k = len(attributes), max(1, len(bars))
-    figure = Figure(figsize=size or (7.0, 1.4 + 0.26 * n * max(1, k / 1.5)),
+    figure = Figure(figsize=size or (7.0, 1.2 + 0.27 * n + 0.18 * math.ceil((k + 2) / 2)),
                     layout="constrained")
     ax = figure.add_subplot()
-    height = 0.8 / k
+    height = min(0.6, 0.84 / k)
     rows = list(range(n))
     for i, (name, values) in enumerate(bars.items()):
         offset = (i - (k - 1) / 2) * height
@@ -174,20 +176,18 @@ def attribute_bars(attributes: Sequence[str], bars: Mapping[str, Sequence[float]
                         color=PALETTE[i % len(PALETTE)], label=name)
         for j, patch in enumerate(drawn.patches):
             patch.set_gid(f"bar-{i}-{j}")  # setting i, attribute j
-    ax.scatter(chance, rows, marker="|", s=260, linewidths=2.5, color="#444444", zorder=3,
-               label="chance (a uniform guess)")
-    ax.scatter(ceiling, rows, marker="D", s=22, color="black", zorder=3,
-               label="ceiling (the judge on held-out real avatars)")
+    marks = {"zorder": 3, "clip_on": False}  # a ceiling of 1.0 is drawn whole
+    ax.scatter(chance, rows, marker="|", s=140, linewidths=2, color="#444444",
+               label="chance (a uniform guess)", **marks)
+    ax.scatter(ceiling, rows, marker="D", s=18, color="black",
+               label="ceiling (the judge on held-out real avatars)", **marks)
     ax.set_yticks(rows, list(attributes), fontsize="small")
-    ax.invert_yaxis()
+    ax.set_ylim(n - 0.5, -0.5)  # first attribute on top, no empty row above or below
     ax.set_xlim(0, 1.0)
     ax.set(title=title, xlabel="accuracy of the judge on the requested attribute")
     ax.grid(True, axis="x", alpha=0.3)
-    _legend(figure, ax, len(bars) + 2)
+    _legend(figure, len(bars) + 2)
     return figure
-
-
-log = logging.getLogger(__name__)
 
 
 def metric_points(run_dir: Path, key: str, x: str = "epoch",

@@ -28,8 +28,10 @@ from cartoondiff.runs.files import save_image_atomic, write_text_atomic
 # What a row label names: the attributes a reader sees first (and the judge reads best).
 LABELED = (("hair_color", "hair"), ("face_color", "eye_color"), ("glasses", "facial_hair"))
 MIN_CELL = 64  # labelled grids are enlarged (nearest) until a cell is this many pixels
-LABEL_WIDTH = 150  # px of the label column
+FONT_SIZE = 11  # px of the labels and column titles
 HEADER = 16  # px of the column titles
+PAD = 4  # px between a text and what is beside it
+SAMPLES = "samples (one seed per column)"
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2,
@@ -84,7 +86,9 @@ def labeled_grid(images: torch.Tensor, nrow: int, labels: Sequence[str],
                  asked_for: torch.Tensor | None = None) -> Image.Image:
     """uint8 images (rows * nrow, 3, H, W) as a grid with a label left of each row and, when
     ``asked_for`` (rows, 3, H, W) is given, that row's reference avatar as a first column
-    under the title "asked for"; cells enlarged to at least ``MIN_CELL`` px so text fits."""
+    under the title "asked for"; cells enlarged to at least ``MIN_CELL`` px. The label column
+    is as wide as the widest label, and the picture as wide as its column titles: no text is
+    cut."""
     rows = len(images) // nrow
     scale = max(1, math.ceil(MIN_CELL / images.shape[-1]))
     if asked_for is not None:
@@ -93,20 +97,21 @@ def labeled_grid(images: torch.Tensor, nrow: int, labels: Sequence[str],
     columns = nrow + (asked_for is not None)
     grid = grid_image(images, columns)
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
-    cell = grid.width / columns
-    out = Image.new("RGB", (LABEL_WIDTH + grid.width, HEADER + grid.height), "white")
-    out.paste(grid, (LABEL_WIDTH, HEADER))
-    draw, font = ImageDraw.Draw(out), ImageFont.load_default(size=11)
+    draw, font = ImageDraw.Draw(grid), ImageFont.load_default(size=FONT_SIZE)
+    left = 2 * PAD + max((round(draw.multiline_textbbox((0, 0), label, font=font, spacing=2)[2])
+                          for label in labels[:rows]), default=0)
+    first = grid.width / columns if asked_for is not None else 0  # where the samples start
+    samples = max(grid.width - first, font.getlength(SAMPLES) + 2 * PAD)  # their header fits
+    out = Image.new("RGB", (round(left + first + samples), HEADER + grid.height), "white")
+    out.paste(grid, (left, HEADER))
+    draw = ImageDraw.Draw(out)
     if asked_for is not None:
-        draw.text((LABEL_WIDTH + cell / 2, 2), "asked for", fill="black", font=font, anchor="ma")
-        draw.line([(LABEL_WIDTH + cell, HEADER), (LABEL_WIDTH + cell, out.height)],
-                  fill="#888888", width=1)
-    start = LABEL_WIDTH + (cell if asked_for is not None else 0)
-    draw.text(((start + out.width) / 2, 2), "samples (one seed per column)", fill="black",
-              font=font, anchor="ma")
+        draw.text((left + first / 2, 2), "asked for", fill="black", font=font, anchor="ma")
+        draw.line([(left + first, HEADER), (left + first, out.height)], fill="#888888", width=1)
+    draw.text((left + first + samples / 2, 2), SAMPLES, fill="black", font=font, anchor="ma")
     for i, label in enumerate(labels[:rows]):
         y = HEADER + (i + 0.5) * grid.height / rows
-        draw.multiline_text((4, y), label, fill="black", font=font, anchor="lm", spacing=2)
+        draw.multiline_text((PAD, y), label, fill="black", font=font, anchor="lm", spacing=2)
     return out
 
 
