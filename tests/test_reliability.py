@@ -291,7 +291,8 @@ def test_sample_command_checks_every_option_before_loading(tmp_path, arg, messag
     damaged = tmp_path / "model_ema.pt"
     damaged.write_bytes(b"not a checkpoint")  # never read: the options fail first
     with pytest.raises(UserError, match=re.escape(message)):
-        sample.main([f"checkpoint={damaged}", f"out={tmp_path / 'x.png'}", arg])
+        given = [] if arg.startswith("out=") else [f"out={tmp_path / 'x.png'}"]
+        sample.main([f"checkpoint={damaged}", *given, arg])
     with pytest.raises(ckpt.CheckpointError, match=f"checkpoint {damaged} is truncated or corrupt"):
         sample.main([f"checkpoint={damaged}", f"out={tmp_path / 'x.png'}"])
     assert not (tmp_path / "x.png").exists()

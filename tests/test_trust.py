@@ -174,7 +174,9 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from cartoondiff.runs.folder import RunFolderLock
-RunFolderLock(Path(sys.argv[1])).acquire()
+lock = RunFolderLock(Path(sys.argv[1]))
+lock.acquire()
+lock.record_holder()
 print("holding", flush=True)
 time.sleep(120)
 """

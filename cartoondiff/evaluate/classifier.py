@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -37,7 +36,7 @@ from cartoondiff.attributes import COUNTS, NAMES, NUM_ATTRIBUTES
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.evaluate.perturb import augment
-from cartoondiff.inference.checkpoint import save_atomic
+from cartoondiff.inference.checkpoint import read_safely, save_atomic
 from cartoondiff.runs import interrupt
 from cartoondiff.runs.errors import UserError
 from cartoondiff.runs.progress import progress_bar
@@ -291,12 +290,11 @@ def load_classifier(path: Path | str, device: torch.device | str = "cpu") -> Tra
     if not path.is_file():
         raise ClassifierError(f"classifier file {path} does not exist")
     try:
-        _check_crc(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        clf = _from_state(state, path)
+        clf = _from_state(read_safely(path, what="classifier file"), path)
     except Exception as err:  # any failure to interpret the file is the file's fault
+        reason = _first_line(err).replace(f"classifier file {path} ", "").replace(str(path), "it")
         raise ClassifierError(f"classifier file {path} is damaged or not a cartoondiff "
-                              f"classifier ({_first_line(err)}); replace or delete it") from err
+                              f"classifier ({reason}); replace or delete it") from err
     clf.net.to(device)
     return clf
 
@@ -305,14 +303,6 @@ def _first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def _check_crc(path: Path) -> None:
-    """Check every zip member's CRC32 (torch.load does not: a flipped bit loads silently)."""
-    with zipfile.ZipFile(path) as archive:
-        bad = archive.testzip()
-    if bad is not None:
-        raise ClassifierError(f"{bad} fails its CRC32 check")
 
 
 def _from_state(state: Any, path: Path) -> TrainedClassifier:

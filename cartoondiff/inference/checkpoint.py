@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,16 +60,29 @@ def save_atomic(state: Mapping[str, Any], path: Path) -> None:
 
 
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint of this version's ``FORMAT`` safely (``weights_only=True``); clear
-    errors naming the file."""
+    """Load a checkpoint of this version's ``FORMAT`` safely (``read_safely``); clear errors
+    naming the file."""
+    state = read_safely(path, map_location)
+    _check_format(Path(path), state)
+    return state
+
+
+def read_safely(path: Path | str, map_location: str | torch.device = "cpu",
+                what: str = "checkpoint") -> dict[str, Any]:
+    """The dict in a file ``torch.save`` wrote, loaded with ``weights_only=True`` (it cannot
+    run code) after checking every zip member's CRC32. Any fault is one CheckpointError
+    naming the file (``what`` says what it should be); torch's warnings and its advice to
+    load with ``weights_only=False`` (which would run the file's code) are left out."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"{what} {path} does not exist")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: the file is empty")
+        raise CheckpointError(f"{what} {path} is truncated or corrupt: the file is empty")
     _check_crc(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. a raw pickle's protocol warning
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         reason = _reason(err)
         if _UNSAFE.search(reason):
@@ -76,15 +90,14 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
                 f"refusing to load {path}: it holds objects other than tensors and plain data "
                 f"(loading it could run code): {reason}"
             ) from err
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {reason}") from err
+        raise CheckpointError(f"{what} {path} is truncated or corrupt: {reason}") from err
     except Exception as err:  # any other failure to parse the bytes means they are damaged
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt: {type(err).__name__}: {_reason(err)}"
+            f"{what} {path} is truncated or corrupt: {type(err).__name__}: {_reason(err)}"
         ) from err
     if not isinstance(state, dict):
         kind = type(state).__name__
-        raise CheckpointError(f"checkpoint {path} does not hold a dict (got {kind})")
-    _check_format(path, state)
+        raise CheckpointError(f"{what} {path} does not hold a dict (got {kind})")
     return state
 
 

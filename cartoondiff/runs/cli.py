@@ -154,6 +154,14 @@ def parse(argv: Sequence[str], options: Mapping[str, Any], usage: str,
     if any(item in HELP_FLAGS for item in argv):
         exit_with_help(help_text(usage, options, about, example))
     args = Arguments({key: _default(option) for key, option in options.items()})
+    given: dict[str, str] = {}  # an option given twice is a mistake, not last-wins
+
+    def set_option(key: str, text: str) -> None:
+        if key in given:
+            raise UsageError(f"option {key} is given twice ({key}={given[key]}, {key}={text})")
+        given[key] = text
+        args.options[key] = value(text)
+
     items = list(argv)
     while items:
         item = items.pop(0)
@@ -167,11 +175,11 @@ def parse(argv: Sequence[str], options: Mapping[str, Any], usage: str,
                 if not items:
                     raise UsageError(f"--{key} needs a value (usage: {usage})")
                 text = items.pop(0)
-            args.options[key] = value(text)
+            set_option(key, text)
             continue
         key, sep, text = item.partition("=")
         if sep and key in options:
-            args.options[key] = value(text)
+            set_option(key, text)
         elif sep and _KEY.match(key) and not os.path.exists(item):
             if not overrides:
                 raise UsageError(f"unknown option {key}; options: {', '.join(options)} "

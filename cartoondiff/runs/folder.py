@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,17 +158,25 @@ def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"{PREFIX}{step:09d}{SUFFIX}"
 
 
+# Exactly what checkpoint_path writes (and write_atomic's temporary names for it): retention
+# deletes nothing else, whatever a user keeps beside the checkpoints.
+_CHECKPOINT = re.compile(rf"{PREFIX}\d{{9}}{re.escape(SUFFIX)}")
+_CHECKPOINT_TMP = re.compile(rf"{PREFIX}\d{{9}}{re.escape(SUFFIX)}\.\w+\.tmp")
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """Checkpoints in ``folder``, oldest first (by the step in the name)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob(f"{PREFIX}*{SUFFIX}") if p.is_file())
+    return sorted(p for p in folder.iterdir() if _CHECKPOINT.fullmatch(p.name) and p.is_file())
 
 
 def prune(folder: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (and stray temporary files)."""
-    for stray in folder.glob(f"{PREFIX}*.tmp"):
-        stray.unlink(missing_ok=True)
+    """Delete all but the newest ``keep`` checkpoints (and temporary files a killed write of
+    one left); names the run did not write are never touched."""
+    for stray in folder.iterdir():
+        if _CHECKPOINT_TMP.fullmatch(stray.name):
+            stray.unlink(missing_ok=True)
     if keep > 0:
         for old in list_checkpoints(folder)[:-keep]:
             old.unlink(missing_ok=True)
@@ -322,7 +332,11 @@ def check_resume_keys(cfg: DictConfig) -> None:
     if not (resume in (None, "auto") or Path(str(resume)).expanduser().is_file()):
         raise ConfigError(f"resume={resume!r} is invalid: expected null, auto, or the path of "
                           "an existing checkpoint file")
-    listed = list(OmegaConf.select(cfg, "resume_changes") or [])
+    listed = OmegaConf.select(cfg, "resume_changes") or []
+    if not isinstance(listed, Sequence) or isinstance(listed, str):
+        raise ConfigError(f"resume_changes={listed!r} is invalid: expected a list of config "
+                          "keys, e.g. resume_changes=[optim.optimizer.lr]")
+    listed = list(listed)
     unknown = [k for k in listed if not (isinstance(k, str) and k and OmegaConf.select(
         cfg, k, default=_ABSENT, throw_on_missing=False) is not _ABSENT)]
     if unknown:
