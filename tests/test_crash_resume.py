@@ -168,3 +168,24 @@ def test_second_ctrl_c_stops_at_once_and_loses_only_the_interval(make_cfg, tmp_p
         signal.signal(signal.SIGINT, previous)
     assert checkpoint_steps(tmp_path) == [2]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_stop_at_an_epoch_end_loses_no_grid(make_cfg, tmp_path, monkeypatch):
+    """Ctrl-C in the step that ends epoch 0 (6 steps of 8 avatars) cuts its grid short; the
+    resumed run draws it, so every epoch has its grid."""
+    on_step(monkeypatch, 6, _send(signal.SIGINT))
+    run = ("trainer.max_steps=12", "trainer.checkpoint_every=4")
+    assert train(make_cfg(*run), run_dir=tmp_path)["step"] == 6
+    assert not (tmp_path / "samples" / "epoch000.png").exists()
+    monkeypatch.undo()
+    train(make_cfg(*run, "resume=auto"), run_dir=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "samples").glob("epoch*.png")) == [
+        "epoch000.png", "epoch001.png"]
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(make_cfg, tmp_path, capsys):
+    train(make_cfg(*RUN), run_dir=tmp_path)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert train(make_cfg(*RUN, "resume=auto"), run_dir=tmp_path)["step"] == 8
+    assert f"{tmp_path} finished at step 8: nothing to do" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before

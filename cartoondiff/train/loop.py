@@ -147,8 +147,6 @@ class Trainer:
         if ddp.is_main:
             self.lock.acquire()
             self.folder.check_start(cfg.resume)
-            self.lock.record_holder()
-            self.folder.save_hydra_record(self.hydra_record)
         if not ddp.is_main:
             ddp.barrier()  # rank 0 builds the data cache first; the others then read it
         # labels: required by a conditional model; read when present for the vanilla one
@@ -217,6 +215,8 @@ class Trainer:
         print(f"trainable parameters: {self.n_params:,}; "
               f"precision: {precision_label(self.amp_dtype)}")
         print(f"output directory: {self.run_dir}")
+        self.lock.record_holder()  # the first writes: the folder is this run's
+        self.folder.save_hydra_record(self.hydra_record)
         write_text_atomic(self.folder.config, OmegaConf.to_yaml(self.cfg, resolve=True))
         self.tracker = Tracker(self.run_dir, {**self.config_dict, **labels.config,
                                               "parameters": self.n_params},
@@ -246,10 +246,25 @@ class Trainer:
             resumed = self._prepare()
             if resumed is not None:
                 self._restore(*resumed)
+                if self.step >= self.total_steps and self.folder.model_ema.is_file():
+                    print(f"{self.run_dir} finished at step {self.step}: nothing to do (raise "
+                          "trainer.max_steps or trainer.max_epochs to train on)")
+                    return {"step": self.step, "run_dir": str(self.run_dir)}
             self._start_tracking(resumed is not None)
+            if resumed is not None:
+                self._catch_up_epoch_end()
             return self._loop()
         finally:
             self.lock.release()
+
+    def _catch_up_epoch_end(self) -> None:
+        """A stop at an epoch's end cuts its grid and evaluation short (the step is saved
+        first): the resumed run draws them, so every epoch has its grid."""
+        epochs = int(self.step / self.steps_per_epoch)
+        at_epoch_end = self.step > 0 and epochs > int((self.step - 1) / self.steps_per_epoch)
+        if at_epoch_end and not self.folder.grid(RunFolder.epoch_grid_name(epochs - 1)).exists():
+            with contextlib.suppress(interrupt.Interrupted):
+                self._end_of_epoch(epochs)
 
     def _loop(self) -> dict[str, Any]:
         s = self.settings
