@@ -36,9 +36,10 @@ def real_sample() -> Path:
 
 # Tiny settings: every run in the tests uses these unless it overrides them. The smoke preset
 # (conf/debug/smoke.yaml: the tiny model at 16x16, 48 avatars, T=40, 4 sampling steps, 2
-# training steps on the CPU, no W&B, no evaluation), the one users run; values typed after it
-# on a command line, or given to compose, still win.
-TINY = ["debug=smoke"]
+# training steps on the CPU, no evaluation), the one users run, without W&B (seconds a run:
+# the tests that check W&B ask for logger.mode=offline); values typed after it on a command
+# line, or given to compose, still win.
+TINY = ["debug=smoke", "logger.mode=disabled"]
 
 # One thread: the tests use tiny tensors, where a second OpenMP thread only adds waiting.
 torch.set_num_threads(1)

@@ -31,7 +31,7 @@ from tests.conftest import REPO, compose_tiny, real_sample_dir
 README = REPO / "README.md"
 SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
 # the smoke preset (conf/debug/smoke.yaml), at the prepared runs' T
-TINY_RUN = ["debug=smoke", "noise_schedule.T=60"]
+TINY_RUN = ["debug=smoke", "noise_schedule.T=60", "logger.mode=disabled"]  # W&B: test_wandb
 # Commands that cannot run here, and where they are checked instead.
 NOT_HERE = {
     "python -m pytest -q": "the test suite itself",

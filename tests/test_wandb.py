@@ -173,10 +173,10 @@ def test_run_labels_read_the_experiment_and_scale_from_hydra(tmp_path):
 # --- what reaches W&B ---------------------------------------------------------------------
 
 def test_the_users_sweep_is_one_group_of_four_short_named_runs(tmp_path, cache_dir):
-    """python run.py -m attention=single,mha4 tau.projections=1x,2x, at tiny scale, offline."""
+    """python run.py -m attention=single,mha4 tau.projections=1x,2x debug=smoke: W&B offline."""
     sweep = tmp_path / "multirun" / "2026-11-30" / "12-00-00"
     cmd = [sys.executable, "run.py", "-m", "attention=single,mha4", "tau.projections=1x,2x",
-           *TINY, "logger.mode=offline", "data.n=16", "evaluate.every_epochs=1",
+           "debug=smoke", "data.n=16", "evaluate.every_epochs=1",  # smoke logs W&B offline
            "evaluate.n=4", "evaluate.classifier.epochs=1", f"data.cache_dir={cache_dir}",
            f"hydra.sweep.dir={sweep}"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
