@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 
 import pytest
 import torch
@@ -111,3 +112,24 @@ def test_quick_evaluate_for_the_training_loop(make_cfg, tmp_path, attention):
     assert again.keys() == out.keys()
     assert all(again[k] == out[k] or (math.isnan(again[k]) and math.isnan(out[k])) for k in out)
     # same seed, same weights: same numbers, so epochs compare
+
+
+def test_an_evaluation_writes_beside_its_checkpoint_and_never_replaces_one(
+        tiny_checkpoint, tmp_path, cache_dir, monkeypatch):
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(tiny_checkpoint, run / "model_ema.pt")
+    monkeypatch.chdir(elsewhere)
+    argv = [f"checkpoint={run / 'model_ema.pt'}", "n=4", "steps=3", "classifier_epochs=1",
+            "diversity_groups=2", "diversity_per_group=2", f"cache_dir={cache_dir}",
+            "wandb=disabled"]
+    main(argv)
+    assert (run / "eval.json").is_file() and not list(elsewhere.iterdir())
+    before = (run / "eval.json").read_bytes()
+    with pytest.raises(UserError, match=r"out='.*eval\.json' is invalid: .*an earlier "
+                                        r"evaluation is there"):
+        main(argv)
+    assert (run / "eval.json").read_bytes() == before
+    main([*argv, f"out={run / 'eval-again.json'}"])  # out= names another file
+    assert (run / "eval-again.json").is_file()

@@ -21,7 +21,7 @@ import pytest
 from cartoondiff.runs.files import try_lock
 from tests.conftest import REPO, TINY
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}
 for debug in ("CARTOONDIFF_DEBUG", "HYDRA_FULL_ERROR"):
     ENV.pop(debug, None)
 
@@ -100,3 +100,36 @@ def test_a_row_nested_too_deeply_is_a_damaged_row(finished_run, cache_dir, tmp_p
     assert "skipping a damaged row (nested too deeply)" in result.stdout + result.stderr
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == 3
+
+
+def _planted(tiny_checkpoint: Path, folder: Path, cache_dir: str) -> Path:
+    """A copy of the tiny model whose stored config names ``cache_dir``."""
+    from cartoondiff.inference import checkpoint as ckpt
+
+    state = ckpt.load(tiny_checkpoint)
+    state["config"]["data"]["cache_dir"] = cache_dir
+    path = folder / "model_ema.pt"
+    ckpt.save_atomic(state, path)
+    return path
+
+
+def _evaluate(checkpoint: Path, cache: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cartoondiff.evaluate",
+                           f"checkpoint={checkpoint}", "n=4", "steps=2", "classifier_epochs=1",
+                           "diversity_groups=2", "diversity_per_group=2", "wandb=disabled",
+                           f"cache_dir={cache}"], cwd=REPO, env={**ENV, **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_checkpoint_never_chooses_where_anything_is_written(tiny_checkpoint, tmp_path):
+    planted = tmp_path / "planted"
+    checkpoint = _planted(tiny_checkpoint, tmp_path / "run", str(planted))
+    result = _evaluate(checkpoint, tmp_path / "users_cache")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not planted.exists() and (tmp_path / "users_cache" / "classifiers").is_dir()
+    # an interpolation in a stored config is never resolved
+    home = tmp_path / "home"
+    hostile = _planted(tiny_checkpoint, tmp_path / "run2", "${oc.env:PLANTED_HOME}/pwned")
+    result = _evaluate(hostile, tmp_path / "users_cache", PLANTED_HOME=str(home))
+    _one_line_exit_2(result, "holds an interpolation at config.data.cache_dir")
+    assert not home.exists()

@@ -1,14 +1,15 @@
 """Evaluate a trained checkpoint: faithfulness per attribute, Fréchet distance, diversity.
 
-    python -m cartoondiff.evaluate checkpoint=PATH n=256 guidance=0,1,2,3,5 \\
-        sampler=ddim steps=20,50 seed=0 out=eval.json
+    python -m cartoondiff.evaluate checkpoint=RUN/model_ema.pt n=256 guidance=0,1,2,3,5 \\
+        sampler=ddim steps=20,50 seed=0
 
 ``guidance``, ``sampler`` and ``steps`` take one value or a comma-separated list; every
 combination is evaluated on the same conditions and seeds (ddpm always runs all T steps,
 so it appears once per guidance). The attribute classifier is trained on the checkpoint's
 own data (same source, size and crop) on first use and cached under
-``<data cache_dir>/classifiers``. Prints a table, writes JSON to ``out``. See
-docs/evaluation.md for what each number means.
+``<cache_dir>/classifiers``. Prints a table and writes JSON beside the checkpoint
+(``RUN/eval.json``; a second evaluation is refused there unless ``out=`` names another file).
+See docs/evaluation.md for what each number means.
 
 It also logs a W&B run of its own beside ``out`` (``<out folder>/wandb``): the training run's
 project and group, ``job_type=eval``, the checkpoint and the settings as config, a table with
@@ -56,7 +57,7 @@ USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] 
          "[sampler=ddim,dpmpp2m] [steps=25,50] [eta=1] [seed=0] [out=eval.json] "
          "[wandb=offline]")
 EXAMPLE = ("python -m cartoondiff.evaluate checkpoint=outputs/DATE/TIME/model_ema.pt n=256 "
-           "guidance=0,1,2 out=eval.json")
+           "guidance=0,1,2")
 # sampler, steps, eta and guidance default to the run's own sampler (its config's `sampler`)
 OPTIONS: dict[str, Any] = {
     "checkpoint": cli.Option(None, "the checkpoint to evaluate (a run's model_ema.pt, "
@@ -69,7 +70,8 @@ OPTIONS: dict[str, Any] = {
     "eta": cli.Option(None, "DDIM noise, 0 to 1; null: the run's own"),
     "seed": cli.Option(0, "seed of the conditions and the sampling noise (same for every "
                        "setting)"),
-    "out": cli.Option("eval.json", "where the results are written (JSON)"),
+    "out": cli.Option(None, "where the results are written (JSON); null: eval.json beside the "
+                      "checkpoint (its run folder), refused if an earlier evaluation is there"),
     "device": cli.Option("auto", "auto | cpu | cuda"),
     "batch_size": cli.Option(256, "images generated per batch"),
     "conditions": cli.Option("heldout", "heldout: held-out avatars' own attributes (needs "
@@ -81,9 +83,8 @@ OPTIONS: dict[str, Any] = {
                              "for the checkpoint's data, trained on first use"),
     "classifier_epochs": cli.Option(TRAIN_DEFAULTS["epochs"], "epochs of that training, when "
                                     "it happens"),
-    "cache_dir": cli.Option(None, "data and classifier cache; null: the checkpoint's data "
-                            "cache_dir, else $CARTOONDIFF_CACHE or the user cache "
-                            "($XDG_CACHE_HOME/cartoondiff, ~/.cache/cartoondiff)"),
+    "cache_dir": cli.Option(None, "data and classifier cache; null: $CARTOONDIFF_CACHE, else "
+                            "the user cache (never a folder the checkpoint names)"),
     "data_root": cli.Option(None, "the Cartoon Set folder, where the checkpoint was trained on "
                             "one that is elsewhere here; null: the checkpoint's data.root"),
     "inception": cli.Option(None, "an Inception weights file: adds Inception FID; null: the "
@@ -141,13 +142,35 @@ def check_options(opts: dict[str, Any]) -> None:
     for key, low in (("diversity_groups", 1), ("diversity_per_group", 2)):  # sampled at once
         need(opts[key] <= 1000, key, f"an integer in [{low}, 1000]")
     need(opts["conditions"] in CONDITIONS, "conditions", f"one of {CONDITIONS}")
-    check_output("out", str(opts["out"]), (".json",))  # writable, before the judge is trained
+    if opts["out"] is None:  # beside what it evaluates; an earlier result is never replaced
+        opts["out"] = str(default_out(Path(str(opts["checkpoint"]))))
+        need(not Path(opts["out"]).exists(), "out", "the name of a new file: an earlier "
+             "evaluation is there (keep it: name another out=...; or delete it)")
+    # writable, before the judge is trained; never the checkpoint or its run's record
+    checkpoint = Path(str(opts["checkpoint"]))
+    check_output("out", str(opts["out"]), (".json",),
+                 inputs=[checkpoint, run_folder_of(checkpoint)])
     for key in ("classifier", "inception"):
         need(opts[key] is None or Path(str(opts[key])).is_file(), key, "null or an existing file")
     need(opts["data_root"] is None or Path(str(opts["data_root"])).is_dir(), "data_root",
          "null or an existing folder")
     need(opts["wandb"] in (None, *tracking.MODES), "wandb", f"one of {tracking.MODES}")
     settings_grid(opts, Sampler())  # the sampler options given, checked before loading
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to: its own folder, or the one above
+    ``checkpoints/``."""
+    folder = checkpoint.expanduser().resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def default_out(checkpoint: Path) -> Path:
+    """``eval.json`` in the checkpoint's run folder (``eval-<name>.json`` for a training
+    checkpoint, so evaluations of two steps never share a name)."""
+    if checkpoint.expanduser().resolve().parent.name == "checkpoints":
+        return run_folder_of(checkpoint) / f"eval-{checkpoint.stem}.json"
+    return run_folder_of(checkpoint) / "eval.json"
 
 
 def label(run: dict[str, Any]) -> str:
@@ -210,8 +233,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     for sampler in grid:
         sampler.check_steps(T)
     data_cfg = trained.cfg
-    if opts["cache_dir"]:
-        data_cfg.data.cache_dir = opts["cache_dir"]
+    data_cfg.data.cache_dir = opts["cache_dir"]  # the user's, never one the checkpoint names
     if opts["data_root"]:
         data_cfg.data.root = opts["data_root"]
     try:  # the checkpoint's data section is data too: only the project's data module

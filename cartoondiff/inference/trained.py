@@ -64,6 +64,9 @@ def stored_config(path: Path | str, state: dict) -> DictConfig:
     if not isinstance(config, dict) or "model" not in state:
         raise ckpt.CheckpointError(f"checkpoint {path} has no model config; is it a cartoondiff "
                                    "checkpoint (checkpoints/ckpt-step*.pt or model_ema.pt)?")
+    if where := _interpolation(config):  # a stored config is resolved data: never resolve
+        raise ckpt.CheckpointError(f"checkpoint {path}: its config holds an interpolation at "
+                                   f"{where}; a stored config is data, not a template")
     try:
         cfg = OmegaConf.create(config)
     except Exception as err:  # noqa: BLE001 -- any structure OmegaConf refuses
@@ -74,6 +77,15 @@ def stored_config(path: Path | str, state: dict) -> DictConfig:
         raise ckpt.CheckpointError(f"checkpoint {path}: data.normalize={normalize!r} / "
                                    f"data.image_size={size!r} in its config are not usable")
     return cfg
+
+
+def _interpolation(node: object, key: str = "config") -> str | None:
+    """The key of the first string holding ``${`` in a nested dict or list, else None."""
+    if isinstance(node, str):
+        return key if "${" in node else None
+    items = node.items() if isinstance(node, dict) else enumerate(node) \
+        if isinstance(node, list) else ()
+    return next((found for k, v in items if (found := _interpolation(v, f"{key}.{k}"))), None)
 
 
 def load_trained(path: Path | str, device: torch.device | str = "cpu") -> TrainedModel:
