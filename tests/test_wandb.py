@@ -339,3 +339,31 @@ def test_plain_runs_have_their_own_names_and_evaluations_are_runs_of_their_own(
     assert evaluation["config"]["checkpoint"] == str(first / "model_ema.pt")
     assert [s["guidance"] for s in evaluation["config"]["settings"]] == [0, 2]
     assert evaluation["summary"]["eval/faithfulness_mean"] == {"max": max(faith)}
+
+
+def test_a_sweep_agent_drives_run_py_and_its_run_id_is_kept(tmp_path, cache_dir):
+    """What `wandb agent` runs for sweeps/attention.yaml (its command: the interpreter,
+    run.py and key=value arguments, WANDB_RUN_ID and WANDB_SWEEP_ID in the environment),
+    offline; the agent's id is the run's, recorded for a resume, which continues it."""
+    import os
+
+    import yaml
+
+    sweep = yaml.safe_load((REPO / "sweeps" / "attention.yaml").read_text(encoding="utf-8"))
+    assert sweep["program"] == "run.py" and "${args_no_hyphens}" in sweep["command"]
+    args = [f"{key}={values['values'][0]}" for key, values in sweep["parameters"].items()]
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_RUN_ID": "agent7run", "WANDB_SWEEP_ID": "sweep42"}
+    base = [sys.executable, "run.py", *args, "debug=smoke", f"data.cache_dir={cache_dir}",
+            f"hydra.run.dir={run}"]
+    out = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (run / "wandb_id.txt").read_text() == "agent7run"
+    assert only_run(run).name.endswith("-agent7run")
+    env["WANDB_RUN_ID"] = "another1"  # a later agent's id never replaces the run's own
+    out = subprocess.run([*base, "resume=auto", "trainer.max_steps=3"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (run / "wandb_id.txt").read_text() == "agent7run"
+    assert {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")} == {
+        "agent7run"}

@@ -206,7 +206,14 @@ class Tracker:
         wandb_dir = RunFolder(self.run_dir).wandb_dir
         earlier = sorted({*wandb_dir.glob(f"offline-run-*-{run_id}"),
                           *wandb_dir.glob(f"offline-run-*-{run_id}-*")}) if known else []
-        run = start_wandb(self.run_dir, mode, **init_args, id=run_id, resume="allow")
+        os.environ["WANDB_RUN_ID"] = run_id  # W&B takes it over id= (an agent sets it)
+        try:
+            run = start_wandb(self.run_dir, mode, **init_args, id=run_id, resume="allow")
+        finally:
+            if agent_id:
+                os.environ["WANDB_RUN_ID"] = agent_id
+            else:
+                os.environ.pop("WANDB_RUN_ID", None)
         if run is None:
             return None
         # Evaluations plot against epochs completed, not optimizer steps.
