@@ -95,11 +95,11 @@ def test_per_attribute_tokens_carry_one_attribute_each():
     assert torch.equal(dropped[0], tokens.null(1)[0]) and torch.equal(dropped[1], tokens(ids)[1])
 
 
-def test_global_context_reaches_every_block_and_needs_a_condition():
+def test_global_context_reaches_every_block_only_where_there_is_a_condition():
     model = build_denoiser("tiny", global_context=True)
     assert model.unet.global_embed is not None
-    with pytest.raises(ValueError, match="global_context=True is invalid"):
-        build_denoiser("tiny", attention="none", global_context=True)
+    vanilla = build_denoiser("tiny", attention="none", global_context=True)
+    assert vanilla.unet.global_embed is None and not vanilla.conditional
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])

@@ -85,7 +85,6 @@ def test_option_composes_and_builds(make_cfg, tmp_path, group, option):
         ("model.unet.num_heads=3", "model.unet.num_heads"),  # does not divide 32 channels
         ("model.unet.attention_levels=[2]", "model.unet.attention_levels"),  # 2 levels: 0, 1
         ("model.unet.norm_groups=5", "model.unet.norm_groups"),
-        ("model.unet.cross_attention=false", "model.unet.global_context"),  # nothing to add
         ("tau.projections=3x", "tau.projections"),
         ("recipe=blog tau.encoding=binary", "tau.encoding"),  # the blog's Tau has encodings
         ("tau.context_dim=16", "tau.context_dim"),  # not the UNet's 32

@@ -51,7 +51,7 @@ def test_no_value_of_the_default_run_is_set_twice():
     assert [k for k in _leaves(resolved, "") if k.endswith(".T")] == ["noise_schedule.T"]
     # what the default states, as docs/results.md's default recipe
     assert (cfg.recipe, cfg.tau._target_, cfg.diffusion.prediction) == (
-        "beyond", "cartoondiff.models.PerAttributeTau", "v")
+        "beyond_blog", "cartoondiff.models.PerAttributeTau", "v")
     assert cfg.model.unet.global_context and cfg.model.unet.scale_shift
     assert (cfg.sampler.eta, cfg.sampler.steps) == (1.0, 25)
 
@@ -61,7 +61,7 @@ def test_the_recipe_is_recorded_and_blog_still_changes_its_nodes():
     assert cfg.recipe == "blog" and cfg.tau.encoding == "onehot"
     assert cfg.diffusion.prediction == "eps" and cfg.sampler.eta == 0.0
     assert not cfg.model.unet.global_context and not cfg.model.unet.cross_attention
-    assert compose_cfg("experiment=beyond_default").recipe == "beyond"
+    assert compose_cfg("experiment=beyond_default").recipe == "beyond_blog"
 
 
 def test_the_defaults_list_has_no_hidden_order(tmp_path):
@@ -83,3 +83,40 @@ def test_the_defaults_list_has_no_hidden_order(tmp_path):
             shuffled = compose("config", overrides=overrides)
         assert shuffled == compose_cfg(*overrides), overrides
 
+
+
+# Where each group's files may write: their own node, with two exceptions by design. The
+# attention group says how the UNet reads Tau's tokens (under model.unet), and a model size
+# sets Tau's widths. Presets (recipe, scale, experiment, debug) change several nodes at once.
+WRITES = {
+    "data": ("data",),
+    "model": ("model", "tau.hidden_dim", "tau.context_dim", "tau.n_tokens"),
+    "tau": ("tau",),
+    "attention": ("model.unet.cross_attention", "model.unet.num_heads"),
+    "noise_schedule": ("noise_schedule",),
+    "sampler": ("sampler",),
+    "optim": ("optim",),
+}
+PRESETS = ("recipe", "scale", "experiment", "debug", "hydra")
+
+
+def test_every_group_file_writes_only_under_its_own_node():
+    groups = {p.name for p in (REPO / "conf").iterdir() if p.is_dir()}
+    assert groups == set(WRITES) | set(PRESETS), "a new group: say here what it may write"
+    for group, allowed in WRITES.items():
+        for path in sorted((REPO / "conf" / group).glob("*.yaml")):
+            stray = [key for key in _placed_leaves(path, group)
+                     if not any(key == a or key.startswith(a + ".") for a in allowed)]
+            assert not stray, f"{path.relative_to(REPO)} writes {stray} outside {allowed}"
+
+
+def test_the_vanilla_model_has_no_condition_anywhere():
+    """attention=none sets only how the UNet reads tokens, yet no condition is left: no Tau,
+    no global context, whatever the model size says about global context."""
+    from cartoondiff.config import build_model
+
+    for size in ("tiny", "small"):
+        model = build_model(compose_cfg("attention=none", f"model={size}"))
+        assert not model.conditional and model.tau is None
+        assert model.unet.global_embed is None and model.unet.context_dim is None
+    assert compose_cfg("attention=none").model.unet.global_context  # the size's own value

@@ -171,7 +171,7 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
     if head.startswith(("python -m cartoondiff.figures", "python -m cartoondiff.report",
                         "python -m cartoondiff.sample")):
         if "forward" in argv:
-            argv += ["data.image_size=16", "data.n=8", f"data.cache_dir={ws.cache_dir}"]
+            argv += ["data.image_size=16", f"data.cache_dir={ws.cache_dir}"]
         if not any(a.startswith("out=") for a in argv):  # the default lands in the cwd
             argv.append(f"out={out / ('figures' if 'blog' in argv else 'figure.png')}")
         return argv

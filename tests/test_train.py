@@ -39,10 +39,10 @@ def test_two_steps_of_every_ablation(
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in rows)
     assert (tmp_path / "samples" / "final.png").is_file()
     saved = OmegaConf.load(tmp_path / "config.yaml")
-    assert saved.recipe == "beyond" and saved.tau.projections == projections  # one copy
+    assert saved.recipe == "beyond_blog" and saved.tau.projections == projections  # one copy
     assert "tau" not in saved.model and "betas" not in saved.diffusion
     (last,) = run_folder.list_checkpoints(tmp_path / "checkpoints")[-1:]
-    assert ckpt.load(last)["config"]["recipe"] == "beyond"
+    assert ckpt.load(last)["config"]["recipe"] == "beyond_blog"
 
 
 def test_resume_is_exact(make_cfg, tmp_path):

@@ -197,7 +197,7 @@ def test_the_users_sweep_is_one_group_of_four_short_named_runs(tmp_path, cache_d
         assert config["sweep"] == {"attention": attention, "tau.projections": projections}
         assert config["choices"]["attention"] == attention
         assert config["tau"]["projections"] == projections and "tau" not in config["model"]
-        assert config["recipe"] == "beyond"  # the recipe is on the record
+        assert config["recipe"] == "beyond_blog"  # the recipe is on the record
         assert run["tags"] == [f"attention={attention}", f"tau.projections={projections}"]
         # Evaluation ran after the first epoch: eval/* plot against epoch, best in summary.
         metrics = {r["metric"].get("name") or r["metric"]["glob_name"]: r["metric"]
