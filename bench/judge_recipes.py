@@ -3,7 +3,7 @@
 For every recipe (a JSON object of ``train_classifier`` settings; ``{}`` = the defaults) it
 trains the attribute classifier on the default run's data (synthetic, n = 10,000, 32 px),
 reports the process CPU time of the training (comparable on a shared machine, unlike wall
-time) and the held-out accuracy under each perturbation of ``cartoondiff.evaluate.perturb``
+time) and the held-out accuracy under each perturbation of ``cartoondiff.evaluate.judge.perturb``
 (perturbation seed 1), for the attributes the issue's floors name plus the mean of 18.
 
     python bench/judge_recipes.py '{}' \
@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cartoondiff.data.dataset import load_avatar_data  # noqa: E402
-from cartoondiff.evaluate.classifier import train_classifier  # noqa: E402
-from cartoondiff.evaluate.judge import robustness  # noqa: E402
+from cartoondiff.evaluate.judge import train_classifier  # noqa: E402
+from cartoondiff.evaluate.judge.__main__ import robustness  # noqa: E402
 
 SHOWN = ("glasses", "facial_hair", "face_shape", "hair", "face_color", "hair_color")
 

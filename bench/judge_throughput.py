@@ -26,12 +26,12 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
 
 from bench.common import time_rounds  # noqa: E402
 from cartoondiff.attributes import COUNTS  # noqa: E402
-from cartoondiff.evaluate.classifier import (  # noqa: E402
+from cartoondiff.evaluate.judge import (  # noqa: E402
     TRAIN_DEFAULTS,
     AttributeClassifier,
     attribute_loss,
 )
-from cartoondiff.evaluate.perturb import augment  # noqa: E402
+from cartoondiff.evaluate.judge.perturb import augment  # noqa: E402
 
 LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
 

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cartoondiff.data.synthesize import render_arrays  # noqa: E402
-from cartoondiff.evaluate.perturb import box_blur, perturb  # noqa: E402
+from cartoondiff.evaluate.judge.perturb import box_blur, perturb  # noqa: E402
 from cartoondiff.inference import generate, load_trained  # noqa: E402
 from cartoondiff.runs import cli  # noqa: E402
 
@@ -63,4 +63,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    cli.run(main)  # a missing or damaged checkpoint: one line naming it, exit 2
+    cli.execute(main)  # a missing or damaged checkpoint: one line naming it, exit 2

@@ -225,7 +225,7 @@ def main(argv: Sequence[str]) -> str:
 
 def console() -> None:
     """Console script ``cartoondiff-report``."""
-    cli.run(main)
+    cli.execute(main)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from cartoondiff.runs.cli import conf_dir
 
 
 def _train(cfg: DictConfig) -> None:
-    from cartoondiff.runs.cli import run
+    from cartoondiff.runs.cli import execute
     from cartoondiff.train import train
 
     def train_and_exit(argv: list[str]) -> None:  # noqa: ARG001 -- Hydra parsed the command
@@ -31,7 +31,7 @@ def _train(cfg: DictConfig) -> None:
             # resume=auto ...; do ...`) see a preemption, not a finished run.
             sys.exit(128 + metrics["stopped_by_signal"])
 
-    run(train_and_exit, [])
+    execute(train_and_exit, [])
 
 
 def main() -> None:

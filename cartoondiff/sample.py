@@ -137,7 +137,7 @@ def main(argv: list[str]) -> Path:
 
 def console() -> None:
     """Console script ``cartoondiff-sample``."""
-    cli.run(main)
+    cli.execute(main)
 
 
 if __name__ == "__main__":

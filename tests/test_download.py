@@ -254,7 +254,7 @@ def test_unreachable_host_gives_offline_error(tmp_path: Path,
     with pytest.raises(dl.DownloadError, match=offline):
         dl.download("cartoonset10k", tmp_path, url=url, progress=False)
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(dl.main, ["cartoonset10k", f"dest={tmp_path}", f"url={url}"])
+        cli.execute(dl.main, ["cartoonset10k", f"dest={tmp_path}", f"url={url}"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "could not reach" in err and err.count("\n") == 1

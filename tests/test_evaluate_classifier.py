@@ -12,7 +12,7 @@ import torch
 
 from cartoondiff.attributes import COUNTS, NAMES
 from cartoondiff.data.dataset import AvatarData, load_avatar_data
-from cartoondiff.evaluate import classifier as C
+from cartoondiff.evaluate import judge as C
 from cartoondiff.evaluate.evaluator import EvaluationError, evaluate_generator, reference_set
 from tests.faults import flip_a_tensor_bit
 

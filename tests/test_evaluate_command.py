@@ -12,7 +12,7 @@ import torch
 
 from cartoondiff.config import build, build_diffusion, build_model
 from cartoondiff.diffusion import Sampler
-from cartoondiff.evaluate import classifier as C
+from cartoondiff.evaluate import judge as C
 from cartoondiff.evaluate.__main__ import main, settings_grid
 from cartoondiff.evaluate.evaluator import quick_evaluate
 from cartoondiff.runs.errors import UserError

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cartoondiff.attributes import NAMES
-from cartoondiff.evaluate import classifier as C
-from cartoondiff.evaluate import judge
-from cartoondiff.evaluate.perturb import KINDS, NOISE_SIGMA, augment, perturb
+from cartoondiff.evaluate import judge as C
+from cartoondiff.evaluate.judge import __main__ as judge
+from cartoondiff.evaluate.judge.perturb import KINDS, NOISE_SIGMA, augment, perturb
 
 
 def dot(n: int = 4, size: int = 9) -> torch.Tensor:

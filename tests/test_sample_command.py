@@ -62,7 +62,7 @@ def test_a_checkpoint_of_an_earlier_version_is_refused_in_one_line(tiny_checkpoi
     old = tmp_path / "old.pt"  # as cartoondiff 0.1 wrote them: no format, no version
     torch.save({k: v for k, v in state.items() if k not in ("format", "cartoondiff")}, old)
     with pytest.raises(SystemExit) as info:
-        cli.run(sample.main, [f"checkpoint={old}", f"out={tmp_path / 'x.png'}"])
+        cli.execute(sample.main, [f"checkpoint={old}", f"out={tmp_path / 'x.png'}"])
     assert info.value.code == 2
     assert capsys.readouterr().err == (
         f"error: checkpoint {old} was written by cartoondiff 0.1 (checkpoint format 1); this "

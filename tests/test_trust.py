@@ -20,7 +20,7 @@ import torch
 from cartoondiff import sample
 from cartoondiff.attributes import SchemaError
 from cartoondiff.evaluate import __main__ as evaluate_cli
-from cartoondiff.evaluate import classifier as C
+from cartoondiff.evaluate import judge as C
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference import load_trained
 from cartoondiff.runs import folder as run_folder

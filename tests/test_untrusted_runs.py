@@ -35,7 +35,7 @@ for command, argv in json.loads(sys.argv[1]):
     print("=== begin", file=sys.stderr, flush=True)
     main = train if command == "train" else importlib.import_module(command).main
     try:
-        cli.run(main, argv)
+        cli.execute(main, argv)
         code = 0
     except SystemExit as err:
         code = err.code

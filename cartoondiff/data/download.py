@@ -441,4 +441,4 @@ def main(argv: list[str]) -> Path:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.execute(main)

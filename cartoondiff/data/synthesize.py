@@ -190,4 +190,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.execute(main)

@@ -1,17 +1,10 @@
-"""Evaluation: an attribute classifier, faithfulness, Fréchet distance, diversity.
+"""Evaluation: the judge (an attribute classifier), faithfulness, Fréchet distance, diversity.
 
 ``python -m cartoondiff.evaluate checkpoint=PATH ...`` is the command; the training loop
 calls ``quick_evaluate`` and keeps the best checkpoint with ``BestTracker``. See
 docs/evaluation.md for the definitions.
 """
 
-from cartoondiff.evaluate.classifier import (
-    AttributeClassifier,
-    TrainedClassifier,
-    load_classifier,
-    load_or_train_classifier,
-    train_classifier,
-)
 from cartoondiff.evaluate.evaluator import (
     BestTracker,
     evaluate_generator,
@@ -20,6 +13,13 @@ from cartoondiff.evaluate.evaluator import (
     model_generator,
     quick_evaluate,
     reference_set,
+)
+from cartoondiff.evaluate.judge import (
+    AttributeClassifier,
+    TrainedClassifier,
+    load_classifier,
+    load_or_train_classifier,
+    train_classifier,
 )
 from cartoondiff.evaluate.metrics import frechet_distance
 

@@ -32,11 +32,6 @@ from cartoondiff import attributes
 from cartoondiff.config import DATA_TARGETS, build
 from cartoondiff.diffusion import Sampler
 from cartoondiff.evaluate import metrics as M
-from cartoondiff.evaluate.classifier import (
-    TRAIN_DEFAULTS,
-    load_classifier,
-    load_or_train_classifier,
-)
 from cartoondiff.evaluate.evaluator import (
     CONDITIONS,
     evaluate_generator,
@@ -45,6 +40,11 @@ from cartoondiff.evaluate.evaluator import (
     reference_set,
 )
 from cartoondiff.evaluate.inception import InceptionFeatures
+from cartoondiff.evaluate.judge import (
+    TRAIN_DEFAULTS,
+    load_classifier,
+    load_or_train_classifier,
+)
 from cartoondiff.inference import load_trained
 from cartoondiff.inference.checkpoint import CheckpointError
 from cartoondiff.runs import cli, tracking
@@ -336,7 +336,7 @@ def tracking_config(cfg: Any) -> dict[str, Any]:
 
 def console() -> None:
     """Console script ``cartoondiff-evaluate``."""
-    cli.run(main)
+    cli.execute(main)
 
 
 if __name__ == "__main__":

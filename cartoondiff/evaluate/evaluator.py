@@ -22,8 +22,8 @@ from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.diffusion import Diffusion, Sampler
 from cartoondiff.evaluate import metrics as M
-from cartoondiff.evaluate.classifier import TrainedClassifier, data_identity
 from cartoondiff.evaluate.inception import InceptionFeatures
+from cartoondiff.evaluate.judge import TrainedClassifier, data_identity
 from cartoondiff.inference import generate
 from cartoondiff.runs.errors import UserError
 

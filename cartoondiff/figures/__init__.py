@@ -210,4 +210,4 @@ def main(argv: Sequence[str]) -> Path:
 
 def console() -> None:
     """Console script ``cartoondiff-figures``."""
-    cli.run(main)
+    cli.execute(main)

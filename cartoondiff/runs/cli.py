@@ -9,9 +9,9 @@ name holds ``=`` (Hydra's ``multirun/.../0_attention=single``) is a positional a
 any other. Commands that take Hydra overrides (``figures forward``) receive the other
 ``key=value`` arguments.
 
-``run`` turns a ``UserError`` (a bad option, file or checkpoint) into one line on
-stderr and exit status 2; ``CARTOONDIFF_DEBUG=1`` (or ``HYDRA_FULL_ERROR=1``) keeps the
-traceback for debugging.
+``execute`` runs a command and turns a ``UserError`` (a bad option, file or checkpoint) into
+one line on stderr and exit status 2; ``CARTOONDIFF_DEBUG=1`` (or ``HYDRA_FULL_ERROR=1``)
+keeps the traceback for debugging.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def parse(argv: Sequence[str], options: Mapping[str, Any], usage: str,
     return args
 
 
-def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
+def execute(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> None:
     """Run a command's ``main(argv)``: a ``UserError`` becomes one line and exit status 2."""
     try:
         main(sys.argv[1:] if argv is None else argv)

@@ -375,7 +375,7 @@ class Trainer:
                 self.tracker.log_image("samples", drawn[0], self.step, f"epoch {epoch}",
                                        drawn[1])
         if self.evaluator.due(epochs_done):
-            scores = self.evaluator.run(self.ema.shadow, self.step, self.config_dict)
+            scores = self.evaluator.evaluate(self.ema.shadow, self.step, self.config_dict)
             self.tracker.log({**scores, "epoch": epochs_done}, self.step)  # eval/* vs epoch
 
     def _draw_grid(self, name: str) -> tuple[Path, list[str]] | None:

@@ -231,4 +231,4 @@ def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.execute(main)

@@ -17,7 +17,7 @@ from cartoondiff.data.cache import resolve_cache_dir
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.diffusion import Diffusion, Sampler
 from cartoondiff.evaluate import BestTracker, metric_names, quick_evaluate
-from cartoondiff.evaluate.classifier import (
+from cartoondiff.evaluate.judge import (
     TRAIN_SETTINGS,
     AttributeClassifier,
     ClassifierError,
@@ -93,7 +93,7 @@ class PeriodicEvaluator:
     def due(self, epochs_done: int) -> bool:
         return self.every_epochs > 0 and epochs_done > 0 and epochs_done % self.every_epochs == 0
 
-    def run(self, model: nn.Module, step: int, config: dict[str, Any]) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, step: int, config: dict[str, Any]) -> dict[str, float]:
         """Evaluate ``model`` (the EMA weights); export it when it is the best so far."""
         assert self.data is not None, "attach(data) first"
         if self._classifier is None:

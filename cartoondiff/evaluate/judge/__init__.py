@@ -1,4 +1,7 @@
-"""An attribute classifier: the judge that turns "the hair looks green" into a number.
+"""The judge: an attribute classifier that turns "the hair looks green" into a number.
+
+This package holds the judge (here), the perturbations it trains with and is measured under
+(``perturb``), and the command that measures it (``python -m cartoondiff.evaluate.judge``).
 
 A small CNN with one linear head per attribute (18 heads, sized from ``attributes.COUNTS``),
 trained on labeled avatars at the diffusion model's image size. Its held-out accuracy per
@@ -35,7 +38,7 @@ from torch import nn
 from cartoondiff.attributes import COUNTS, NAMES, NUM_ATTRIBUTES
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
-from cartoondiff.evaluate.perturb import augment
+from cartoondiff.evaluate.judge.perturb import augment
 from cartoondiff.inference.checkpoint import read_safely, save_atomic
 from cartoondiff.runs import interrupt
 from cartoondiff.runs.errors import UserError

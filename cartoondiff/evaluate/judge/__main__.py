@@ -4,7 +4,7 @@
 
 Loads (or trains and caches, exactly as the first in-training evaluation of ``python run.py``
 would) the attribute classifier of the run that the given Hydra overrides compose, applies
-each perturbation of ``cartoondiff.evaluate.perturb.KINDS`` (clean, shift1, shift2, blur,
+each perturbation of ``cartoondiff.evaluate.judge.perturb.KINDS`` (clean, shift1, shift2, blur,
 noise, shift1_blur) to its held-out avatars, and writes JSON: one key per perturbation, each
 mapping every attribute name to its accuracy, plus ``judge`` (file, settings, counts).
 ``classifier=PATH`` measures a saved classifier instead (it must have been trained on the
@@ -20,7 +20,7 @@ from typing import Any
 
 from cartoondiff import attributes
 from cartoondiff.config import DATA_TARGETS, build
-from cartoondiff.evaluate.classifier import (
+from cartoondiff.evaluate.judge import (
     ClassifierError,
     TrainedClassifier,
     attribute_accuracy,
@@ -28,7 +28,7 @@ from cartoondiff.evaluate.classifier import (
     load_classifier,
     load_or_train_classifier,
 )
-from cartoondiff.evaluate.perturb import KINDS, NOISE_SIGMA, perturb
+from cartoondiff.evaluate.judge.perturb import KINDS, NOISE_SIGMA, perturb
 from cartoondiff.runs import cli
 from cartoondiff.runs.devices import pick_device
 from cartoondiff.runs.errors import SEED_RULE, ArgumentError, is_seed
@@ -104,4 +104,4 @@ def main(argv: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.execute(main)
