@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from cartoondiff.runs.cli import conf_dir
+from cartoondiff.runs.cli import COMMAND_ENV, compose, conf_dir, execute
+from cartoondiff.runs.files import check_folder
+
+# Hydra flags after which the command line is Hydra's own business, and those taking a value.
+UNCHECKED_FLAGS = ("-sc", "--shell-completion", "-cp", "-cn", "-cd", "--hydra-help",
+                   "--version", "-i", "--experimental-rerun")
+FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p")
 
 
 def _train(cfg: DictConfig) -> None:
-    from cartoondiff.runs.cli import execute
     from cartoondiff.train import train
 
     def train_and_exit(argv: list[str]) -> None:  # noqa: ARG001 -- Hydra parsed the command
@@ -36,13 +41,62 @@ def _train(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``cartoondiff-train``: compose the config from the command line, train."""
+    # how the command was typed, for its --help and the resume line it prints on a stop
+    os.environ.setdefault(COMMAND_ENV, typed_command())
     if os.environ.get("RANK", "0") != "0":
-        # torchrun: Hydra would give every process its own output directory. Ranks > 0 get a
-        # throwaway one; train() uses rank 0's for everything.
-        sys.argv += ["hydra.output_subdir=null",
-                     f"hydra.run.dir={tempfile.gettempdir()}/cartoondiff-rank{os.environ['RANK']}"]
+        # torchrun: ranks > 0 write nothing of their own (train() uses rank 0's folder for
+        # everything): no Hydra folder, no run.log; their warnings go to stderr.
+        sys.argv += ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled"]
+    else:
+        execute(check_command_line, sys.argv[1:])
     # Hydra names the job after the task's module: "run" (run.log) in every form.
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_train)()
+
+
+def typed_command() -> str:
+    """``python run.py``, ``cartoondiff-train`` or ``python -m cartoondiff.run``."""
+    program = Path(sys.argv[0])
+    if program.name.startswith("cartoondiff-"):
+        return program.name
+    return "python -m cartoondiff.run" if program.resolve() == Path(__file__).resolve() \
+        else "python run.py"
+
+
+def check_command_line(args: list[str]) -> None:
+    """The overrides composed before Hydra runs, so a mistake in one is a single line and
+    exit 2 (Hydra prints several lines, or a traceback after --help); each value of a sweep
+    is composed once, beside the others' first values. Where Hydra is asked for something
+    else (shell completion, another config), it is left to Hydra. The run and sweep folders
+    must be folders that can be written."""
+    if any(a in UNCHECKED_FLAGS or a.startswith(("--config", "--info")) for a in args):
+        return
+    overrides = [a for i, a in enumerate(args) if not a.startswith("-")
+                 and not (i and args[i - 1] in FLAGS_WITH_VALUE)]
+    choices = [sweep_values(o) for o in overrides]
+    firsts = [values[0] for values in choices]
+    compose(firsts)
+    for i, values in enumerate(choices):
+        for other in values[1:]:
+            compose([*firsts[:i], other, *firsts[i + 1:]])
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir"):
+            check_folder(key, value)
+
+
+def sweep_values(override: str) -> list[str]:
+    """``key=a,b`` -> ``[key=a, key=b]`` (also ``range()`` and ``choice()``); any other
+    override -> ``[override]``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([override])[0]
+        if parsed.is_sweep_override():
+            key = parsed.get_key_element()
+            return [f"{key}={value}" for value in parsed.sweep_string_iterator()]
+    except Exception:  # noqa: BLE001 -- what Hydra cannot parse, composing names
+        pass
+    return [override]
 
 
 if __name__ == "__main__":

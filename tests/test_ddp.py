@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -25,11 +26,15 @@ def runs(tmp_path_factory):
     single = base / "single"
     subprocess.run([sys.executable, "run.py", *COMMON, env_cache, f"hydra.run.dir={single}"],
                    cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
-    ddp = base / "ddp"
+    ddp, cwd = base / "ddp", base / "cwd"
+    cwd.mkdir()
+    (base / "tmp").mkdir()
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "run.py", *COMMON, env_cache, "trainer.strategy=ddp", f"hydra.run.dir={ddp}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+         str(REPO / "run.py"), *COMMON, env_cache, "trainer.strategy=ddp",
+         f"hydra.run.dir={ddp}"],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TMPDIR": str(base / "tmp"), "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-3000:]
     return single, ddp, out
 
@@ -54,3 +59,6 @@ def test_only_rank_zero_writes(runs):
     assert out.stdout.count("output directory:") == 1
     assert (ddp / "model_ema.pt").is_file()
     assert len(list((ddp / "checkpoints").glob("ckpt-step*.pt"))) == 2
+    # rank 1 writes nothing of its own: no log in the folder it ran from, nor in a shared /tmp
+    assert [p.name for p in (ddp.parent / "cwd").iterdir()] == []
+    assert not list((ddp.parent / "tmp").iterdir())

@@ -133,3 +133,20 @@ def test_a_checkpoint_never_chooses_where_anything_is_written(tiny_checkpoint, t
     result = _evaluate(hostile, tmp_path / "users_cache", PLANTED_HOME=str(home))
     _one_line_exit_2(result, "holds an interpolation at config.data.cache_dir")
     assert not home.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--help", "bogus=1"], "Could not override 'bogus'. To append to your config use +bogus=1"),
+    (["-m", "attention=single,bogus"], "Could not find 'attention/bogus'"),
+    (["model.tau.projections=2x"], "Could not override 'model.tau.projections'"),
+    (["hydra.run.dir=A_FILE"], "hydra.run.dir='A_FILE' is invalid: expected a folder: A_FILE is "
+                               "a file"),
+])
+def test_a_mistake_on_the_training_command_line_is_one_line(tmp_path, args, message):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    args = [a.replace("A_FILE", str(a_file)) for a in args]
+    result = subprocess.run([sys.executable, "run.py", *TINY, *args], cwd=REPO, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    _one_line_exit_2(result, message.replace("A_FILE", str(a_file)))
+    assert result.stderr.strip().count("\n") == 0, result.stderr

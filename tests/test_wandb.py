@@ -152,6 +152,13 @@ def test_sweep_folders_stay_short_and_flat_with_paths_and_30_overrides(tmp_path)
         "hydra:\n  overrides:\n    task:\n" + "".join(f"    - {o},x\n" for o in many))
     name = sweep_subdir(0, many, str(tmp_path))
     assert len(name) <= run_naming.MAX_NAME + 2 and "/" not in name
+    # A sweep of one job (python run.py -m attention=mha4 tau.projections=2x): its overrides.
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - attention=mha4\n    - tau.projections=2x\n"
+        "    - trainer.device=cpu\n")
+    one = ["attention=mha4", "tau.projections=2x", "trainer.device=cpu"]
+    assert sweep_subdir(0, one, str(tmp_path)) == "0_attention=mha4,tau.projections=2x"
+    assert sweep_subdir(0, [], str(tmp_path)) == "0_run"
 
 
 def test_run_labels_read_the_experiment_and_scale_from_hydra(tmp_path):

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from cartoondiff.runs.errors import UserError
 
 USAGE_ERROR = 2  # the exit status of a usage mistake, as argparse and most Unix tools use
+COMMAND_ENV = "CARTOONDIFF_COMMAND"  # how the training command was typed (its help, resumes)
 DEBUG_VARIABLES = ("CARTOONDIFF_DEBUG", "HYDRA_FULL_ERROR")
 
 
@@ -212,4 +213,6 @@ def compose(overrides: Sequence[str]) -> DictConfig:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return hydra_compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        raise UsageError(str(err).strip().splitlines()[0]) from None
+        lines = str(err).strip().splitlines()
+        hint = [line for line in lines[1:2] if line.startswith("To append")]  # +key=value
+        raise UsageError(" ".join(lines[:1] + hint)) from None

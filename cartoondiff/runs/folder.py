@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from cartoondiff.runs.cli import COMMAND_ENV
 from cartoondiff.runs.errors import ConfigError, UserError
 from cartoondiff.runs.files import ReadError, read_regular, try_lock, write_text_atomic
 
@@ -231,7 +232,8 @@ def resume_command(run_dir: Path) -> str:
         return f"train(cfg, run_dir={str(run_dir)!r}) with resume=auto in cfg"
     keep = [o for o in HydraConfig.get().overrides.task
             if not o.startswith(("resume=", "hydra.run.dir="))]
-    return shlex.join(["python", "run.py", *keep, "resume=auto", f"hydra.run.dir={run_dir}"])
+    command = shlex.split(os.environ.get(COMMAND_ENV, "python run.py"))  # as it was typed
+    return shlex.join([*command, *keep, "resume=auto", f"hydra.run.dir={run_dir}"])
 
 
 

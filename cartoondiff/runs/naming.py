@@ -270,10 +270,12 @@ def run_labels(logger: DictConfig | Mapping[str, Any]) -> RunLabels:
 
 
 def sweep_subdir(num: int, job_overrides: Sequence[str], sweep_dir: str) -> str:
-    """A sweep job's folder: ``NUM_key=value,...`` of the keys the sweep varies (``NUM`` alone
-    when it varies none). Used by ``hydra.sweep.subdir`` in conf/config.yaml."""
-    swept = swept_items(list(job_overrides), read_sweep_overrides(sweep_dir))
-    return f"{num}_{describe(swept)}" if swept else str(num)
+    """A sweep job's folder: ``NUM_key=value,...`` of the keys the sweep varies; where it
+    varies none (``-m`` with one job), of its overrides but the plumbing, as its W&B name
+    (``NUM_run`` with none). Used by ``hydra.sweep.subdir`` in conf/config.yaml."""
+    swept = swept_items(list(job_overrides), read_sweep_overrides(sweep_dir)) or [
+        item for item, _ in _parse(job_overrides) if not _plumbing(item.key)]
+    return f"{num}_{describe(swept) if swept else PLAIN}"
 
 
 class RegisterResolvers(Callback):
