@@ -61,4 +61,4 @@ def test_only_rank_zero_writes(runs):
     assert len(list((ddp / "checkpoints").glob("ckpt-step*.pt"))) == 2
     # rank 1 writes nothing of its own: no log in the folder it ran from, nor in a shared /tmp
     assert [p.name for p in (ddp.parent / "cwd").iterdir()] == []
-    assert not list((ddp.parent / "tmp").iterdir())
+    assert not list((ddp.parent / "tmp").glob("cartoondiff*"))  # torch's own files aside
