@@ -1,8 +1,9 @@
 """The training loop: ``train(cfg) -> metrics``. ``run.py`` is a thin Hydra wrapper around it.
 
 One optimizer step consumes ``grad_accum`` batches. Everything the loop needs to continue
-exactly (weights, EMA, optimizer, LR schedule, grad scaler, step, RNG states) goes into each
-checkpoint; the data position is derived from the step (``batches seen = step * grad_accum``).
+exactly (weights, EMA, optimizer, LR schedule, grad scaler, step, the training's own random
+streams: ``train/seeding.py``) goes into each checkpoint; the data position is derived from
+the step (``batches seen = step * grad_accum``).
 
 ``Trainer.fit`` reads as the loop it is: a step, the logging window, the end of an epoch
 (grid, evaluation), a checkpoint, a stop signal. Everything is built and checked in
