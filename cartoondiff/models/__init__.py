@@ -1,4 +1,6 @@
-"""The denoising network: UNet, attention blocks, Tau conditioning."""
+"""The denoising network f(x_t, t, context): the UNet, its attention blocks and embeddings, and
+Tau, which turns the 18 attributes into context tokens (``Tau``, ``PerAttributeTau``); the
+``Denoiser`` joins them. It knows nothing of the noise schedule."""
 
 from cartoondiff.models.attention import AttentionBlock
 from cartoondiff.models.denoiser import Denoiser

@@ -1,4 +1,7 @@
-"""Training: the loop, EMA, checkpoints, and reproducible batches."""
+"""Training: the loop (``loop``), the training's own random streams (``seeding``), batches
+(``batches``), EMA, LR schedules (``lr``), the trainer settings, data-parallel training
+(``distributed``), the periodic evaluation (``periodic_eval``) and the memory anatomy command
+(``python -m cartoondiff.train.memory``)."""
 
 from cartoondiff.train.loop import train
 
