@@ -1,12 +1,16 @@
-"""The README is the contract: every command in it runs, as written, at tiny scale.
+"""The README and the docs pages it hands over to are the contract: every command in them
+runs, as written, at tiny scale.
 
-Commands are collected from the README's ```bash blocks and from its inline `python ...`
-spans, and from the command lines in the comments of experiments/*.yaml. Each is run in a
-subprocess from the repository root after the same substitutions a careful reader would make
-on a small machine: placeholders (``DIR``, ``outputs/DATE/TIME``, ``RUN_A``, ``...``) become
-prepared folders, outputs go to a temporary folder, and training commands get the tiny
-settings of the other tests appended (command-line overrides given last win). A command this
-runner does not know fails the test, so a new README command cannot go unchecked.
+Commands are collected from the ```bash blocks and the inline `python ...` spans of the README
+and of the docs pages in ``DOC_PAGES`` (an inline ``python -m NAME`` with no arguments names a
+command in prose and is not run), and from the command lines in the comments of
+experiments/*.yaml. Each is run in a subprocess from the repository root after the same
+substitutions a careful reader would make on a small machine: placeholders (``DIR``,
+``outputs/DATE/TIME``, ``multirun/DATE/TIME/*``, ``RUN_A``, ``...``) become prepared folders,
+outputs go to a temporary folder, and training commands get the tiny settings of the other
+tests appended (command-line overrides given last win). A command this runner does not know
+fails the test, so a command moved from the README to a docs page cannot go unchecked, and a
+docs page is either collected or says why not (``NOT_COLLECTED``).
 """
 
 from __future__ import annotations
@@ -29,14 +33,35 @@ import pytest
 from tests.conftest import REPO, compose_tiny, real_sample_dir
 
 README = REPO / "README.md"
-SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
+# The docs pages that took over the README's topics: their commands run as the README's do.
+DOC_PAGES = ("docs/configuration.md", "docs/data.md", "docs/commands.md", "docs/figures.md",
+             "docs/wandb.md", "docs/beyond-one-machine.md")
+# Pages whose commands this test does not run, and why.
+NOT_COLLECTED = {
+    "docs/results.md": "the commands that made its numbers: full trainings and evaluations",
+    "docs/benchmarks.md": "benchmarks of minutes each and the GPU session's commands",
+    "docs/evaluation.md": "full-size evaluations and judge recipes; the evaluation commands "
+                          "run from docs/commands.md",
+    "docs/reliability.md": "it names tests, which the suite runs",
+}
 # the smoke preset (conf/debug/smoke.yaml), at the prepared runs' T
 TINY_RUN = ["debug=smoke", "noise_schedule.T=60", "logger.mode=disabled"]  # W&B: test_wandb
 # Commands that cannot run here, and where they are checked instead.
 NOT_HERE = {
+    "python3 -m venv .venv && . .venv/bin/activate": "makes the virtualenv the tests run in",
+    "pip install -r requirements.txt": "installs into this environment; tests/test_package.py "
+                                       "installs the project into a scratch one",
     "python -m pytest -q": "the test suite itself",
     "wandb leet outputs/DATE/TIME/wandb": "an interactive terminal UI (its inspect form runs)",
     "wandb sync outputs/DATE/TIME/wandb/offline-run-*": "needs a W&B account and a network",
+    "wandb sync multirun/DATE/TIME/*/wandb/offline-run-*": "needs a W&B account and a network",
+    "wandb sweep --project cartoondiff sweeps/attention.yaml": (
+        "needs a W&B account and a network; what the agent then runs is run by "
+        "tests/test_wandb.py::test_a_sweep_agent_drives_run_py_and_its_run_id_is_kept"),
+    "wandb agent ENTITY/cartoondiff/SWEEP_ID": (
+        "needs a W&B account and a network; tests/test_wandb.py::"
+        "test_a_sweep_agent_drives_run_py_and_its_run_id_is_kept drives run.py as the agent "
+        "does, offline"),
     "bash bench/gpu_session.sh OUT": "run at tiny scale by tests/test_gpu_session.py",
     "pip install .": "installs into this environment; tests/test_package.py installs the wheel "
                      "into a scratch one and runs its commands from another folder",
@@ -59,18 +84,34 @@ def _code_spans(text: str) -> list[str]:
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     for span in re.findall(r"`([^`]+)`", prose):
         span = " ".join(span.split())
+        if re.fullmatch(r"python -m [\w.]+", span):  # a command named in prose, not run
+            continue
         if span.startswith(("python ", "bash ", "torchrun ", "wandb ")) and "..." not in span[:9]:
             commands.append(span)
     return list(dict.fromkeys(commands))
 
 
-def readme_commands() -> list[str]:
-    """The README's commands, installed names in their checkout form (each runs once)."""
+def page_commands(page: str) -> list[str]:
+    """A page's commands, installed names in their checkout form."""
     commands = []
-    for command in _code_spans(README.read_text(encoding="utf-8")):
+    for command in _code_spans((REPO / page).read_text(encoding="utf-8")):
         name, _, rest = command.partition(" ")
         commands.append(f"{INSTALLED[name]} {rest}".strip() if name in INSTALLED else command)
     return list(dict.fromkeys(commands))
+
+
+def readme_commands() -> list[str]:
+    """The README's commands (each runs once)."""
+    return page_commands("README.md")
+
+
+def docs_commands() -> dict[str, str]:
+    """The commands of the README and of DOC_PAGES, each once, with the page it is first on."""
+    found: dict[str, str] = {}
+    for page in ("README.md", *DOC_PAGES):
+        for command in page_commands(page):
+            found.setdefault(command, page)
+    return found
 
 
 def experiment_commands() -> list[str]:
@@ -91,8 +132,8 @@ def same_command(command: str) -> str:
 
 
 def experiment_commands_to_run() -> list[str]:
-    """The experiments' commands the README test does not already run (each runs once)."""
-    done = {same_command(c) for c in readme_commands()}
+    """The experiments' commands the README and docs test does not already run (each once)."""
+    done = {same_command(c) for c in docs_commands()}
     keep: dict[str, str] = {}
     for command in experiment_commands():
         if same_command(command) not in done:
@@ -132,6 +173,12 @@ class Workspace:
         evaluate([f"checkpoint={self.run_a / 'model_ema.pt'}", "n=4", "guidance=0,2",
                   "classifier_epochs=1", "diversity_groups=2", "diversity_per_group=2",
                   f"cache_dir={cache_dir}", "wandb=disabled", f"out={self.run_a / 'eval.json'}"])
+        # multirun/DATE/TIME: a sweep's folder, its two jobs and its record as Hydra leaves it
+        self.sweep = root / "multirun" / "2026-01-01" / "00-00-00"
+        for i, run in enumerate((self.run_a, self.run_b)):
+            shutil.copytree(run, self.sweep / f"{i}_seed={i}",
+                            ignore=shutil.ignore_patterns(".lock"))
+        (self.sweep / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "CARTOONDIFF_CACHE": str(self.cache_dir), "OMP_NUM_THREADS": "1",
@@ -140,8 +187,6 @@ class Workspace:
 
 def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
     """The command as it runs here (argv), or why it cannot run here."""
-    if command.startswith(SETUP):
-        command = command[len(SETUP):]
     if command in NOT_HERE:
         return NOT_HERE[command]
     out = ws.root / f"out-{tag}"  # one folder per command
@@ -152,7 +197,9 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
             .replace("RUN_A", str(ws.run_a)).replace("RUN_B", str(ws.run_b))
             .replace("RUN_DIR", str(ws.run_a))
             .replace("=.../", f"={ws.run_a}/").replace("data.root=data/cartoonset10k",
-                                                        f"data.root={ws.labeled}"))
+                                                        f"data.root={ws.labeled}")
+            .replace("multirun/DATE/TIME/*",  # the shell's expansion of the glob
+                     " ".join(shlex.quote(str(p)) for p in sorted(ws.sweep.iterdir()))))
     argv = [a for a in shlex.split(text) if a != "..."]
     argv = [f"data.root={data_dir}" if a == "data.root=DIR" else a for a in argv]
     argv = [_into(a, out) for a in argv]
@@ -165,9 +212,12 @@ def substitute(command: str, ws: Workspace, tag: str) -> list[str] | str:
         return [*argv, f"url={_archive_url(ws)}", "progress=false"]
     if head.startswith("python -m cartoondiff.evaluate.judge"):  # a tiny judge of tiny data
         return [*argv, "data.image_size=16", "data.n=64", "evaluate.classifier.epochs=1"]
-    if head.startswith("python -m cartoondiff.evaluate"):
+    if head.startswith("python -m cartoondiff.evaluate"):  # never the prepared RUN/eval.json
+        given = any(a.startswith("out=") for a in argv)
         return [*[_set(a, "n", "8") for a in argv], "classifier_epochs=1",
-                f"out={out / 'eval.json'}"]
+                *([] if given else [f"out={out / 'eval.json'}"])]
+    if head.startswith("python -m cartoondiff.train.memory"):
+        return argv
     if head.startswith(("python -m cartoondiff.figures", "python -m cartoondiff.report",
                         "python -m cartoondiff.sample")):
         if "forward" in argv:
@@ -243,6 +293,16 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Work
     return Workspace(tmp_path_factory.mktemp("readme"), cache_dir)
 
 
+def _cost(argv: list[str]) -> int:
+    """A rough rank of how long a command runs here (scripts and DDP > sweeps > trainings)."""
+    text = " ".join(map(str, argv))
+    if "cpu_ablations.sh" in text or "torch.distributed.run" in text:
+        return 3
+    if "run.py" in text and "--help" not in text and "--cfg" not in text:
+        return 2 if " -m " in text else 1
+    return 0
+
+
 def _run(argv: list[str], ws: Workspace) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=REPO, env=ws.env(), capture_output=True, text=True,
                           timeout=600)
@@ -250,29 +310,44 @@ def _run(argv: list[str], ws: Workspace) -> subprocess.CompletedProcess:
 
 def test_the_readme_names_its_commands():
     commands = readme_commands()
-    assert len(commands) >= 30, commands
-    assert any(c.startswith("python run.py -m attention=single,mha4") for c in commands)
+    assert len(commands) >= 10, commands
+    assert "python run.py -m attention=single,mha4 tau.projections=1x,2x" in commands
+    assert "python run.py -m attention=mha4 tau.projections=2x" in commands  # the design card
     assert "python -m cartoondiff.figures blog outputs/DATE/TIME out=figures" in commands
+    assert len(docs_commands()) >= 40
 
 
-@pytest.mark.parametrize("source", ["README.md", "experiments/*.yaml"])
+def test_every_docs_page_is_collected_or_says_why():
+    pages = {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")}
+    assert pages == set(DOC_PAGES) | set(NOT_COLLECTED), "add the page to one of them"
+    readme = README.read_text(encoding="utf-8")
+    assert all(f"`{page}`" in readme for page in DOC_PAGES), "the README links every page"
+
+
+@pytest.mark.parametrize("source", ["README.md and docs", "experiments/*.yaml"])
 def test_every_command_runs_as_written(workspace, source):
-    commands = readme_commands() if source == "README.md" else experiment_commands_to_run()
-    prefix = "readme" if source == "README.md" else "experiments"
+    if source == "README.md and docs":
+        pages, prefix = docs_commands(), "docs"
+    else:
+        pages, prefix = dict.fromkeys(experiment_commands_to_run(), "experiments"), "exp"
     runnable, seen = [], set()
-    for i, c in enumerate(commands):
+    for i, (c, page) in enumerate(pages.items()):
         argv = substitute(c, workspace, f"{prefix}{i}")
-        same = tuple(str(a).replace(f"out-{prefix}{i}", "out") for a in argv)
-        if isinstance(argv, list) and same not in seen:  # e.g. `python run.py debug=smoke`
-            runnable.append((c, argv))                   # runs here as `python run.py` does
+        # the same code run twice is run once: `python run.py debug=smoke` runs here as
+        # `python run.py` does, and `out=a.png` or no `out=` write the same picture
+        same = tuple(str(a).replace(f"out-{prefix}{i}", "out") for a in argv
+                     if not str(a).startswith("out="))
+        if isinstance(argv, list) and same not in seen:
+            runnable.append((c, page, argv))
             seen.add(same)
+    runnable.sort(key=lambda job: -_cost(job[2]))  # the longest first: no long tail on a core
     with ThreadPoolExecutor(2) as pool:  # two cores: one-thread commands two at a time
-        results = list(pool.map(lambda job: _run(job[1], workspace), runnable))
-    failed = [f"{c}\n  ran: {shlex.join(map(str, argv))}\n  {r.stderr.strip()[-1500:]}"
-              for (c, argv), r in zip(runnable, results) if r.returncode != 0]
+        results = list(pool.map(lambda job: _run(job[2], workspace), runnable))
+    failed = [f"{c}  ({page})\n  ran: {shlex.join(map(str, argv))}\n  {r.stderr.strip()[-1500:]}"
+              for (c, page, argv), r in zip(runnable, results) if r.returncode != 0]
     assert not failed, "\n\n".join(failed)
-    assert len(runnable) >= (25 if source == "README.md" else 5)
-    if source != "README.md":  # the rest were run by the README's test
+    assert len(runnable) >= (30 if prefix == "docs" else 5)
+    if prefix != "docs":  # the rest were run by the README and docs test
         assert len(experiment_commands()) >= 15
 
 
