@@ -254,6 +254,13 @@ def test_nan_loss_stops_and_the_last_checkpoint_stays_good(make_cfg, tmp_path, m
     assert checkpoint_steps(tmp_path) == [2]
     state = ckpt.load(run_folder.list_checkpoints(tmp_path / "checkpoints")[-1])
     assert all(torch.isfinite(t).all() for t in state["model"].values())
+    # the advice it gives works: resume from the good checkpoint with a lower rate
+    assert "resume_changes=[optim.optimizer.lr]" in str(info.value)
+    monkeypatch.undo()
+    metrics = train(make_cfg("trainer.max_steps=4", "trainer.checkpoint_every=2", "resume=auto",
+                             "optim.optimizer.lr=0.0005", "resume_changes=[optim.optimizer.lr]"),
+                    run_dir=tmp_path)
+    assert metrics["step"] == 4
 
 
 def test_a_bounded_number_of_bad_steps_is_skipped(make_cfg, tmp_path, monkeypatch, caplog):

@@ -465,5 +465,8 @@ def _nonfinite_message(loss: float, step: int, ckpt_dir: Path) -> str:
     saved = list_checkpoints(ckpt_dir)
     last = (f"the last checkpoint, {saved[-1]}, is from before it" if saved
             else "no checkpoint had been written yet")
-    return (f"loss is {loss} at step {step}; stopping ({last}). Start a new run with a lower "
-            "optim.optimizer.lr, or set trainer.max_bad_steps to skip a few such steps")
+    fix = ("resume with a lower rate (resume=auto optim.optimizer.lr=... "
+           "resume_changes=[optim.optimizer.lr])" if saved else "start again with a lower "
+           "optim.optimizer.lr")
+    return (f"loss is {loss} at step {step}; stopping ({last}). {fix[0].upper() + fix[1:]}, or "
+            "set trainer.max_bad_steps to skip a few such steps")
