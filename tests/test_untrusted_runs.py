@@ -22,7 +22,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 ENV.pop("CARTOONDIFF_DEBUG", None)
 ENV.pop("HYDRA_FULL_ERROR", None)
 
-# Runs each (command, argv) as its ``python -m`` entry point would (cli.run: one line and exit
+# Runs each (command, argv) as its ``python -m`` entry point would (cli.execute: one line and exit
 # status 2 for a user's mistake) and marks where each one's output starts and how it ended.
 # "train" is ``train(compose(argv), run_dir=argv[0])``, run.py's work without Hydra's folder.
 _BATCH = """

@@ -20,11 +20,11 @@ Every command that writes or reads a run folder takes its file names from ``RunF
 The checkpoint store (``checkpoint_path``, ``list_checkpoints``, ``prune``, ``load_latest``)
 names, lists and prunes ``checkpoints/``; the file I/O under it (atomic writes, safe loads)
 is ``inference.checkpoint``'s, imported inside the functions that load, so that run names
-(``run_naming``) can use this module without torch.
+(``runs.naming``) can use this module without torch.
 
 A resumed run is the same run: ``same_run_changes`` compares its config with the
 checkpoint's, and only the keys in ``RESULT_NEUTRAL`` (where and how a run executes and logs:
-never in a run's name either, see run_naming) and ``CONTINUABLE`` (how long it trains, what it
+never in a run's name either, see runs.naming) and ``CONTINUABLE`` (how long it trains, what it
 draws and how it is evaluated) may differ without being named in ``resume_changes``.
 """
 
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 # What a training checkpoint holds beyond the weights (model_ema.pt has only "model").
 TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "scaler", "randomness", "step")
 # Keys (prefixes, ending at a key boundary) that never change a run's result: where and how
-# it executes, logs and saves. Left out of run names (run_naming) and free on resume.
+# it executes, logs and saves. Left out of run names (runs.naming) and free on resume.
 RESULT_NEUTRAL = ("hydra", "logger", "resume", "resume_changes", "trainer.device",
                   "trainer.progress_bar", "trainer.log_every", "trainer.checkpoint_every",
                   "trainer.keep_checkpoints", "trainer.compile", "data.cache_dir", "data.on_error")

@@ -201,7 +201,7 @@ class Trainer:
 
     def _start_tracking(self, resumed: bool) -> None:
         self.n_params = count_parameters(self.model)
-        # The sweep's or experiment's name, group and tags (run_naming.py) fill in the
+        # The sweep's or experiment's name, group and tags (runs/naming.py) fill in the
         # logger's where it leaves them null, in the saved config too: run folders then
         # group in the report and the curves as runs group in W&B.
         labels = run_labels(self.cfg.logger)
