@@ -18,7 +18,6 @@ larger, less noisy evaluation of the final EMA model. Prints a Markdown table
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import statistics
@@ -34,10 +33,13 @@ from cartoondiff.runs.folder import RunFolder
 from cartoondiff.runs.naming import run_title
 from cartoondiff.runs.records import (
     RunFolderError,
+    metric_value,
     number,
+    read_evaluation,
     read_run_config,
     read_run_metrics,
     run_folders,
+    shown,
 )
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,6 @@ class RunSummary:
     final: dict[str, float] = field(default_factory=dict)
 
     def final_loss(self, tail: float) -> float:
-        if not self.losses:
-            raise RunFolderError(f"run of group {self.group!r} logged no train/loss")
         values = [v for _, v in self.losses]
         return statistics.fmean(values[-max(1, round(len(values) * tail)):])
 
@@ -74,12 +74,15 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     metrics_path = RunFolder(run_dir).metrics
     for row in rows:  # a value that is not a finite number is skipped, naming file and step
         step = row["step"]
-        values = {k: number(v) for k, v in row.items()
+        if metric_value(step) is None:
+            log.warning("%s step %s: too large; row skipped", metrics_path, shown(step))
+            continue
+        values = {k: metric_value(v) for k, v in row.items()
                   if k in ("train/loss", "train/epoch") or k.startswith("eval/")}
         bad = [k for k, v in values.items() if v is None]
         if bad:
             log.warning("%s step %d: %s not a finite number; skipped", metrics_path, step,
-                        ", ".join(f"{k}={row[k]!r}" for k in bad))
+                        ", ".join(f"{k}={shown(row[k])}" for k in bad))
         if values.get("train/loss") is not None:
             run.losses.append((step, values["train/loss"]))
             if values.get("train/epoch"):
@@ -87,16 +90,13 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
         evals = {k: v for k, v in values.items() if k.startswith("eval/") and v is not None}
         if evals:
             run.evals.setdefault(step, {}).update(evals)
+    if not run.losses:
+        raise RunFolderError(f"{metrics_path}: no finite train/loss (is this a run folder?)")
     path = run_dir / final if final else None
     if path is not None and path.exists():  # not evaluated yet: its cells show "-"
-        try:
-            evaluation = json.loads(path.read_text(encoding="utf-8"))["runs"][0]["metrics"]
-            if not isinstance(evaluation, dict):
-                raise TypeError(f"its metrics are a {type(evaluation).__name__}")
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
-            raise RunFolderError(f"{path}: not an evaluation JSON ({err!r})") from err
-        run.final = {f"eval/{k}": number(v) for k, v in evaluation.items()
-                     if number(v) is not None}
+        first = read_evaluation(path).settings[0]
+        if first.index == 0:  # a damaged first setting (named) shows "-"
+            run.final = {f"eval/{k}": v for k, v in first.metrics.items()}
     return run
 
 
@@ -189,8 +189,9 @@ OPTIONS = {
 }
 
 
-def check_options(opts: dict) -> Path | None:
-    """Every option checked before any run folder is read; returns the ``out`` path."""
+def check_options(opts: dict, runs: Sequence[str]) -> Path | None:
+    """Every option checked before any run folder is read; returns the ``out`` path, which is
+    none of the ``runs`` folders' records nor their ``final`` JSONs."""
     def need(ok: bool, key: str, expected: str) -> None:
         if not ok:
             raise ArgumentError(key, opts[key], expected)
@@ -204,7 +205,9 @@ def check_options(opts: dict) -> Path | None:
     need(opts["final"] is None or (isinstance(opts["final"], str)
                                    and FINAL_NAME.fullmatch(opts["final"]) is not None),
          "final", "the plain file name of an evaluation JSON in each run folder, e.g. eval.json")
-    return None if opts["out"] is None else check_output("out", str(opts["out"]))
+    finals = [Path(run) / opts["final"] for run in runs] if opts["final"] else []
+    return None if opts["out"] is None else check_output("out", str(opts["out"]),
+                                                         inputs=[*runs, *finals])
 
 
 def main(argv: Sequence[str]) -> str:
@@ -212,7 +215,7 @@ def main(argv: Sequence[str]) -> str:
     opts = args.options
     if not args.positional:
         raise cli.UsageError(f"no run folders given (usage: {USAGE})")
-    out = check_options(opts)
+    out = check_options(opts, args.positional)
     dirs = run_folders(args.positional)  # a sweep's glob; one folder given twice is one run
     keys = [k if k.startswith("eval/") else f"eval/{k}" for k in str(opts["keys"]).split(",")]
     table = comparison_table([summarize_run(d, opts["final"]) for d in dirs], keys,

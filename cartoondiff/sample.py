@@ -103,8 +103,13 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
     need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
          "null or an integer >= 1")
-    out = check_output("out", str(opts["out"]), IMAGE_SUFFIXES)  # writable, before any work
-    captions = check_output("out", out.with_suffix(".txt"))  # the captions beside it
+    from cartoondiff.evaluate.__main__ import run_folder_of  # it imports this module
+
+    # writable, before any work; never the checkpoint nor its run's record
+    checkpoint = Path(str(opts["checkpoint"]))
+    inputs = [checkpoint, run_folder_of(checkpoint)]
+    out = check_output("out", str(opts["out"]), IMAGE_SUFFIXES, inputs=inputs)
+    captions = check_output("out", out.with_suffix(".txt"), inputs=inputs)  # beside it
     need(not captions.is_file() or is_captions(captions), "out",
          f"a grid path whose {captions.name} is free or an earlier grid's captions: "
          f"{captions} holds something else (choose another out=)")

@@ -150,3 +150,198 @@ def test_a_mistake_on_the_training_command_line_is_one_line(tmp_path, args, mess
                             capture_output=True, text=True, timeout=120)
     _one_line_exit_2(result, message.replace("A_FILE", str(a_file)))
     assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+# --- the commands that read run folders: figures, report, sample (issue 33) ----------------
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, cache_dir) -> Path:
+    """A tiny run of one epoch (a grid: samples/epoch000.png), evaluated at its end (eval/ rows),
+    with an evaluation JSON beside it (RUN/eval.json, the shape the evaluate command writes)."""
+    from tests.test_report import fake_evaluation
+
+    run = tmp_path_factory.mktemp("evaluated") / "run"
+    result = _train(run, cache_dir, "logger.mode=disabled", "trainer.max_steps=6",
+                    "evaluate.every_epochs=1", "evaluate.n=4", "evaluate.classifier.epochs=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "samples" / "epoch000.png").is_file()
+    fake_evaluation(run / "eval.json")
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns(".lock")))
+
+
+def _command(module: str, *args: object) -> subprocess.CompletedProcess:
+    """``python -m module args``; a command that blocks fails the test by its timeout."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_a_fifo_in_place_of_an_evaluation_or_a_grid_is_refused_not_waited_on(evaluated_run,
+                                                                             tmp_path):
+    run = _copy(evaluated_run, tmp_path)
+    evaluation, grid = run / "eval.json", run / "samples" / "epoch000.png"
+    for path in (evaluation, grid):
+        path.unlink()
+        os.mkfifo(path)
+    for module, *args in (("cartoondiff.report", run, "final=eval.json"),
+                          ("cartoondiff.figures", "attributes", evaluation,
+                           f"out={tmp_path / 'a.png'}"),
+                          ("cartoondiff.figures", "grid", run, f"out={tmp_path / 'g.png'}")):
+        named = grid if "grid" in args else evaluation
+        _one_line_exit_2(_command(module, *args), f"{named}: not a regular file")
+    assert evaluation.is_fifo() and grid.is_fifo() and not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "/dev/null"])
+def test_report_never_replaces_an_out_that_is_not_a_regular_file(evaluated_run, tmp_path,
+                                                                   kind):
+    import stat
+
+    if kind == "/dev/null":
+        if os.geteuid() != 0 or not Path(kind).is_char_device():
+            pytest.skip("replacing /dev/null needs root (and a /dev/null)")
+        out = Path(kind)
+    elif kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("needs FIFOs (POSIX)")
+        out = tmp_path / "table.md"
+        os.mkfifo(out)
+    else:
+        (tmp_path / "mine.md").write_text("the user's own file\n")
+        out = tmp_path / "table.md"
+        out.symlink_to(tmp_path / "mine.md")
+    before = os.lstat(out)
+    _one_line_exit_2(_command("cartoondiff.report", evaluated_run, f"out={out}"),
+                     f"out='{out}' is invalid")
+    after = os.lstat(out)
+    assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)
+    assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+    if kind == "symlink":
+        assert (tmp_path / "mine.md").read_text() == "the user's own file\n"
+
+
+def test_an_out_in_a_runs_record_is_refused_and_the_record_kept(evaluated_run, tmp_path):
+    run = _copy(evaluated_run, tmp_path)
+    before = _bytes(run)
+    grid = run / "samples" / "epoch000.png"
+    for module, *args, named in (
+            ("cartoondiff.report", run, f"out={run / 'metrics.jsonl'}", "part of the run record"),
+            ("cartoondiff.report", run, "final=eval.json", f"out={run / 'eval.json'}",
+             f"it is {run / 'eval.json'}"),
+            ("cartoondiff.figures", "curves", run, f"out={grid}", "part of the run record"),
+            ("cartoondiff.figures", "attributes", run / "eval.json", f"out={grid}",
+             "part of the run record"),
+            ("cartoondiff.figures", "blog", run, f"out={run / 'samples'}",
+             "part of the run record"),
+            ("cartoondiff.sample", f"checkpoint={run / 'model_ema.pt'}", f"out={grid}",
+             "part of the run record")):
+        _one_line_exit_2(_command(module, *args), "out=", named)
+    assert _bytes(run) == before
+
+
+def _damage(run: Path) -> None:
+    """Rows and an evaluation JSON with huge numbers, wrong types and missing keys, beside
+    the good ones."""
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        for row in ('{"step": 7, "train/loss": 1e999, "train/epoch": 1.2}',
+                    f'{{"step": 8, "train/loss": {10**400}, "train/epoch": "x"}}',
+                    f'{{"step": {10**400}, "train/loss": 0.5, "eval/hair_color": 0.5}}',
+                    '{"step": 9, "train/loss": "abc", "train/epoch": [1]}',
+                    '{"step": 10, "train/loss": null, "train/epoch": null}',
+                    '{"step": 11, "eval/faithfulness_mean": [1], "epoch": "x"}',
+                    f'{{"step": 12, "eval/faithfulness_mean": 0.5, "epoch": {10**400}}}'):
+            f.write(row + "\n")
+    evaluation = json.loads((run / "eval.json").read_text())
+    good = evaluation["runs"][0]
+    evaluation["runs"] += [
+        {**good, "guidance": None}, {k: v for k, v in good.items() if k != "metrics"},
+        {**good, "steps": 10**400}, {**good, "guidance": "x"}, [1],
+        {**good, "guidance": 9.0, "metrics": {"faithfulness_mean": 10**400, "hair_color": "x"}}]
+    evaluation["chance"]["hair_color"] = [1]
+    evaluation["classifier"] = None
+    (run / "eval.json").write_text(json.dumps(evaluation))
+
+
+HUGE = "1" + "0" * 36 + "..."  # 10**400 as a warning shows it
+
+
+def test_damaged_rows_and_values_are_skipped_and_named(evaluated_run, tmp_path):
+    from tests.test_report import svg_series
+
+    run = _copy(evaluated_run, tmp_path)
+    _damage(run)
+    metrics, evaluation = run / "metrics.jsonl", run / "eval.json"
+    results = {args[0]: _command(module, *args) for module, *args in (
+        ("cartoondiff.report", run, "final=eval.json"),
+        ("cartoondiff.figures", "curves", run, f"out={tmp_path / 'curves.svg'}"),
+        ("cartoondiff.figures", "loss_quality", run, f"out={tmp_path / 'loss_quality.svg'}"),
+        ("cartoondiff.figures", "attributes", evaluation, f"out={tmp_path / 'attributes.svg'}"),
+        ("cartoondiff.figures", "settings", evaluation, f"out={tmp_path / 'settings.svg'}"))}
+    for name, result in results.items():
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (name,
+                                                                              result.stderr)
+    report, curves = results[run].stderr, results["curves"].stderr
+    for line in ("step 7: train/loss=inf not a finite number; skipped",
+                 f"step 8: train/loss={HUGE}, train/epoch='x' not a finite number; skipped",
+                 f"step {HUGE}: too large; row skipped",
+                 "step 9: train/loss='abc', train/epoch=[1] not a finite number; skipped",
+                 "step 11: eval/faithfulness_mean=[1] not a finite number; skipped"):
+        assert f"{metrics} {line}" in report, report
+    assert f"{metrics} step 10: train/loss=None is not a finite number; skipped" in curves
+    assert f"{metrics} step 12: epoch={HUGE} is not a finite number; skipped" in results[
+        "loss_quality"].stderr
+    assert "| final loss |" in results[run].stdout
+    for name in (run, "attributes", "settings"):
+        warned = results[name].stderr
+        for line in ("setting 2: guidance=None is not a finite number; skipped",
+                     "setting 3: no metrics mapping; skipped",
+                     f"setting 4: steps={HUGE} is not an integer >= 1; skipped",
+                     "setting 5: guidance='x' is not a finite number; skipped",
+                     "setting 6: not a JSON object; skipped",
+                     f"setting 7: metrics: faithfulness_mean={HUGE}, hair_color='x' not a "
+                     "finite number; skipped",
+                     ": chance: hair_color=[1] not a finite number; skipped",
+                     ": classifier.accuracy is not a mapping of numbers; ignored"):
+            assert f"{evaluation}{'' if line[0] == ':' else ' '}{line}" in warned, (name, warned)
+    assert all((tmp_path / f"{name}.svg").is_file() for name in
+               ("curves", "loss_quality", "attributes", "settings"))
+    # drawn: the two good settings (w=0, w=2), and the last one's row of bars (its faithfulness
+    # was damaged, so it is no point against guidance)
+    drawn = svg_series(tmp_path / "settings.svg")
+    assert list(drawn) == ["ddim, steps 25"] and len(drawn["ddim, steps 25"]) == 2
+    assert (tmp_path / "attributes.svg").read_text().count('id="bar-') == 3 * 18
+
+
+def test_nothing_usable_left_is_one_line_naming_the_file(evaluated_run, tmp_path):
+    run = _copy(evaluated_run, tmp_path)
+    metrics, evaluation = run / "metrics.jsonl", run / "eval.json"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    metrics.write_text("".join(json.dumps({**r, "train/loss": "abc"} if "train/loss" in r else r)
+                               + "\n" for r in rows))
+    evaluation.write_text(json.dumps({**json.loads(evaluation.read_text()), "runs": []}))
+    for module, *args, named in (
+            ("cartoondiff.report", run, f"{metrics}: no finite train/loss"),
+            ("cartoondiff.figures", "curves", run, f"out={tmp_path / 'c.png'}",
+             f"{metrics} has no 'train/loss' values"),
+            ("cartoondiff.figures", "attributes", evaluation, f"out={tmp_path / 'a.png'}",
+             f"{evaluation}: not an evaluation JSON (no usable setting among its 0 runs)"),
+            ("cartoondiff.figures", "settings", evaluation, f"out={tmp_path / 's.png'}",
+             f"{evaluation}: not an evaluation JSON")):
+        _one_line_exit_2(_command(module, *args), named)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_bad_schedule_value_is_refused_before_any_avatar_is_read(tmp_path):
+    # a data root that does not exist: reading the avatars first would name it instead
+    result = _command("cartoondiff.figures", "forward", "data=cartoonset",
+                      f"data.root={tmp_path / 'none'}", "noise_schedule.beta_end=abc",
+                      f"out={tmp_path / 'f.png'}")
+    _one_line_exit_2(result, "noise_schedule.beta_end='abc' is invalid")
+    assert not (tmp_path / "f.png").exists()

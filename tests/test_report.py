@@ -68,7 +68,8 @@ def test_table_shows_each_keys_last_epoch_or_every_epoch(tmp_path):
 
 def test_table_adds_the_final_evaluation_json(runs):
     for run, hair in zip(runs, (0.4, 0.6, 0.2), strict=True):
-        (run / "eval.json").write_text(json.dumps({"runs": [{"metrics": {"hair_color": hair}}]}))
+        setting = {"sampler": "ddim", "steps": 25, "guidance": 2.0, "metrics": {"hair_color": hair}}
+        (run / "eval.json").write_text(json.dumps({"runs": [setting]}))
     table = report.main([str(r) for r in runs] + ["keys=hair_color", "final=eval.json"])
     assert table.splitlines()[0].endswith("| hair_color (last, ep2) | hair_color final |")
     assert table.splitlines()[2].endswith("| 0.500 ± 0.141 |")

@@ -127,14 +127,16 @@ COMMANDS = {
 NEEDED = {"grid": 1, "compare": 2, "curves": 1, "loss_quality": 1, "forward": 0, "blog": 1,
           "attributes": 1, "settings": 1}
 ONE_INPUT = ("grid", "blog", "attributes", "settings")
+EVALUATIONS = ("attributes", "settings")  # read an evaluation JSON, not run folders
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def check_options(command: str, opts: dict) -> Path:
+def check_options(command: str, opts: dict, inputs: Sequence[Path] = ()) -> Path:
     """Every option checked before any run folder is read; returns the output path (a
-    folder for ``blog``)."""
+    folder for ``blog``), which is none of the ``inputs`` (run folders and evaluation JSONs)
+    nor part of a run's record."""
     def need(ok: bool, key: str, expected: str) -> None:
         if not ok:
             raise ArgumentError(key, opts[key], expected)
@@ -149,10 +151,11 @@ def check_options(command: str, opts: dict) -> Path:
     if command == "blog":
         out = Path(str(opts["out"] or "figures")).expanduser()
         need(not out.exists() or out.is_dir(), "out", "a folder for the figures: it is a file")
-        check_output("out", out / "fig.png", given=out)  # the folder can be created and written
+        # the folder can be created and written, and is not part of the run's record
+        check_output("out", out / "fig.png", given=out, inputs=inputs)
         return out
     suffixes = charts.FORMATS if command in CHARTS else IMAGE_SUFFIXES
-    return check_output("out", str(opts["out"] or f"{command}.png"), suffixes)
+    return check_output("out", str(opts["out"] or f"{command}.png"), suffixes, inputs=inputs)
 
 
 def main(argv: Sequence[str]) -> Path:
@@ -173,10 +176,13 @@ def main(argv: Sequence[str]) -> Path:
     runs = [Path(p) for p in args.positional]
     if command in ("compare", "curves", "loss_quality"):
         runs = run_folders(runs)
-    out = check_options(command, opts)
+    # what out= must not be: the inputs, and the run an evaluation JSON sits in (RUN/eval.json)
+    inputs = [] if command == "forward" else [*runs, *(r.parent for r in runs
+                                                       if command in EVALUATIONS)]
+    out = check_options(command, opts, inputs)
     needed = NEEDED[command]
     if len(runs) < needed or (command in ONE_INPUT and len(runs) > 1):
-        what = "evaluation JSON" if command in ("attributes", "settings") else "run folder(s)"
+        what = "evaluation JSON" if command in EVALUATIONS else "run folder(s)"
         raise cli.UsageError(f"{command} takes {needed}{'' if command in ONE_INPUT else '+'}"
                              f" {what}; got {len(runs)} (usage: {usage})")
     if command == "blog":

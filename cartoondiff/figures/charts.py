@@ -12,7 +12,6 @@ numbers.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -28,7 +27,14 @@ from cartoondiff.runs.errors import ArgumentError
 from cartoondiff.runs.files import write_atomic
 from cartoondiff.runs.folder import RunFolder
 from cartoondiff.runs.naming import run_title
-from cartoondiff.runs.records import RunFolderError, number, read_run_metrics
+from cartoondiff.runs.records import (
+    RunFolderError,
+    Setting,
+    metric_value,
+    read_evaluation,
+    read_run_metrics,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +163,13 @@ def loss_quality_chart(series: Mapping[str, Sequence[tuple[int, float, float, fl
     return figure
 
 
-def attribute_bars(attributes: Sequence[str], bars: Mapping[str, Sequence[float]],
-                   chance: Sequence[float], ceiling: Sequence[float], title: str,
+def attribute_bars(attributes: Sequence[str], bars: Mapping[str, Sequence[float | None]],
+                   chance: Sequence[float | None], ceiling: Sequence[float | None], title: str,
                    size: tuple[float, float] | None = None) -> Figure:
     """Horizontal bars of accuracy per attribute (one bar per named setting, side by side in
     the attribute's row), with chance (a uniform guess) and the judge's ceiling (its accuracy
-    on held-out real avatars) marked on each row. The rows keep one height however many
-    settings share them: 18 attributes fit a page."""
+    on held-out real avatars) marked on each row (None: no bar, no mark). The rows keep one
+    height however many settings share them: 18 attributes fit a page."""
     n, k = len(attributes), max(1, len(bars))
     figure = Figure(figsize=size or (7.0, 1.2 + 0.27 * n + 0.18 * math.ceil((k + 2) / 2)),
                     layout="constrained")
@@ -177,10 +183,12 @@ def attribute_bars(attributes: Sequence[str], bars: Mapping[str, Sequence[float]
         for j, patch in enumerate(drawn.patches):
             patch.set_gid(f"bar-{i}-{j}")  # setting i, attribute j
     marks = {"zorder": 3, "clip_on": False}  # a ceiling of 1.0 is drawn whole
-    ax.scatter(chance, rows, marker="|", s=140, linewidths=2, color="#444444",
-               label="chance (a uniform guess)", **marks)
-    ax.scatter(ceiling, rows, marker="D", s=18, color="black",
-               label="ceiling (the judge on held-out real avatars)", **marks)
+    for values, mark in ((chance, {"marker": "|", "s": 140, "linewidths": 2, "color": "#444444",
+                                   "label": "chance (a uniform guess)"}),
+                         (ceiling, {"marker": "D", "s": 18, "color": "black",
+                                    "label": "ceiling (the judge on held-out real avatars)"})):
+        known = [(v, r) for v, r in zip(values, rows, strict=True) if v is not None]
+        ax.scatter([v for v, _ in known], [r for _, r in known], **mark, **marks)
     ax.set_yticks(rows, list(attributes), fontsize="small")
     ax.set_ylim(n - 0.5, -0.5)  # first attribute on top, no empty row above or below
     ax.set_xlim(0, 1.0)
@@ -194,32 +202,36 @@ def metric_points(run_dir: Path, key: str, x: str = "epoch",
                   from_step: int = 0) -> list[tuple[float, float]]:
     """(x, value) of ``key`` in a run's metrics.jsonl, from ``from_step`` on. ``x="epoch"``:
     epochs completed (an evaluation's ``epoch``, a training row's ``train/epoch``);
-    ``x="step"``: the optimizer step."""
+    ``x="step"``: the optimizer step. A row whose value or position is not a finite number
+    is named in a warning and skipped."""
+    path = RunFolder(run_dir).metrics
     rows = read_run_metrics(run_dir)
-    per_epoch = next((r["step"] / r["train/epoch"] for r in rows if r.get("train/epoch")), None)
+    per_epoch = next((s / e for r in rows if (s := metric_value(r["step"])) is not None
+                      and (e := metric_value(r.get("train/epoch")))), None)
     points = []
     for row in rows:
         if key not in row or row["step"] < from_step:
             continue
         if x == "step":
-            at = row["step"]
+            at_key = "step"
         elif "epoch" in row and key.startswith("eval/"):
-            at = row["epoch"]
+            at_key = "epoch"
         elif "train/epoch" in row:
-            at = row["train/epoch"]
+            at_key = "train/epoch"
         elif per_epoch:
-            at = row["step"] / per_epoch
+            at_key = "step"  # divided by the steps per epoch below
         else:
             raise RunFolderError(f"{run_dir}: cannot tell the epoch of step {row['step']}; "
                                  "use x=step")
-        value = number(row[key])
-        if value is None:  # a damaged or non-finite value: named, then skipped
-            log.warning("%s step %s: %s=%r is not a finite number; skipped",
-                        RunFolder(run_dir).metrics, row["step"], key, row[key])
+        value, at = metric_value(row[key]), metric_value(row[at_key])
+        if value is None or at is None:  # a damaged or non-finite value: named, then skipped
+            bad = key if value is None else at_key
+            log.warning("%s step %s: %s=%s is not a finite number; skipped", path,
+                        shown(row["step"]), bad, shown(row[bad]))
             continue
-        points.append((float(at), value))
+        points.append((at / per_epoch if x == "epoch" and at_key == "step" else at, value))
     if not points:
-        raise RunFolderError(f"{RunFolder(run_dir).metrics} has no {key!r} values"
+        raise RunFolderError(f"{path} has no {key!r} values"
                              + (f" at or after step {from_step}" if from_step else ""))
     return points
 
@@ -245,8 +257,9 @@ def curves_figure(run_dirs: Sequence[Path], key: str = "train/loss", smooth: flo
             smoothed = ema([v for _, v in points], smooth)
             series[group].append(list(zip([p for p, _ in points], smoothed, strict=True)))
     title = f"{key}, smoothed {smooth:g}" if smooth else key
+    positive = all(v > 0 for runs in series.values() for run in runs for _, v in run)
     return line_chart(series, title, x_label="epochs completed" if x == "epoch" else x,
-                            y_label=key, log_y=key.endswith("loss"))
+                      y_label=key, log_y=key.endswith("loss") and positive)
 
 
 def loss_quality_figure(run_dirs: Sequence[Path], key: str = "eval/faithfulness_mean"
@@ -278,60 +291,54 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def read_evaluation(path: Path) -> dict:
-    """An evaluation JSON (``python -m cartoondiff.evaluate ... out=PATH``)."""
-    try:
-        result = json.loads(Path(path).read_text(encoding="utf-8"))
-        result["runs"][0]["metrics"]  # noqa: B018  (the shape every figure reads)
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
-        raise RunFolderError(f"{path}: not an evaluation JSON ({err!r})") from None
-    return result
-
-
-def setting_label(run: dict) -> str:
-    return f"{run['sampler']} {run['steps']} steps, w={run['guidance']:g}"
+def setting_label(setting: Setting) -> str:
+    return f"{setting.sampler} {setting.steps} steps, w={setting.guidance:g}"
 
 
 def attributes_figure(path: Path, setting: str = "all") -> Figure:
     """An evaluation's per-attribute faithfulness as bars beside chance and the ceiling."""
     from cartoondiff import attributes
 
-    result = read_evaluation(path)
-    runs = result["runs"]
+    evaluation = read_evaluation(path)
+    settings = evaluation.settings
     if setting != "all":
-        if not (cli_int(setting) is not None and 0 <= int(setting) < len(runs)):
-            raise ArgumentError("setting", setting, f"all or an index in [0, {len(runs)})")
-        runs = [runs[int(setting)]]
-    if len(runs) > len(PALETTE):
-        raise ArgumentError("setting", setting, f"an index: {path} holds {len(runs)} settings")
+        settings = [s for s in settings if s.index == cli_int(setting)]
+        if not settings:
+            raise ArgumentError("setting", setting, "all or the index of a usable setting: "
+                                + ", ".join(str(s.index) for s in evaluation.settings))
+    if len(settings) > len(PALETTE):
+        raise ArgumentError("setting", setting, f"an index: {path} holds {len(settings)} "
+                            "settings")
     names = list(attributes.NAMES)
-    bars = {setting_label(r): [r["metrics"].get(n) for n in names] for r in runs}
-    return attribute_bars(
-        names, bars, [result["chance"][n] for n in names],
-        [result["classifier"]["accuracy"][n] for n in names],
-        f"faithfulness per attribute ({result['n']} samples)")
+    bars = {setting_label(s): [s.metrics.get(n) for n in names] for s in settings}
+    samples = f" ({evaluation.n} samples)" if evaluation.n is not None else ""
+    return attribute_bars(names, bars, [evaluation.chance.get(n) for n in names],
+                          [evaluation.ceiling.get(n) for n in names],
+                          f"faithfulness per attribute{samples}")
 
 
 def settings_figure(path: Path, key: str = "faithfulness_mean", x: str = "auto") -> Figure:
     """An evaluation's ``key`` against guidance or steps (``x``; auto: whichever varies
     more), one line per value of the other settings."""
-    runs = read_evaluation(path)["runs"]
+    settings = read_evaluation(path).settings
     if x == "auto":
-        x = max(("guidance", "steps"), key=lambda k: len({r[k] for r in runs}))
+        x = max(("guidance", "steps"), key=lambda k: len({getattr(s, k) for s in settings}))
     if x not in ("guidance", "steps"):
         raise ArgumentError("x", x, "auto, guidance or steps")
     key = key.removeprefix("eval/")
-    if key not in runs[0]["metrics"]:
-        raise ArgumentError("key", key, f"one of {', '.join(runs[0]['metrics'])}")
+    known = list(dict.fromkeys(k for s in settings for k in s.metrics))
+    if not known:
+        raise RunFolderError(f"{path}: no setting holds a finite metric")
+    if key not in known:
+        raise ArgumentError("key", key, f"a metric of {path}: one of {', '.join(known)}")
     other = "steps" if x == "guidance" else "guidance"
-    series: dict[str, list[list[tuple[float, float]]]] = {}
-    for r in runs:
-        if r["metrics"].get(key) is None:
-            continue
-        name = f"{r['sampler']}, {other} {r[other]:g}"
-        series.setdefault(name, [[]])[0].append((float(r[x]), float(r["metrics"][key])))
-    return line_chart({k: [sorted(v[0])] for k, v in series.items()},
-                            f"{key} against {x}", x_label=x, y_label=key)
+    series: dict[str, list[tuple[float, float]]] = {}
+    for s in settings:
+        if key in s.metrics:
+            name = f"{s.sampler}, {other} {getattr(s, other):g}"
+            series.setdefault(name, []).append((float(getattr(s, x)), s.metrics[key]))
+    return line_chart({k: [sorted(v)] for k, v in series.items()},
+                      f"{key} against {x}", x_label=x, y_label=key)
 
 
 def cli_int(value: object) -> int | None:

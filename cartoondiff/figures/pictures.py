@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cartoondiff.runs import cli
 from cartoondiff.runs.errors import is_int, is_number
-from cartoondiff.runs.files import save_image_atomic
+from cartoondiff.runs.files import check_output, save_image_atomic
 from cartoondiff.runs.folder import RunFolder
 from cartoondiff.runs.naming import run_title
 from cartoondiff.runs.records import RunFolderError, open_image, read_run_config
@@ -120,6 +120,7 @@ def blog_figures(run_dir: Path, out_dir: Path) -> list[Path]:
         if not (is_int(epoch) and epoch >= 0):
             raise RunFolderError(f"{cfg_path}: figures.{name}={epoch!r} is invalid: expected "
                                  "an epoch, an integer >= 0")
+        check_output("out", Path(out_dir) / f"{name}.png", inputs=[run_dir])
     grids = epoch_grids(run_dir)
     written = []
     for name, epoch in wanted.items():
@@ -169,9 +170,9 @@ def forward_figure(overrides: Sequence[str]) -> Image.Image:
     from cartoondiff.inference.grids import MIN_CELL, forward_process_image
 
     cfg = cli.compose(overrides)
-    data = build(cfg, "data")
+    diffusion, data = build_diffusion(cfg), build(cfg, "data")  # each value checked first
     images = torch.from_numpy(first_avatars(data))  # uint8 (4, 3, H, W)
-    picture, ts = forward_process_image(build_diffusion(cfg), images, data.normalize)
+    picture, ts = forward_process_image(diffusion, images, data.normalize)
     schedule = OmegaConf.to_container(cfg.noise_schedule, resolve=True)
     return titled(picture, f"forward process q(x_t | x_0): {schedule_words(schedule)}",
                   scale=max(2, math.ceil(MIN_CELL / data.image_size)),

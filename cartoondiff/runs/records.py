@@ -1,8 +1,9 @@
 """Reading a run folder back: its metrics rows, config and grids, as untrusted input.
 
 Every reader of runs (the W&B replay of a resume, ``figures``, ``report``) goes through these:
-a damaged row, config or image is named in one line (a warning, or ``RunFolderError``) and
-never becomes a traceback; the folder's file names come from its owner, ``run_folder``.
+a damaged row, config, image or evaluation is named in one line (a warning, or
+``RunFolderError``) and never becomes a traceback; the folder's file names come from its
+owner, ``runs.folder``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,22 @@ def number(value: Any) -> float | None:
     """A logged value as a finite float, or None (a string, a list, NaN, inf, a bool, an int
     too large for a float)."""
     return float(value) if is_number(value) else None
+
+
+LARGEST = 1e300  # a metric larger than this in size: its mean, spread or axis limits overflow
+
+
+def metric_value(value: Any) -> float | None:
+    """A logged metric as a float that tables and charts can average and draw: ``number``,
+    and at most ``LARGEST`` in size; None otherwise (1.7e308 as well as 1e999 or "abc")."""
+    value = number(value)
+    return value if value is not None and abs(value) <= LARGEST else None
+
+
+def shown(value: Any) -> str:
+    """A damaged value as a warning shows it: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def distinct_folders(folders: Sequence[Path | str]) -> list[Path]:
@@ -141,3 +159,88 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         else:
             rows.append(row)
     return rows, damaged
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One evaluated setting of an evaluation JSON: its place among the file's ``runs``, its
+    sampler and the finite numbers among its metrics."""
+
+    index: int
+    sampler: str
+    steps: int
+    guidance: float
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the figures and the report read of an evaluation JSON."""
+
+    settings: list[Setting]
+    n: int | None  # samples per setting
+    chance: dict[str, float]  # per attribute
+    ceiling: dict[str, float]  # the judge's accuracy on held-out real avatars
+
+
+def read_evaluation(path: Path) -> Evaluation:
+    """The JSON ``python -m cartoondiff.evaluate ... out=PATH`` wrote, as untrusted input: a
+    setting without a sampler, steps, guidance or metrics and a value that is not a finite
+    number are skipped, each named in a warning (a null, written for NaN, silently).
+    RunFolderError naming the file when it is not a regular file, not an evaluation JSON or
+    holds no usable setting."""
+    try:
+        result = json.loads(read_text(path))
+    except ReadError as err:
+        raise RunFolderError(str(err)) from None
+    except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
+        raise RunFolderError(f"{path}: not an evaluation JSON (not JSON: "
+                             f"{str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise RunFolderError(f"{path}: not an evaluation JSON (nested too deeply)") from None
+    if not isinstance(result, dict) or not isinstance(result.get("runs"), list):
+        raise RunFolderError(f"{path}: not an evaluation JSON (no list of runs)")
+    settings = []
+    for i, run in enumerate(result["runs"]):
+        where = f"{path} setting {i}"
+        if problem := _setting_problem(run):
+            log.warning("%s: %s; skipped", where, problem)
+            continue
+        settings.append(Setting(i, run["sampler"], run["steps"], float(run["guidance"]),
+                                _numbers(run["metrics"], f"{where}: metrics")))
+    if not settings:
+        raise RunFolderError(f"{path}: not an evaluation JSON (no usable setting among its "
+                             f"{len(result['runs'])} runs)")
+    judge = result.get("classifier", {})
+    return Evaluation(settings, result["n"] if is_int(result.get("n")) else None,
+                      _numbers(result.get("chance", {}), f"{path}: chance"),
+                      _numbers(judge.get("accuracy", {}) if isinstance(judge, dict) else judge,
+                               f"{path}: classifier.accuracy"))
+
+
+def _setting_problem(run: Any) -> str:
+    """What makes one of an evaluation's ``runs`` unusable; "" when nothing does."""
+    if not isinstance(run, dict):
+        return "not a JSON object"
+    steps = run.get("steps")
+    checks = ((isinstance(run.get("sampler"), str), "no sampler name"),
+              (is_int(steps) and metric_value(steps) is not None and steps >= 1,
+               f"steps={shown(steps)} is not an integer >= 1"),
+              (metric_value(run.get("guidance")) is not None,
+               f"guidance={shown(run.get('guidance'))} is not a finite number"),
+              (isinstance(run.get("metrics"), dict), "no metrics mapping"))
+    return next((problem for ok, problem in checks if not ok), "")
+
+
+def _numbers(values: Any, where: str) -> dict[str, float]:
+    """The finite numbers of the mapping ``values``; what else it holds is named in a warning
+    (a null, which the evaluation writes for NaN, silently)."""
+    if not isinstance(values, dict):
+        log.warning("%s is not a mapping of numbers; ignored", where)
+        return {}
+    bad = [k for k, v in values.items() if v is not None and metric_value(v) is None]
+    if bad:
+        log.warning("%s: %s not a finite number; skipped", where,
+                    ", ".join(f"{k}={shown(values[k])}" for k in bad))
+    return {str(k): m for k, v in values.items() if (m := metric_value(v)) is not None}
+
