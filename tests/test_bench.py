@@ -171,3 +171,25 @@ def test_the_package_never_imports_the_peers():
 
 def instantiate_small() -> torch.nn.Module:
     return build_model(project_config(["model=small"], 32))
+
+
+def test_time_to_quality_compares_two_configs_at_tiny_scale(tmp_path, cache_dir):
+    """Two smoke-scale configs, three epochs each: a curve per config (train seconds rise
+    with the epochs), a minutes-to-target row each, and the runs can be read again."""
+    from bench import time_to_quality as ttq
+
+    shared = ["debug=smoke", "trainer.max_steps=18", "evaluate.classifier.epochs=1",
+              f"data.cache_dir={cache_dir}"]
+    text = ttq.main(["--configs", "", "optim.optimizer.lr=0.01", "--n", "4",
+                     "--out", str(tmp_path), "--", *shared])
+    curves = [ttq.curve(tmp_path / f"{i}-seed0") for i in range(2)]
+    for points in curves:
+        assert [p["epoch"] for p in points] == [1, 2, 3]
+        seconds = [p["seconds"] for p in points]
+        assert 0 < seconds[0] < seconds[1] < seconds[2]
+        assert [p["images"] for p in points] == [48, 96, 144]  # 6 steps of 8 an epoch
+    assert "(default)" in text and "optim.optimizer.lr=0.01" in text and "min to 0.80" in text
+    assert ttq.main(["--configs", "", "optim.optimizer.lr=0.01", "--out", str(tmp_path),
+                     "--read"]) == text
+    points = [{"seconds": 60.0 * m, "relative": r} for m, r in ((1, 0.5), (2, 0.82), (3, 0.9))]
+    assert ttq.minutes_to(points, 0.80) == 2 and ttq.minutes_to(points, 0.95) is None

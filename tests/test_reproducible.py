@@ -29,9 +29,10 @@ BLOG_TINY = ("recipe=blog", "model=blog", "attention=mha4", "tau.projections=2x"
 
 
 def _final_state(run: Path) -> dict:
-    """The last checkpoint without its config (which names the run folder)."""
+    """The last checkpoint without its config (which names the run folder) and the seconds
+    its steps took."""
     state = ckpt.load(run_folder.list_checkpoints(run / "checkpoints")[-1])
-    return {k: v for k, v in state.items() if k != "config"}
+    return {k: v for k, v in state.items() if k not in ("config", "train_seconds")}
 
 
 def _evaluated(run: Path) -> bool:

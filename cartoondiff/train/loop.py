@@ -100,6 +100,7 @@ class Trainer:
         self.resume_changes: list[str] = []
         self.resumed_name: str | None = None
         self.step = 0
+        self.train_seconds = 0.0  # wall time in optimizer steps alone (train/seconds)
 
     def preflight(self, device_name: str, run_dir: Path | str | None) -> None:
         """Everything the run needs, built in order before its folder is touched or any data
@@ -193,6 +194,7 @@ class Trainer:
             apply_optim_settings(self.cfg, self.optimizer, self.scheduler)
         self.evaluator.load_state_dict(state.get("best", {}))
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         if changes:
             print(f"resuming with changes named in resume_changes: {'; '.join(changes)}")
         if self.ddp.rank > 0:  # only rank 0's streams are saved: give the others fresh ones
@@ -278,8 +280,10 @@ class Trainer:
         try:
             with interrupt.StopFlag() as stop:
                 while self.step < self.total_steps:
+                    started = time.perf_counter()
                     with self.randomness.active():  # nothing else draws from its streams
                         loss, grad_norm = self._train_step()
+                    self.train_seconds += time.perf_counter() - started
                     self.step += 1  # a skipped step consumes its batch too: resume stays exact
                     bar.update(1)
                     self._log_window(loss, grad_norm, bar)
@@ -357,6 +361,7 @@ class Trainer:
             "train/grad_norm": grad_norm,
             "train/images_per_s": images / (time.perf_counter() - start),
             "train/epoch": self.step / self.steps_per_epoch,
+            "train/seconds": self.train_seconds,
         }
         self.tracker.log(self.metrics, self.step)
         bar.set_postfix(loss=f"{self.metrics['train/loss']:.4f}",  # shown at the next redraw
@@ -377,7 +382,9 @@ class Trainer:
                                        drawn[1])
         if self.evaluator.due(epochs_done):
             scores = self.evaluator.evaluate(self.ema.shadow, self.step, self.config_dict)
-            self.tracker.log({**scores, "epoch": epochs_done}, self.step)  # eval/* vs epoch
+            # eval/* against epochs; the training time so far, for time-to-quality curves
+            self.tracker.log({**scores, "epoch": epochs_done,
+                              "train/seconds": self.train_seconds}, self.step)
 
     def _draw_grid(self, name: str) -> tuple[Path, list[str]] | None:
         """The sample grid ``samples/NAME.png``; None, with a warning naming it, when it cannot
@@ -405,6 +412,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "step": self.step,
             "epoch": self.step / self.steps_per_epoch, "randomness": self.randomness.state_dict(),
+            "train_seconds": self.train_seconds,
             "config": self.config_dict,
             "best": self.evaluator.state_dict(),
         }, path)
