@@ -42,7 +42,7 @@ def _train(cfg: DictConfig) -> None:
 def main() -> None:
     """Console script ``cartoondiff-train``: compose the config from the command line, train."""
     # how the command was typed, for its --help and the resume line it prints on a stop
-    os.environ.setdefault(COMMAND_ENV, typed_command())
+    os.environ[COMMAND_ENV] = typed_command()
     if os.environ.get("RANK", "0") != "0":
         # torchrun: ranks > 0 write nothing of their own (train() uses rank 0's folder for
         # everything): no Hydra folder, no run.log; their warnings go to stderr.

@@ -27,6 +27,7 @@ from cartoondiff.runs import cli
 from cartoondiff.runs.devices import pick_device
 from cartoondiff.runs.errors import SEED_RULE, ArgumentError, is_int, is_seed
 from cartoondiff.runs.files import check_output
+from cartoondiff.runs.folder import RunFolder
 
 USAGE = ("python -m cartoondiff.sample checkpoint=PATH [n=16] [attributes=random|NAME=V,...] "
          "[sampler=ddim] [steps=25] [eta=1] [guidance=1] [seed=0] [out=samples.png]")
@@ -103,11 +104,10 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
     need(is_seed(opts["seed"]), "seed", SEED_RULE)
     need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
          "null or an integer >= 1")
-    from cartoondiff.evaluate.__main__ import run_folder_of  # it imports this module
 
     # writable, before any work; never the checkpoint nor its run's record
     checkpoint = Path(str(opts["checkpoint"]))
-    inputs = [checkpoint, run_folder_of(checkpoint)]
+    inputs = [checkpoint, RunFolder.of_checkpoint(checkpoint).root]
     out = check_output("out", str(opts["out"]), IMAGE_SUFFIXES, inputs=inputs)
     captions = check_output("out", out.with_suffix(".txt"), inputs=inputs)  # beside it
     need(not captions.is_file() or is_captions(captions), "out",

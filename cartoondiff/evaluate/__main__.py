@@ -51,6 +51,7 @@ from cartoondiff.runs import cli, tracking
 from cartoondiff.runs.devices import pick_device
 from cartoondiff.runs.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed
 from cartoondiff.runs.files import check_output, write_text_atomic
+from cartoondiff.runs.folder import RunFolder
 from cartoondiff.sample import sampler_from_options
 
 USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] "
@@ -149,7 +150,7 @@ def check_options(opts: dict[str, Any]) -> None:
     # writable, before the judge is trained; never the checkpoint or its run's record
     checkpoint = Path(str(opts["checkpoint"]))
     check_output("out", str(opts["out"]), (".json",),
-                 inputs=[checkpoint, run_folder_of(checkpoint)])
+                 inputs=[checkpoint, RunFolder.of_checkpoint(checkpoint).root])
     for key in ("classifier", "inception"):
         need(opts[key] is None or Path(str(opts[key])).is_file(), key, "null or an existing file")
     need(opts["data_root"] is None or Path(str(opts["data_root"])).is_dir(), "data_root",
@@ -158,19 +159,13 @@ def check_options(opts: dict[str, Any]) -> None:
     settings_grid(opts, Sampler())  # the sampler options given, checked before loading
 
 
-def run_folder_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint belongs to: its own folder, or the one above
-    ``checkpoints/``."""
-    folder = checkpoint.expanduser().resolve().parent
-    return folder.parent if folder.name == "checkpoints" else folder
-
-
 def default_out(checkpoint: Path) -> Path:
     """``eval.json`` in the checkpoint's run folder (``eval-<name>.json`` for a training
     checkpoint, so evaluations of two steps never share a name)."""
+    run = RunFolder.of_checkpoint(checkpoint).root
     if checkpoint.expanduser().resolve().parent.name == "checkpoints":
-        return run_folder_of(checkpoint) / f"eval-{checkpoint.stem}.json"
-    return run_folder_of(checkpoint) / "eval.json"
+        return run / f"eval-{checkpoint.stem}.json"
+    return run / "eval.json"
 
 
 def label(run: dict[str, Any]) -> str:
@@ -298,7 +293,6 @@ def log_to_wandb(result: dict[str, Any], train_cfg: Any, out: Path,
     mode = str(opts["wandb"] or logger.get("mode") or "offline")
     train_name = logger.get("name")
     checkpoint = Path(str(opts["checkpoint"]))
-    id_file = checkpoint.parent / "wandb_id.txt"
     config = {
         "checkpoint": str(checkpoint), "n": result["n"], "seed": result["seed"],
         "conditions": result["conditions"], "diversity": result["diversity"],
@@ -307,7 +301,7 @@ def log_to_wandb(result: dict[str, Any], train_cfg: Any, out: Path,
         "classifier": {"path": result["classifier"]["path"],
                        "ceiling_mean": _mean(result["classifier"]["accuracy"])},
         "train_run": {"name": train_name,
-                      "id": id_file.read_text().strip() if id_file.is_file() else None},
+                      "id": tracking.read_run_id(RunFolder.of_checkpoint(checkpoint).wandb_id)},
         "train": tracking_config(train_cfg),
     }
     run = tracking.start_wandb(

@@ -79,6 +79,13 @@ class RunFolder:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Path | str) -> RunFolder:
+        """The run folder a checkpoint belongs to: its own folder (``model_ema.pt``), or the
+        one above ``checkpoints/``."""
+        folder = Path(checkpoint).expanduser().resolve().parent
+        return cls(folder.parent if folder.name == "checkpoints" else folder)
+
     config = property(lambda self: self.root / self.CONFIG)
     metrics = property(lambda self: self.root / self.METRICS)
     lock = property(lambda self: self.root / self.LOCK)

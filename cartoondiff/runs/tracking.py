@@ -197,7 +197,7 @@ class Tracker:
         # The same id on resume continues the W&B run. A fresh start gets the id a sweep agent
         # gave it (WANDB_RUN_ID), else a new one: what an earlier attempt logged is not this run.
         resuming = resume_step is not None
-        run_id = _read_run_id(id_file) if resuming else None
+        run_id = read_run_id(id_file) if resuming else None
         known = run_id is not None
         agent_id = os.environ.get("WANDB_RUN_ID", "")
         run_id = run_id or (agent_id if _RUN_ID.match(agent_id) else secrets.token_hex(4))
@@ -388,7 +388,7 @@ def log_evaluation(
     run.log(media, step=len(settings) - 1)
 
 
-def _read_run_id(id_file: Path) -> str | None:
+def read_run_id(id_file: Path) -> str | None:
     """The W&B run id kept in the run folder, or None (with a warning naming the file when
     it is there but empty or damaged: the resumed run then logs to a new W&B run)."""
     if not os.path.lexists(id_file):
