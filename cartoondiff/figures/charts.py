@@ -128,6 +128,9 @@ def line_chart(series: Mapping[str, Sequence[Points]], title: str, x_label: str 
         if high / low < 10:  # within one decade: label the minor ticks too, or none show
             ax.yaxis.set_minor_formatter(plain)
             ax.grid(True, which="minor", axis="y", alpha=0.3)
+        else:  # 0.2, 0.3 and 0.5 of each decade, without crowding the rest
+            ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+                lambda v, _: f"{v:.3g}" if f"{v:.1e}"[0] in "235" else ""))
     ax.set(title=title, xlabel=x_label, ylabel=y_label)
     ax.grid(True, which="major", alpha=0.3)
     _legend(figure, len(series))
