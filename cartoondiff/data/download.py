@@ -6,12 +6,12 @@
 The archive is streamed to ``DEST/<name>.tgz.part``; an interrupted download is resumed with
 an HTTP ``Range`` request (on this run's retry or the next run), and the file is renamed to
 ``DEST/<name>.tgz`` only once its size matches what the server announced, its sha256 matches
-a known one, and ``verify_archive`` has read it to the end: gzip CRC and length, every tar
-header, PNG (and CSV) members. A download that fails these checks is deleted (a truncated
-one of unknown size is kept to resume), so a rerun starts clean; an archive already in
-``DEST`` that fails them is named in the error with the advice to delete it. Extraction
-refuses any member that could write or point outside ``DEST`` and happens in a temporary
-directory that is moved into place only when every member was extracted.
+the one given (``sha256=``), and ``verify_archive`` has read it to the end: gzip CRC and
+length, every tar header, PNG (and CSV) members. A download that fails these checks is
+deleted (a truncated one of unknown size is kept to resume), so a rerun starts clean; an
+archive already in ``DEST`` that fails them is named in the error with the advice to delete
+it. Extraction refuses any member that could write or point outside ``DEST`` and happens in
+a temporary directory that is moved into place only when every member was extracted.
 
 Standard library only (urllib, tarfile, hashlib) plus tqdm for the progress bar.
 """
@@ -31,7 +31,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 
@@ -49,27 +48,11 @@ class TruncatedArchiveError(DownloadError):
     """The archive ends early: resuming the download may complete it."""
 
 
-@dataclass(frozen=True)
-class Source:
-    """One downloadable archive: where it lives and what it unpacks to."""
-
-    url: str
-    filename: str  # archive name under DEST
-    folder: str  # top-level directory the archive unpacks to (used to skip re-extraction)
-    sha256: str | None  # None = not known yet: the digest is printed after download to pin it
-
-
 _BASE = "https://storage.cloud.google.com/cartoonset_public_files"
-# Sizes and digests of the official archives are not published; Content-Length is checked
-# instead and the sha256 is printed so that it can be filled in here.
-SOURCES: MappingProxyType[str, Source] = MappingProxyType(
-    {
-        "cartoonset10k": Source(f"{_BASE}/cartoonset10k.tgz", "cartoonset10k.tgz",
-                                "cartoonset10k", None),
-        "cartoonset100k": Source(f"{_BASE}/cartoonset100k.tgz", "cartoonset100k.tgz",
-                                 "cartoonset100k", None),
-    }
-)
+# name -> URL; NAME.tgz unpacks to the folder NAME. Sizes and digests of the official archives
+# are not published: Content-Length is checked instead and the sha256 printed to pin it.
+SOURCES: MappingProxyType[str, str] = MappingProxyType(
+    {name: f"{_BASE}/{name}.tgz" for name in ("cartoonset10k", "cartoonset100k")})
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
@@ -79,18 +62,15 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 # ----------------------------------------------------------------------------- download
 
 
-def _resolve(name_or_url: str, url: str | None, expected_sha256: str | None
-             ) -> tuple[str, str, str | None]:
-    """Return (url, archive filename, expected sha256) for a table name or a plain URL."""
+def _resolve(name_or_url: str, url: str | None) -> tuple[str, str]:
+    """Return (url, archive filename) for a table name or a plain URL."""
     if name_or_url in SOURCES:
-        src = SOURCES[name_or_url]
-        return url or src.url, src.filename, expected_sha256 or src.sha256
+        return url or SOURCES[name_or_url], f"{name_or_url}.tgz"
     if urllib.parse.urlsplit(name_or_url).scheme in ("http", "https"):
-        url = url or name_or_url
         filename = PurePosixPath(urllib.parse.urlsplit(name_or_url).path).name
         if not filename:
             raise DownloadError(f"cannot derive an archive name from URL {name_or_url!r}")
-        return url, filename, expected_sha256
+        return url or name_or_url, filename
     raise DownloadError(f"unknown dataset {name_or_url!r}: expected one of {sorted(SOURCES)} "
                         "or an http(s) URL")
 
@@ -106,7 +86,7 @@ def _say(msg: str, enabled: bool) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    """Hex sha256 of a file, read in 1 MiB chunks (the downloads' and the cache's checksum)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -114,16 +94,10 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-class _RangeRefusedError(Exception):
-    """HTTP 416: the requested offset is at or past the end; carries the server's total size."""
-
-    def __init__(self, total: int | None) -> None:
-        super().__init__(total)
-        self.total = total
-
-
-def _open(url: str, offset: int) -> http.client.HTTPResponse:
-    """GET ``url`` (from byte ``offset`` when > 0); network failures become DownloadError."""
+def _open(url: str, offset: int) -> http.client.HTTPResponse | urllib.error.HTTPError:
+    """GET ``url`` (from byte ``offset`` when > 0); the response, or the HTTP 416 error (whose
+    Content-Range gives the size) when the offset is at or past the end. Other failures
+    become DownloadError."""
     headers = {"User-Agent": "cartoondiff-download/1"}
     if offset > 0:
         headers["Range"] = f"bytes={offset}-"
@@ -132,10 +106,9 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse:
     try:
         return urllib.request.urlopen(req, timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as e:
-        with e:
-            if e.code == 416:
-                m = re.search(r"/(\d+)", e.headers.get("Content-Range", "") if e.headers else "")
-                raise _RangeRefusedError(int(m.group(1)) if m else None) from e
+        if e.code == 416:
+            return e
+        e.close()
         raise DownloadError(f"HTTP {e.code} {e.reason} from {url}") from e
     except urllib.error.URLError as e:
         raise DownloadError(f"could not reach {host}: {e.reason} (no network?)") from e
@@ -153,16 +126,15 @@ def _fetch_once(url: str, part: Path, label: str, progress: bool) -> tuple[int |
     .part is already complete or it belongs to a different file, in which case start over.
     """
     offset = part.stat().st_size if part.exists() else 0
-    try:
-        resp = _open(url, offset)
-    except _RangeRefusedError as e:
-        if e.total == offset:
-            return offset, False  # .part already holds the whole file
-        _say(f"{label}: server refused resuming at byte {offset}; starting over", progress)
-        part.unlink()
-        return None, True
-    with resp:
+    with _open(url, offset) as resp:
         status = resp.status
+        if status == 416:
+            m = re.search(r"/(\d+)", resp.headers.get("Content-Range", ""))
+            if m and int(m.group(1)) == offset:
+                return offset, False  # .part already holds the whole file
+            _say(f"{label}: server refused resuming at byte {offset}; starting over", progress)
+            part.unlink()
+            return None, True
         if resp.headers.get("Content-Type", "").startswith("text/html"):
             # e.g. a sign-in or error page after a redirect: never save it as the archive
             raise DownloadError(f"{resp.geturl()} returned an HTML page, not an archive "
@@ -207,11 +179,11 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
 
     ``name_or_url`` is a key of SOURCES ("cartoonset10k", "cartoonset100k") or a URL; ``url``
     overrides where a named archive is fetched from (mirrors, tests). An archive already in
-    ``dest`` is not fetched again (only checked against a known sha256). Up to ``attempts``
-    requests are made while bytes keep arriving; what arrived stays in ``<name>.part`` so a
-    later call resumes it.
+    ``dest`` is not fetched again (only checked, by ``expected_sha256`` when given). Up to
+    ``attempts`` requests are made while bytes keep arriving; what arrived stays in
+    ``<name>.part`` so a later call resumes it.
     """
-    url, filename, expected = _resolve(name_or_url, url, expected_sha256)
+    url, filename = _resolve(name_or_url, url)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / filename
@@ -219,8 +191,8 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
 
     if archive.exists():
         _say(f"{archive} already exists; checking it instead of downloading", progress)
-        if expected and sha256_of(archive) != expected.lower():
-            raise DownloadError(f"{archive}: sha256 differs from the expected {expected}; "
+        if expected_sha256 and sha256_of(archive) != expected_sha256.lower():
+            raise DownloadError(f"{archive}: sha256 differs from the expected {expected_sha256}; "
                                 "delete it and rerun")
         try:
             verify_archive(archive, labeled=name_or_url in SOURCES)
@@ -246,9 +218,10 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
                             f"(partial data kept in {part}; rerun to resume)")
 
     digest = sha256_of(part)
-    if expected and digest != expected.lower():
+    if expected_sha256 and digest != expected_sha256.lower():
         part.unlink()
-        raise DownloadError(f"{url}: sha256 {digest} does not match the expected {expected}")
+        raise DownloadError(f"{url}: sha256 {digest} does not match the expected "
+                            f"{expected_sha256}")
     try:
         verify_archive(part, labeled=name_or_url in SOURCES)
     except TruncatedArchiveError as e:
@@ -312,85 +285,60 @@ def verify_archive(path: str | Path, labeled: bool = True) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- extraction
 
 
-# tarfile's "data" filter (Python >= 3.11.4 / 3.10.12) refuses links and paths leaving the
-# destination; our own checks come first so the error names the member, the filter backs them up.
-_FILTER: MappingProxyType[str, str] = MappingProxyType(
-    {"filter": "data"} if hasattr(tarfile, "data_filter") else {})
-_FILTER_ERRORS = getattr(tarfile, "FilterError", ())
-
-
-def _inside(path: str, root: str) -> bool:
-    return os.path.commonpath([path, root]) == root
-
-
-def _check_member(member: tarfile.TarInfo, root: str) -> None:
-    """Raise DownloadError unless ``member`` stays inside ``root`` (a real, resolved directory).
-
-    Paths are resolved against what was already extracted, so a member (or a link target)
-    that walks through an earlier symlink is judged by where it really lands.
+def _safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """``member`` as tarfile's "data" filter lets it through: no device files, no path or link
+    leaving ``dest`` (judged by where it lands, through links extracted before it), no link
+    to an absolute path. Raises DownloadError naming the member; our own checks come first
+    for what the filter would not refuse (it strips a leading "/") or would name less plainly.
     """
-    name = member.name
-
     def refuse(why: str) -> DownloadError:
-        return DownloadError(f"unsafe archive member {name!r}: {why}")
+        return DownloadError(f"unsafe archive member {member.name!r}: {why}")
 
+    name = member.name
     if member.ischr() or member.isblk() or member.isfifo():
         raise refuse("device or fifo files are not allowed")
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise refuse(f"unsupported member type {member.type!r}")
     if name.startswith(("/", "\\")) or PureWindowsPath(name).anchor:
         raise refuse("absolute path")
     if ".." in PurePosixPath(name).parts or ".." in PureWindowsPath(name).parts:
         raise refuse("'..' path component")
-    target = os.path.join(root, name)
-    if not _inside(os.path.realpath(os.path.dirname(target)), root):
-        raise refuse("its parent directory is a symlink leading outside the destination")
-    if member.issym() or member.islnk():
-        link = member.linkname
-        if link.startswith(("/", "\\")) or PureWindowsPath(link).anchor:
-            raise refuse(f"link to absolute path {link!r}")
-        # symlinks are relative to the member's directory, hard links to the archive root
-        base = os.path.dirname(target) if member.issym() else root
-        if not _inside(os.path.realpath(os.path.join(base, link)), root):
-            raise refuse(f"link target {link!r} is outside the destination")
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError as e:  # its message names the member
+        raise DownloadError(f"unsafe archive member: {e}") from None
 
 
 def extract(archive: str | Path, dest: str | Path) -> Path:
     """Extract ``archive`` (.tgz/.tar) into ``dest``; return the single top-level folder, else dest.
 
-    Members are extracted one by one into a temporary directory inside ``dest`` after our own
-    checks (see _check_member) and with tarfile's "data" filter as a second line of defence;
-    the top-level entries are moved into ``dest`` only when all members succeeded. Existing
+    Members pass ``_safe`` and are extracted into a temporary directory inside ``dest``; the
+    top-level entries are moved into ``dest`` only when all members succeeded. Existing
     entries in ``dest`` are never overwritten.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise DownloadError(f"archive not found: {archive}")
+    if not hasattr(tarfile, "data_filter"):
+        raise DownloadError(f"cannot extract {archive} safely: this Python has no tarfile data "
+                            "filter (3.10.12, 3.11.4 and later have it); or use extract=false")
     dest.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".extract-", dir=dest)
     try:
-        root = os.path.realpath(tmp)
         try:
             with tarfile.open(archive, "r:*") as tar:
-                for member in tar:  # streaming: a .tgz is decompressed once
-                    _check_member(member, root)
-                    try:
-                        tar.extract(member, root, **_FILTER)
-                    except _FILTER_ERRORS as e:
-                        raise DownloadError(f"unsafe archive member {member.name!r}: {e}") from e
+                tar.extractall(tmp, filter=_safe)  # member by member: one decompression
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise DownloadError(f"cannot extract {archive}: it is damaged ({_one_line(e)}); "
                                 "delete it and rerun to download it again") from e
         except OSError as e:  # the destination's fault (disk full, permissions), not the archive's
             raise DownloadError(f"cannot extract {archive} into {dest}: {e}") from e
-        entries = sorted(os.listdir(root))
+        entries = sorted(os.listdir(tmp))
         if not entries:
             raise DownloadError(f"archive {archive} is empty")
         for entry in entries:
             if (dest / entry).exists() or (dest / entry).is_symlink():
                 raise DownloadError(f"{dest / entry} already exists; remove it to extract again")
         for entry in entries:
-            os.replace(os.path.join(root, entry), dest / entry)
+            os.replace(os.path.join(tmp, entry), dest / entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if len(entries) == 1 and (dest / entries[0]).is_dir():
@@ -407,7 +355,7 @@ OPTIONS = {
     "dest": cli.Option(None, "the folder the archive is downloaded and extracted into; "
                        "required", "DIR"),
     "url": cli.Option(None, "a mirror to download from; null: the official bucket"),
-    "sha256": cli.Option(None, "the archive's expected sha256; null: the known one, if any"),
+    "sha256": cli.Option(None, "the archive's expected sha256; null: not checked (printed)"),
     "extract": cli.Option(True, "extract the archive after verifying it"),
     "progress": cli.Option(True, "show a progress bar (a line every 10% when not a terminal)"),
 }
@@ -425,7 +373,7 @@ def main(argv: list[str]) -> Path:
     if dest.exists() and not dest.is_dir():
         raise ArgumentError("dest", str(dest), "a folder: it is a file")
     check_output("dest", dest / f"{name}.part", given=dest)  # a folder that can be made
-    folder = dest / SOURCES[name].folder
+    folder = dest / name
     if opts["extract"] and folder.is_dir():
         _say(f"{folder} already exists; nothing to download or extract", progress)
         print(folder)
