@@ -39,6 +39,7 @@ import platformdirs
 import torch
 
 from cartoondiff import attributes
+from cartoondiff.data.download import sha256_of
 from cartoondiff.runs.errors import UserError
 from cartoondiff.runs.files import try_lock
 
@@ -54,7 +55,6 @@ LOCK_FILE = ".lock"  # inside a temporary folder, locked by the process writing 
 # lock nobody holds was left by a crash. The age also covers the instant between creating
 # the folder and locking it, and filesystems where locks are not available.
 STALE_AFTER_S = 3600.0
-_HASH_CHUNK = 1 << 22
 
 
 CACHE_ENV = "CARTOONDIFF_CACHE"  # the cache folder, wherever runs start (beats the default)
@@ -173,7 +173,7 @@ def build_or_load_cache(
             "labeled": ids is not None,
             "info": info,
             # hashed from the written files: what a later load reads is what was written
-            "files": {f: {"size": (tmp / f).stat().st_size, "sha256": _file_sha256(tmp / f)}
+            "files": {f: {"size": (tmp / f).stat().st_size, "sha256": sha256_of(tmp / f)}
                       for f in files},
         }
         meta = json.loads(json.dumps(meta, default=str))  # exactly what a reader will parse
@@ -183,7 +183,11 @@ def build_or_load_cache(
             lock.release()
             lock = None
         (tmp / LOCK_FILE).unlink(missing_ok=True)
-        _publish(tmp, final)
+        try:  # published in one rename
+            os.replace(tmp, final)
+        except OSError:  # another process published the same key first: the same arrays
+            if not (final / META_FILE).exists():
+                raise
     except OSError as err:  # a full disk, a folder that turned read-only
         raise CacheError(f"could not write the cache in {cache_dir} ({err.strerror or err})"
                          ) from None
@@ -201,10 +205,10 @@ def build_or_load_cache(
     return CacheEntry(entry.images, entry.ids, final, built=True, info=entry.info)
 
 
-def remove_stale_partials(cache_dir: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+def remove_stale_partials(cache_dir: Path) -> list[Path]:
     """Delete ``.partial-*`` folders under ``cache_dir`` left by builds that died.
 
-    A folder is removed only if it is older than ``older_than_s`` (by mtime) and no live
+    A folder is removed only if it is older than ``STALE_AFTER_S`` (by mtime) and no live
     process holds its lock file; a second process building right now keeps its folder.
     Returns the folders removed.
     """
@@ -217,7 +221,7 @@ def remove_stale_partials(cache_dir: Path, older_than_s: float = STALE_AFTER_S) 
             age = now - folder.lstat().st_mtime
         except OSError:
             continue  # removed meanwhile by its owner or another cleaner
-        if age < older_than_s or _is_locked(folder):
+        if age < STALE_AFTER_S or _is_locked(folder):
             continue
         log.warning("removing %s, left by a cache build that did not finish", folder)
         _remove(folder)
@@ -269,30 +273,8 @@ def _summary(key: Mapping[str, Any]) -> dict[str, Any]:
     return {k: f"<{len(v)} entries>" if isinstance(v, list | tuple) else v for k, v in key.items()}
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Move a finished temp folder to ``final`` in one rename."""
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        # Another process published the same key first; its arrays are identical (and are
-        # verified when read back).
-        if not (final / META_FILE).exists():
-            raise
-
-
 class _CorruptError(Exception):
     """A cache folder failed a check on load; the message says which (not the folder)."""
-
-
-def _file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks into one reused buffer."""
-    h = hashlib.sha256()
-    buf = bytearray(_HASH_CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
 
 
 def _meta_digest(meta: Mapping[str, Any]) -> str:
@@ -332,9 +314,6 @@ def _load(folder: Path) -> CacheEntry:
         ids = np.load(folder / IDS_FILE, mmap_mode="c") if labeled else None
     except (OSError, ValueError, EOFError) as err:
         raise _CorruptError(f"array file unreadable ({err})") from None
-    if list(images.shape) != meta.get("images_shape"):
-        raise _CorruptError(f"images have shape {images.shape}, {META_FILE} says "
-                       f"{meta.get('images_shape')}")
     try:
         _check_arrays(images, ids)
     except ValueError as err:
@@ -351,7 +330,7 @@ def _check_file(path: Path, want: Any) -> None:
         size = path.stat().st_size
         if size != want["size"]:
             raise _CorruptError(f"{path.name} is {size} bytes, {want['size']} were written")
-        if _file_sha256(path) != want["sha256"]:
+        if sha256_of(path) != want["sha256"]:
             raise _CorruptError(f"{path.name} does not match its sha256 (bytes changed on disk)")
     except OSError as err:
         raise _CorruptError(f"{path.name} unreadable ({err.strerror or err})") from None
