@@ -236,13 +236,12 @@ def _draw_beard(pen: Pen, style: int, face: np.ndarray, hair: Color, edge: Color
     chin_y = face[:, 1].max()
     color, line = (_mix(skin, hair, 0.45), None) if style == 12 else (hair, edge)
 
-    def lower(y0: float, grow: float = 1.04) -> np.ndarray:  # face outline below y0, R->L
+    def lower(y0: float) -> np.ndarray:  # face outline below y0, R->L, grown by 4%
         p = face[face[:, 1] >= y0]
-        return np.array([250.0, 270.0]) + (p - [250.0, 270.0]) * grow
+        return np.array([250.0, 270.0]) + (p - [250.0, 270.0]) * 1.04
 
-    def band(y0: float, y1: float, d: float) -> np.ndarray:  # a strip inside the outline
+    def band(y0: float, d: float) -> np.ndarray:  # a strip inside the outline
         p = lower(y0)
-        p = p[p[:, 1] <= y1] if y1 else p
         c = np.array([250.0, 262.0])
         v = p - c
         inner = c + v * (1 - d / np.hypot(*v.T))[:, None]
@@ -277,7 +276,7 @@ def _draw_beard(pen: Pen, style: int, face: np.ndarray, hair: Color, edge: Color
         0: lambda: [full(262, 6, True)],
         1: lambda: [full(262, 48, True)],
         2: lambda: [full(270, 16, False)],
-        3: lambda: [band(285, 0, 13)],
+        3: lambda: [band(285, 13)],
         4: lambda: [goatee(24, 8), thick],
         5: lambda: [goatee(20, 6)],
         6: lambda: [thick],

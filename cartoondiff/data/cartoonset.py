@@ -200,12 +200,11 @@ class Decoded:
     """What ``decode_files`` produced.
 
     images: uint8 (N, 3, size, size); ids: int64 (N, 18) or None when unlabeled;
-    files: the N files kept, in order; skipped: (file, reason) for each file left out.
+    skipped: (file, reason) for each file left out.
     """
 
     images: np.ndarray
     ids: np.ndarray | None
-    files: list[Path]
     skipped: list[tuple[Path, str]]
 
 
@@ -256,7 +255,7 @@ def decode_files(
     jobs = [(Path(f), crop, size, labeled) for f in files]
     images = np.empty((len(jobs), 3, size, size), dtype=np.uint8)
     ids = np.empty((len(jobs), attributes.NUM_ATTRIBUTES), dtype=np.int64) if labeled else None
-    kept: list[Path] = []
+    n = 0  # files kept
     skipped: list[tuple[Path, str]] = []
     results = _results(jobs, workers)
     bar = progress_bar(results, total=len(jobs), desc="decoding PNGs", unit="img",
@@ -268,17 +267,16 @@ def decode_files(
                     raise DataError(error)
                 skipped.append((path, error))
                 continue
-            images[len(kept)] = image
+            images[n] = image
             if ids is not None:
-                ids[len(kept)] = label
-            kept.append(path)
+                ids[n] = label
+            n += 1
     finally:
         bar.close()
         results.close()  # stops the worker pool at once when we raise early
-    if not kept:
+    if not n:
         raise DataError(f"all {len(jobs)} files were bad; first: {skipped[0][1]}")
-    n = len(kept)
-    return Decoded(images[:n], None if ids is None else ids[:n], kept, skipped)
+    return Decoded(images[:n], None if ids is None else ids[:n], skipped)
 
 
 def default_workers() -> int:

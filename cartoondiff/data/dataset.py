@@ -150,7 +150,7 @@ def _cartoonset_entry(
     if labeled:
         # a missing CSV is reported by the decoder, with the file's name; here it just
         # must not crash the fingerprint
-        csvs = [f.with_suffix(".csv") for f in files]
+        csvs = [label_path(f) for f in files]
         fingerprint += cache.files_fingerprint([c for c in csvs if c.exists()], root)
     key = {"source": "cartoonset", "root": str(root), "files": fingerprint, "size": size,
            "crop": crop, "labeled": labeled}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from cartoondiff.data.avatar_drawing import FRAME  # Cartoon Set's image side, in px
 from cartoondiff.data.cache import resolve_cache_dir
 from cartoondiff.data.dataset import (
     NORMALIZATIONS,
@@ -19,7 +20,6 @@ from cartoondiff.runs.errors import SEED_RULE, ConfigError, is_int, is_seed, req
 from cartoondiff.runs.files import check_folder
 
 MAX_IMAGE_SIZE = 512
-FRAME = 500  # px of a Cartoon Set image (and of the built-in renderer's frame)
 
 
 def physical_memory() -> int:

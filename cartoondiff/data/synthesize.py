@@ -1,9 +1,8 @@
 """Synthetic Cartoon-Set-style avatars drawn with Pillow from the 18 attribute ids.
 
 Every avatar is a pure function of its ids: flat colours, dark outlines, white ground,
-the face placed in Cartoon Set's 500x500 frame as measured on real images (hair top near
-y=100, eyes at y=264, chin at y=362..408, ears at x=250+-100). Every value of every
-attribute changes the drawing: colours (face, hair, eyes, glasses), 111 hair styles
+the face placed in Cartoon Set's 500x500 frame as measured on real images. Every value of
+every attribute changes the drawing: colours (face, hair, eyes, glasses), 111 hair styles
 (bald, horseshoe, two puffs, then 9 tops x 4 back lengths x 3 textures), 7 face outlines
 x 3 chin lengths, 14 beards, 11 glasses, and smaller changes for the eye and eyebrow
 attributes. The last value means "none": ``glasses=11`` (GLASSES_NONE) and
@@ -30,11 +29,9 @@ from PIL import Image
 
 from cartoondiff.attributes import ATTRIBUTES, COUNTS, NUM_ATTRIBUTES, validate
 from cartoondiff.data.avatar_drawing import (  # noqa: F401 -- re-exported for users
-    EYE_COLORS,
     FACE_COLORS,
     FACIAL_HAIR_NONE,
     FRAME,
-    GLASSES_COLORS,
     GLASSES_NONE,
     HAIR_COLORS,
     WHITE,
