@@ -35,8 +35,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 
 from cartoondiff.runs import cli
-from cartoondiff.runs.errors import ArgumentError, UserError
-from cartoondiff.runs.files import check_output
+from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.files import check_folder
 from cartoondiff.runs.progress import progress_bar
 
 
@@ -369,10 +369,8 @@ def main(argv: list[str]) -> Path:
     if len(args.positional) != 1 or args.positional[0] not in SOURCES or opts["dest"] is None:
         raise cli.UsageError(f"name one archive ({', '.join(sorted(SOURCES))}) and dest=DIR "
                              f"(usage: {USAGE})")
-    name, dest, progress = args.positional[0], Path(str(opts["dest"])), opts["progress"] is True
-    if dest.exists() and not dest.is_dir():
-        raise ArgumentError("dest", str(dest), "a folder: it is a file")
-    check_output("dest", dest / f"{name}.part", given=dest)  # a folder that can be made
+    name, progress = args.positional[0], opts["progress"] is True
+    dest = check_folder("dest", opts["dest"])
     folder = dest / name
     if opts["extract"] and folder.is_dir():
         _say(f"{folder} already exists; nothing to download or extract", progress)

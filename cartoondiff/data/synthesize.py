@@ -39,8 +39,8 @@ from cartoondiff.data.avatar_drawing import (  # noqa: F401 -- re-exported for u
     paint,
 )
 from cartoondiff.runs import cli
-from cartoondiff.runs.errors import UserError
-from cartoondiff.runs.files import check_output
+from cartoondiff.runs.errors import UserError, is_int, require
+from cartoondiff.runs.files import check_folder
 from cartoondiff.runs.progress import progress_bar
 
 RENDERER_VERSION = 1  # part of the cache key: bump whenever the drawing changes
@@ -138,19 +138,16 @@ def disk_bytes(n: int, size: int) -> int:
 
 
 def check_options(opts: dict) -> Path:
-    """``out``, ``n``, ``seed`` and ``size`` checked before any file is written: ``out`` a
-    folder that can be written, ``n`` within the names' range and the disk's free space."""
+    """``out``, ``n``, ``seed`` and ``size`` checked before any file is written: integers,
+    ``out`` a folder that can be written, ``n`` within the names' range and the disk's free
+    space."""
+    for key in ("n", "seed", "size"):
+        require(is_int(opts[key]), key, opts[key], "an integer")
     n, size, seed = opts["n"], opts["size"], opts["seed"]
-    if not 0 <= n <= MAX_N:
-        raise SynthesisError(f"n={n!r} is invalid: expected an integer in [0, {MAX_N}] "
-                             "(the file names' 7-digit index)")
-    if seed < 0:
-        raise SynthesisError(f"seed={seed!r} is invalid: expected an integer >= 0")
+    require(0 <= n <= MAX_N, "n", n, f"an integer in [0, {MAX_N}] (the file names' 7-digit index)")
+    require(seed >= 0, "seed", seed, "an integer >= 0")
     _check(size, None)
-    out = Path(str(opts["out"])).expanduser()
-    if out.exists() and not out.is_dir():
-        raise SynthesisError(f"out={str(out)!r} is invalid: expected a folder: it is a file")
-    check_output("out", out / "cs0.png", given=out)
+    out = check_folder("out", opts["out"])
     existing = out
     while not existing.exists():
         existing = existing.parent
@@ -178,9 +175,6 @@ def main(argv: Sequence[str]) -> None:
     opts = args.options
     if args.positional or opts["out"] is None or opts["n"] is None:
         raise cli.UsageError(f"out=DIR and n=N are required (usage: {USAGE})")
-    for key in ("n", "seed", "size"):
-        if not isinstance(opts[key], int) or isinstance(opts[key], bool):
-            raise SynthesisError(f"{key}={opts[key]!r} is invalid: expected an integer")
     out = check_options(opts)
     write_cartoonset(out, opts["n"], opts["seed"], opts["size"])
     print(f"wrote {opts['n']} avatars to {opts['out']}")
