@@ -284,12 +284,8 @@ def _meta_digest(meta: Mapping[str, Any]) -> str:
 
 
 def _load(folder: Path) -> CacheEntry:
-    """Open and verify a cache folder; raise ``_CorruptError`` saying what is wrong.
-
-    Checks, cheapest first: meta.json parses and matches its own digest; each array file
-    has the recorded size and sha256; the arrays have the recorded dtype and shape; the
-    attribute ids are in range.
-    """
+    """Open and verify a cache folder (the module docstring's checks, cheapest first); raise
+    ``_CorruptError`` saying what is wrong."""
     try:
         meta = json.loads((folder / META_FILE).read_text())
     except FileNotFoundError:

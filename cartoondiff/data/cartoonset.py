@@ -5,11 +5,8 @@ so files are found recursively. Each CSV line is ``"name", value, count`` (value
 count = number of variants); every name, value and count is checked against
 ``cartoondiff.attributes``. Images are RGBA with a transparent background in the official
 archive: they are composited onto white, centre-cropped (360 px, the blog's choice) and
-resized with an antialiasing filter.
-
-Every PNG colour type and bit depth decodes to the same RGB avatar on white: 16-bit grey
-(which Pillow opens as ``I;16``/``I``) is scaled to 8 bits instead of clipped to white, and
-a grey colour key (tRNS) at 1, 2 or 4 bits is scaled like the pixels it keys.
+resized with an antialiasing filter. Every PNG colour type and bit depth (16-bit grey, a grey
+colour key at 1, 2 or 4 bits: see ``load_image``) gives the same avatar.
 
 Every bad file raises ``DataError`` naming the file and what is wrong: undecodable or
 truncated data, a decompression bomb, a broken symlink, a symlink loop, no permission, a

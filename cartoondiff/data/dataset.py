@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cartoondiff import attributes
 from cartoondiff.data import cache
 from cartoondiff.data.cartoonset import (
     DataError,
@@ -114,7 +113,7 @@ def load_avatar_data(
         log.warning("skipped %d bad file(s) of %s; first: %s", skipped, root, "; ".join(reasons))
 
     images = torch.from_numpy(entry.images)  # (N, 3, H, W) uint8, no copy
-    # ids were validated when the cache was built (read_labels / _synthetic_entry)
+    # ids were validated by the cache (cache._check_arrays, on writing and on every load)
     ids = torch.from_numpy(entry.ids) if labeled is not False and entry.ids is not None else None
     return AvatarData(images, ids, source, skipped=skipped, cache_path=entry.path)
 
@@ -130,7 +129,7 @@ def _synthetic_entry(
 
     def build() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         images, ids = synthesize.render_arrays(n, seed, size, crop=crop, progress=progress)
-        return images, attributes.validate(torch.as_tensor(ids)).numpy(), {}  # int64 (n, 18)
+        return images, ids, {}  # ids int64 (n, 18), checked by the cache like any source's
 
     return cache.build_or_load_cache(cache_dir, f"synthetic-{size}px", key, build)
 

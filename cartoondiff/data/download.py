@@ -110,12 +110,11 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse | urllib.error.HTTP
             return e
         e.close()
         raise DownloadError(f"HTTP {e.code} {e.reason} from {url}") from e
-    except urllib.error.URLError as e:
-        raise DownloadError(f"could not reach {host}: {e.reason} (no network?)") from e
     except http.client.HTTPException as e:
         raise DownloadError(f"bad response from {host}: {e!r}") from e
-    except OSError as e:
-        raise DownloadError(f"could not reach {host}: {e} (no network?)") from e
+    except OSError as e:  # URLError's reason is the socket's error
+        why = e.reason if isinstance(e, urllib.error.URLError) else e
+        raise DownloadError(f"could not reach {host}: {why} (no network?)") from e
 
 
 def _fetch_once(url: str, part: Path, label: str, progress: bool) -> tuple[int | None, bool]:

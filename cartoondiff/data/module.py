@@ -44,8 +44,7 @@ class AvatarDataModule:
         image_size: H = W after the crop and resize.
         crop: centre crop in px of the 500 px frame before resizing (the blog's 360).
         cache_dir: where decoded arrays (and the evaluation's classifiers) are kept; None:
-            ``$CARTOONDIFF_CACHE``, else ``$XDG_CACHE_HOME/cartoondiff`` or
-            ``~/.cache/cartoondiff`` (``cache.default_cache_dir``).
+            ``cache.default_cache_dir()`` (``$CARTOONDIFF_CACHE``, else the user's cache).
         on_error: "raise" stops at a bad file; "skip" leaves bad files out and counts them.
         normalize: "pm1" scales pixels to [-1, 1], "unit" to [0, 1].
         batch_size: images per optimizer step (the global batch under DDP).
