@@ -240,13 +240,10 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
 
 
 def verify_archive(path: str | Path, labeled: bool = True) -> tuple[int, int]:
-    """Read a .tgz/.tar to its end without extracting; return its (PNG, CSV) member counts.
-
-    Checks what a download's size cannot: that it is a gzip stream whose CRC32 and length
-    match (checked at its end), that every tar header and member is there, and that it
-    holds PNG images (and CSV labels when ``labeled``). Raises ``TruncatedArchiveError``
-    when the data ends early and ``DownloadError`` for anything else; both name the file.
-    Costs one decompression pass, about as long as extracting without writing.
+    """Read a .tgz/.tar to its end without extracting (the checks the module docstring lists;
+    CSV labels only when ``labeled``); return its (PNG, CSV) member counts. Raises
+    ``TruncatedArchiveError`` when the data ends early and ``DownloadError`` for anything
+    else; both name the file. Costs one decompression pass, about as long as extracting.
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -309,9 +306,8 @@ def _safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
 def extract(archive: str | Path, dest: str | Path) -> Path:
     """Extract ``archive`` (.tgz/.tar) into ``dest``; return the single top-level folder, else dest.
 
-    Members pass ``_safe`` and are extracted into a temporary directory inside ``dest``; the
-    top-level entries are moved into ``dest`` only when all members succeeded. Existing
-    entries in ``dest`` are never overwritten.
+    Each member passes ``_safe``; a temporary folder in ``dest`` receives them, and its entries
+    move into ``dest`` once all succeeded, never over existing ones.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
