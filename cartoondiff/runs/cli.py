@@ -43,7 +43,6 @@ def conf_dir() -> Path:
     return packaged if (packaged / "config.yaml").is_file() else package.parent / "conf"
 
 
-CONF_DIR = conf_dir()
 _KEY = re.compile(r"^[A-Za-z_][\w.]*$")
 
 
@@ -64,10 +63,6 @@ class Option:
 HELP_FLAGS = ("-h", "--help")
 
 
-def _default(option: Any) -> Any:
-    return option.default if isinstance(option, Option) else option
-
-
 def _shown(value: Any) -> str:
     if value is None:
         return "null"
@@ -82,17 +77,14 @@ def _as_typed(text: str) -> str:
     return text
 
 
-def help_text(usage: str, options: Mapping[str, Any], about: str = "", example: str = "",
+def help_text(usage: str, options: Mapping[str, Option], about: str = "", example: str = "",
               ) -> str:
     """``--help``: usage, ``about`` (e.g. the module docstring), every option with its default
     and meaning, and ``example``."""
     rows = []
     for key, option in options.items():
-        default = _default(option)
-        shown = option.value if isinstance(option, Option) and option.value and default is None \
-            else _shown(default)
-        meaning = option.help if isinstance(option, Option) else ""
-        rows.append((f"{key}={shown}", meaning))
+        shown = option.value if option.value and option.default is None else _shown(option.default)
+        rows.append((f"{key}={shown}", option.help))
     rows.append(("-h, --help", "show this help and exit"))
     width = min(max(len(r[0]) for r in rows) + 2, 28)
     lines = [f"usage: {_as_typed(usage)}", ""]
@@ -147,14 +139,14 @@ def value(text: str) -> Any:
     return text
 
 
-def parse(argv: Sequence[str], options: Mapping[str, Any], usage: str,
+def parse(argv: Sequence[str], options: Mapping[str, Option], usage: str,
           overrides: bool = False, *, about: str = "", example: str = "") -> Arguments:
-    """Split ``argv`` into options (named in ``options``: ``Option``s, or bare defaults),
-    positional arguments and, if ``overrides``, Hydra overrides. ``usage`` ends each error
-    message; ``-h``/``--help`` anywhere prints ``help_text`` and exits 0."""
+    """Split ``argv`` into options (named in ``options``), positional arguments and, if
+    ``overrides``, Hydra overrides. ``usage`` ends each error message; ``-h``/``--help``
+    anywhere prints ``help_text`` and exits 0."""
     if any(item in HELP_FLAGS for item in argv):
         exit_with_help(help_text(usage, options, about, example))
-    args = Arguments({key: _default(option) for key, option in options.items()})
+    args = Arguments({key: option.default for key, option in options.items()})
     given: dict[str, str] = {}  # an option given twice is a mistake, not last-wins
 
     def set_option(key: str, text: str) -> None:
@@ -210,7 +202,7 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
             return hydra_compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         lines = str(err).strip().splitlines()

@@ -52,6 +52,12 @@ def is_seed(value: object) -> bool:
     return is_int(value) and 0 <= value < 2**31
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def require(ok: bool, name: str, value: object, expected: str) -> None:
     """Raise ``ArgumentError(name, value, expected)`` unless ``ok``."""
     if not ok:

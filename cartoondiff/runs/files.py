@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 if TYPE_CHECKING:
     from PIL import Image
 
-from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.errors import ArgumentError, UserError
 
 
 class WriteError(UserError, OSError):
@@ -109,7 +109,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     Raises what ``write`` or the file system raised (the temporary file removed, ``path``
-    untouched); ``write_bytes_atomic`` and ``write_text_atomic`` turn that into one line.
+    untouched); ``write_text_atomic`` and ``save_image_atomic`` turn that into one line.
     Something at ``path`` that is not a regular file (a device, a FIFO, a symlink) is never
     replaced: WriteError.
     """
@@ -137,10 +137,10 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """``path.write_bytes(data)``, atomically; WriteError naming ``path`` on failure."""
+def _write_named(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """``write_atomic``; its failure becomes a WriteError naming ``path``."""
     try:
-        write_atomic(Path(path), lambda f: f.write(data))
+        write_atomic(Path(path), write)
     except WriteError:
         raise
     except OSError as err:
@@ -150,7 +150,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """``path.write_text(text)`` (UTF-8), atomically; WriteError naming ``path`` on failure."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    data = text.encode("utf-8")
+    return _write_named(path, lambda f: f.write(data))
 
 
 def save_image_atomic(image: Any, path: Path) -> Path:
@@ -161,13 +162,7 @@ def save_image_atomic(image: Any, path: Path) -> Path:
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None:
         raise WriteError(f"could not write {path}: not an image file name (.png, .jpg, ...)")
-    try:
-        write_atomic(Path(path), lambda f: image.save(f, format=fmt))
-    except WriteError:
-        raise
-    except OSError as err:
-        raise WriteError(f"could not write {path}: {err.strerror or err}") from err
-    return Path(path)
+    return _write_named(path, lambda f: image.save(f, format=fmt))
 
 
 def fsync_dir(folder: Path) -> None:
@@ -197,8 +192,6 @@ def check_folder(key: str, folder: Path | str) -> Path:
     """A folder of option ``key`` that a command will write into, checked before any work:
     it exists and is writable, or the nearest folder above it that exists is writable.
     ArgumentError naming ``key`` otherwise ("X is not writable", "X is a file")."""
-    from cartoondiff.runs.errors import ArgumentError
-
     folder = Path(str(folder)).expanduser()
     if problem := _unwritable(folder, "a folder"):
         raise ArgumentError(key, str(folder), problem)
@@ -225,7 +218,6 @@ def check_output(key: str, path: Path | str, suffixes: tuple[str, ...] = (),
     created; and it is none of the command's ``inputs`` (files, or run folders whose record
     it would overwrite: ``RunFolder.holds``). Raises ``ArgumentError`` naming ``key`` (with
     ``given``, the value the user typed, when ``path`` is a file inside it)."""
-    from cartoondiff.runs.errors import ArgumentError
     from cartoondiff.runs.folder import RunFolder
 
     path = Path(str(path)).expanduser()

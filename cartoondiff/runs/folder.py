@@ -17,15 +17,11 @@ Every command that writes or reads a run folder takes its file names from ``RunF
       wandb_id.txt            the W&B run id a resume continues
       wandb/                  W&B's offline runs
 
-The checkpoint store (``checkpoint_path``, ``list_checkpoints``, ``prune``, ``load_latest``)
+The checkpoint store (``checkpoint_path``, ``list_checkpoints``, ``prune``, ``resume_state``)
 names, lists and prunes ``checkpoints/``; the file I/O under it (atomic writes, safe loads)
 is ``inference.checkpoint``'s, imported inside the functions that load, so that run names
-(``runs.naming``) can use this module without torch.
-
-A resumed run is the same run: ``same_run_changes`` compares its config with the
-checkpoint's, and only the keys in ``RESULT_NEUTRAL`` (where and how a run executes and logs:
-never in a run's name either, see runs.naming) and ``CONTINUABLE`` (how long it trains, what it
-draws and how it is evaluated) may differ without being named in ``resume_changes``.
+(``runs.naming``) can use this module without torch. A resumed run is the same run
+(``same_run_changes``).
 """
 
 from __future__ import annotations
@@ -47,7 +43,6 @@ from cartoondiff.runs.errors import ConfigError, UserError
 from cartoondiff.runs.files import ReadError, read_regular, try_lock, write_text_atomic
 
 if TYPE_CHECKING:
-    import torch
     from filelock import FileLock
 
 log = logging.getLogger(__name__)
@@ -190,23 +185,6 @@ def prune(folder: Path, keep: int) -> None:
             old.unlink(missing_ok=True)
 
 
-def load_latest(
-    folder: Path, map_location: str | torch.device = "cpu"
-) -> tuple[Path, dict] | None:
-    """Newest checkpoint in ``folder`` that loads; damaged ones are skipped with a warning.
-
-    None when the folder holds no checkpoint that loads.
-    """
-    from cartoondiff.inference import checkpoint as ckpt
-
-    for path in reversed(list_checkpoints(folder)):
-        try:
-            return path, ckpt.load(path, map_location)
-        except ckpt.CheckpointError as err:
-            log.warning("%s; falling back to the checkpoint before it", err)
-    return None
-
-
 def hydra_record(cfg: DictConfig) -> dict[str, str]:
     """What Hydra saves in a run's ``.hydra/`` (the config as composed, Hydra's own config and
     the command's overrides), read before the run changes its config; {} outside run.py.
@@ -241,8 +219,6 @@ def resume_command(run_dir: Path) -> str:
             if not o.startswith(("resume=", "hydra.run.dir="))]
     command = shlex.split(os.environ.get(COMMAND_ENV, "python run.py"))  # as it was typed
     return shlex.join([*command, *keep, "resume=auto", f"hydra.run.dir={run_dir}"])
-
-
 
 
 class RunFolderBusyError(UserError):
@@ -284,20 +260,25 @@ class RunFolderLock:
 
 
 def resume_state(resume: str | None, ckpt_dir: Path) -> tuple[Path, dict] | None:
-    """``resume=auto`` (latest good checkpoint of this run, if any) or ``resume=PATH``."""
+    """``resume=PATH``, or ``resume=auto``: the newest checkpoint of this run that loads (each
+    damaged one skipped with a warning), None when there is none at all."""
     from cartoondiff.inference import checkpoint as ckpt  # torch: not for run names
 
     if not resume:
         return None
-    if resume == "auto":
-        found = load_latest(ckpt_dir)  # warns about each damaged checkpoint it skips
-        if found is None and list_checkpoints(ckpt_dir):
-            raise ckpt.CheckpointError(f"resume=auto: no checkpoint in {ckpt_dir} loads (see "
-                                       "the warnings above); move them aside to start fresh")
-        if found is None:
-            print(f"resume=auto: no checkpoint in {ckpt_dir}, starting fresh")
-        return found
-    return Path(resume), ckpt.load(resume)
+    if resume != "auto":
+        return Path(resume), ckpt.load(resume)
+    saved = list_checkpoints(ckpt_dir)
+    for path in reversed(saved):
+        try:
+            return path, ckpt.load(path)
+        except ckpt.CheckpointError as err:
+            log.warning("%s; falling back to the checkpoint before it", err)
+    if saved:
+        raise ckpt.CheckpointError(f"resume=auto: no checkpoint in {ckpt_dir} loads (see the "
+                                   "warnings above); move them aside to start fresh")
+    print(f"resume=auto: no checkpoint in {ckpt_dir}, starting fresh")
+    return None
 
 
 def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:

@@ -35,11 +35,6 @@ def clear() -> None:
     _requested = None
 
 
-def requested() -> int | None:
-    """The signal of a pending stop request, or None."""
-    return _requested
-
-
 def check() -> None:
     """Raise ``Interrupted`` if a stop was requested."""
     if _requested is not None:

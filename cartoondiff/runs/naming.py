@@ -7,14 +7,7 @@ overrides a sweep varies is read from the sweep's ``multirun.yaml`` (Hydra write
 first job starts, for every launcher) with Hydra's own override parser, so ``a,b``, ``range()``
 and ``choice()`` all count. Paths shrink to their last component and long values to a prefix
 plus a hash, so no value makes nested folders or a name too long for the file system.
-
-An experiment (``experiment=NAME``) keeps its group, with the scale it ran at appended
-(``fig12_tau2x-cpu``), so CPU-scale and GPU-scale runs of one figure never share a group.
-
-A plain run (no sweep, no experiment) is named by its overrides plus a time stamp
-(``optim.optimizer.lr=0.001@1202-091733-a1f3``; ``run@1202-091733-a1f3`` with none), so two
-plain runs never share a W&B name. Every training run has ``job_type=train``; evaluations
-(``python -m cartoondiff.evaluate``) log runs of their own with ``job_type=eval``.
+``labels_for`` says how every label is chosen, for sweeps, experiments and plain runs.
 
 ``run_title`` reads a run folder's name back the way W&B groups it (runs with one title are
 seeds of one experiment), for the report and the figures.
@@ -35,6 +28,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from cartoondiff.runs.errors import first_line
 from cartoondiff.runs.folder import RESULT_NEUTRAL, is_under
 from cartoondiff.runs.records import read_run_config, read_text
 
@@ -61,11 +55,10 @@ SWEEP_GROUP = "sweep-"  # + DATE_TIME: the W&B group of a plain sweep's runs
 _NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
 
-def plain_name(base: str | None, stamp: str | None = None) -> str:
+def plain_name(base: str | None) -> str:
     """``base@MMDD-HHMMSS-xxxx``: a name no other run has (the start time, four random hex
     digits for runs started in the same second)."""
-    stamp = stamp or f"{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    return f"{base or PLAIN}@{stamp}"
+    return f"{base or PLAIN}@{time.strftime('%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def strip_stamp(name: str) -> str:
@@ -162,11 +155,13 @@ def labels_for(
     ``job_type``: the user's or an experiment's, used when set) and what Hydra knows of it.
 
     - group: ``logger.group`` when given on the command line; an experiment's group plus its
-      scale (``fig12_tau2x-cpu``); else one group per sweep (``sweep-DATE_TIME``, after the
+      scale (``fig12_tau2x-cpu``: CPU-scale and GPU-scale runs of one figure never share a
+      group); else one group per sweep (``sweep-DATE_TIME``, after the
       sweep folder); else ``logger.group`` (None for a single plain run).
     - name: a sweep job's swept keys (``attention=mha4,tau.projections=2x``); an experiment
       run's overrides without plumbing and without what the group says, else the experiment's
-      name; a plain run's overrides (without plumbing) plus a time stamp (``plain_name``).
+      name; a plain run's overrides (without plumbing) plus a time stamp (``plain_name``:
+      ``optim.optimizer.lr=0.001@1202-091733-a1f3``, ``run@1202-091733-a1f3`` with none).
     - tags: ``logger.tags``, ``scale=...`` and each swept ``key=value`` (W&B filters on tags).
     - job_type: ``train`` (the scale is a tag and part of an experiment's group).
     - config: ``sweep`` (swept key -> this run's value) and ``choices`` (every config group's
@@ -242,7 +237,7 @@ def read_sweep_overrides(sweep_dir: str | Path) -> list[str] | None:
         return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
     except Exception as err:  # bad YAML, a list where a mapping belongs, an unreadable file
         log.warning("%s is not a readable sweep record (%s); naming the run without it", path,
-                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+                    first_line(err))
         return None
 
 
@@ -256,9 +251,7 @@ def run_labels(logger: DictConfig | Mapping[str, Any]) -> RunLabels:
     given = {"name": logger.get("name"), "group": logger.get("group"),
              "tags": list(logger.get("tags") or []), "job_type": logger.get("job_type")}
     if not HydraConfig.initialized():
-        if not given["name"]:
-            given["name"] = plain_name(None)
-        return RunLabels(**{**given, "job_type": given["job_type"] or JOB_TYPE})
+        return labels_for(**given)
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     return labels_for(
@@ -272,7 +265,8 @@ def run_labels(logger: DictConfig | Mapping[str, Any]) -> RunLabels:
 def sweep_subdir(num: int, job_overrides: Sequence[str], sweep_dir: str) -> str:
     """A sweep job's folder: ``NUM_key=value,...`` of the keys the sweep varies; where it
     varies none (``-m`` with one job), of its overrides but the plumbing, as its W&B name
-    (``NUM_run`` with none). Used by ``hydra.sweep.subdir`` in conf/config.yaml."""
+    (``NUM_run`` with none). ``hydra.sweep.subdir`` in conf/config.yaml calls it, as the
+    resolver ``${cartoondiff.sweep_subdir:NUM,OVERRIDES,SWEEP_DIR}``."""
     swept = swept_items(list(job_overrides), read_sweep_overrides(sweep_dir)) or [
         item for item, _ in _parse(job_overrides) if not _plumbing(item.key)]
     return f"{num}_{describe(swept) if swept else PLAIN}"
@@ -280,17 +274,9 @@ def sweep_subdir(num: int, job_overrides: Sequence[str], sweep_dir: str) -> str:
 
 class RegisterResolvers(Callback):
     """A Hydra callback (``hydra.callbacks`` in conf/config.yaml) that registers the resolver
-    naming sweep folders before a sweep starts. Hydra hands registered resolvers on to the
-    processes its launchers start (joblib, submitit), so every job can name its folder."""
+    naming sweep folders (``sweep_subdir``) before a sweep starts. Hydra hands registered
+    resolvers on to the processes its launchers start (joblib, submitit), so every job can
+    name its folder."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: ARG002
-        register_resolvers()
-
-
-def register_resolvers() -> None:
-    """``${cartoondiff.sweep_subdir:NUM,OVERRIDES,SWEEP_DIR}``: see ``sweep_subdir``."""
-    OmegaConf.register_new_resolver(SUBDIR_RESOLVER, _sweep_subdir_resolver, replace=True)
-
-
-def _sweep_subdir_resolver(num: Any, overrides: Any, sweep_dir: Any) -> str:
-    return sweep_subdir(int(num), [str(o) for o in overrides], str(sweep_dir))
+        OmegaConf.register_new_resolver(SUBDIR_RESOLVER, sweep_subdir, replace=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from cartoondiff.runs.errors import UserError, is_int, is_number
+from cartoondiff.runs.errors import UserError, first_line, is_int, is_number
 from cartoondiff.runs.files import ImageError, ReadError, decode_image, read_regular
 from cartoondiff.runs.folder import RunFolder
 
@@ -54,8 +54,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         if not isinstance(config, dict):
             raise ValueError(f"a {type(config).__name__}, not a mapping")
     except Exception as err:  # bad YAML, a list, an unreadable or special file
-        log.warning("%s is not a readable run config (%s); ignoring it", path,
-                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        log.warning("%s is not a readable run config (%s); ignoring it", path, first_line(err))
         return {}
     return config
 
@@ -149,7 +148,7 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                        "no integer step >= 0" if not (is_int(row.get("step"))
                                                       and row["step"] >= 0) else "")
         except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
-            problem = f"not JSON ({str(err).splitlines()[0]})"
+            problem = f"not JSON ({first_line(err)})"
         except RecursionError:  # nested deeper than the parser goes
             problem = "nested too deeply"
         if problem:
@@ -195,7 +194,7 @@ def read_evaluation(path: Path) -> Evaluation:
         raise RunFolderError(str(err)) from None
     except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
         raise RunFolderError(f"{path}: not an evaluation JSON (not JSON: "
-                             f"{str(err).splitlines()[0]})") from None
+                             f"{first_line(err)})") from None
     except RecursionError:
         raise RunFolderError(f"{path}: not an evaluation JSON (nested too deeply)") from None
     if not isinstance(result, dict) or not isinstance(result.get("runs"), list):

@@ -30,10 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from cartoondiff import attributes
-from cartoondiff.runs.errors import ArgumentError, require
+from cartoondiff.runs.errors import ArgumentError, first_line, require
 from cartoondiff.runs.files import ReadError, write_text_atomic
 from cartoondiff.runs.folder import RunFolder
 from cartoondiff.runs.records import RunFolderError, open_image, read_rows, read_text
@@ -54,18 +52,15 @@ def wandb_key(key: str) -> str:
     return key
 
 
-def wandb_address() -> tuple[str, int]:
-    """(host, port) of the W&B server: ``$WANDB_BASE_URL`` (a self-hosted W&B), else W&B's."""
-    url = urlsplit(os.environ.get("WANDB_BASE_URL") or WANDB_URL)
-    return url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
-
-
 def network_reachable(timeout: float = 3.0) -> bool:
-    """True when a TCP connection to the W&B server opens within ``timeout`` seconds."""
+    """True when a TCP connection to the W&B server (``$WANDB_BASE_URL``, a self-hosted W&B,
+    else W&B's) opens within ``timeout`` seconds."""
+    url = urlsplit(os.environ.get("WANDB_BASE_URL") or WANDB_URL)
     try:
-        with socket.create_connection(wandb_address(), timeout=timeout):
+        port = url.port or (80 if url.scheme == "http" else 443)
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
             return True
-    except (OSError, ValueError):  # no route, no name, or a URL with no usable host
+    except (OSError, ValueError):  # no route, no name, or a URL with no usable host or port
         return False
 
 
@@ -97,16 +92,12 @@ def start_wandb(folder: Path, mode: str, **init_args: Any) -> Any:
             if mode != "online":
                 raise
             log.warning("W&B: online init failed (%s), logging offline instead (%s)",
-                        _first_line(err), hint)
+                        first_line(err), hint)
             return init("offline")
     except Exception as err:  # e.g. wandb/ damaged (a file): go on without W&B
         log.warning("W&B: could not start a run in %s (%s); going on without W&B",
-                    Path(folder) / "wandb", _first_line(err))
+                    Path(folder) / "wandb", first_line(err))
         return None
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -407,8 +398,7 @@ def read_run_id(id_file: Path) -> str | None:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, (np.generic,)):
-        return value.item()
+    """A numpy or torch scalar as the Python number JSON can hold; anything else as it is."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return value.item()
     return value
@@ -417,19 +407,7 @@ def _plain(value: Any) -> Any:
 class NullTracker:
     """Stands in for ``Tracker`` on processes that must not log (DDP ranks other than 0)."""
 
-    def log(self, metrics: Mapping[str, float], step: int) -> None:
+    def _ignore(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def log_image(self, key: str, path: Path, step: int, caption: str = "",
-                  rows: Sequence[str] = ()) -> None:
-        pass
-
-    def log_model(self, path: Path, metadata: Mapping[str, Any] | None = None,
-                  aliases: Sequence[str] = ("latest",)) -> None:
-        pass
-
-    def summary(self, values: Mapping[str, Any]) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
+    log = log_image = log_model = summary = finish = _ignore
