@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cartoondiff.runs import cli
-from cartoondiff.runs.errors import ArgumentError, is_int
+from cartoondiff.runs.errors import is_int, require
 from cartoondiff.runs.files import check_output, write_text_atomic
 from cartoondiff.runs.folder import RunFolder
 from cartoondiff.runs.naming import run_title
@@ -66,7 +66,6 @@ class RunSummary:
 
 def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
     """Read one run directory (and its ``final`` evaluation JSON); errors name the file."""
-    run_dir = Path(run_dir)
     rows = read_run_metrics(run_dir)
     config = read_run_config(run_dir)  # a damaged one is named once, then ignored
     seed = config.get("seed")
@@ -123,8 +122,8 @@ def last_evaluated(run: RunSummary, key: str) -> tuple[int, float] | None:
     return max(((s, ev[key]) for s, ev in run.evals.items() if key in ev), default=None)
 
 
-def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str] = DEFAULT_KEYS,
-                     loss_tail: float = 0.2, epochs: str = "last") -> str:
+def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str], loss_tail: float,
+                     epochs: str) -> str:
     """A Markdown table: one row per group, the final loss, each key's last evaluated value
     (``key (last, epN)``: evaluated after N epochs; a cell names its epochs where the runs
     differ) or, with ``epochs="all"``, a ``key epN`` column per evaluated epoch, then
@@ -192,20 +191,16 @@ OPTIONS = {
 def check_options(opts: dict, runs: Sequence[str]) -> Path | None:
     """Every option checked before any run folder is read; returns the ``out`` path, which is
     none of the ``runs`` folders' records nor their ``final`` JSONs."""
-    def need(ok: bool, key: str, expected: str) -> None:
-        if not ok:
-            raise ArgumentError(key, opts[key], expected)
-
-    tail = number(opts["loss_tail"])
-    need(tail is not None and 0 < tail <= 1, "loss_tail",
-         "a fraction in (0, 1] of the logged losses")
-    need(opts["epochs"] in ("last", "all"), "epochs", "last or all")
-    need(isinstance(opts["keys"], str) and all(k.strip() for k in opts["keys"].split(",")),
-         "keys", "comma-separated metric names, e.g. hair_color,faithfulness_mean")
-    need(opts["final"] is None or (isinstance(opts["final"], str)
-                                   and FINAL_NAME.fullmatch(opts["final"]) is not None),
-         "final", "the plain file name of an evaluation JSON in each run folder, e.g. eval.json")
-    finals = [Path(run) / opts["final"] for run in runs] if opts["final"] else []
+    tail, keys, final = number(opts["loss_tail"]), opts["keys"], opts["final"]
+    require(tail is not None and 0 < tail <= 1, "loss_tail", opts["loss_tail"],
+            "a fraction in (0, 1] of the logged losses")
+    require(opts["epochs"] in ("last", "all"), "epochs", opts["epochs"], "last or all")
+    require(isinstance(keys, str) and all(k.strip() for k in keys.split(",")), "keys", keys,
+            "comma-separated metric names, e.g. hair_color,faithfulness_mean")
+    require(final is None or (isinstance(final, str) and FINAL_NAME.fullmatch(final) is not None),
+            "final", final, "the plain file name of an evaluation JSON in each run folder, "
+            "e.g. eval.json")
+    finals = [Path(run) / final for run in runs] if final else []
     return None if opts["out"] is None else check_output("out", str(opts["out"]),
                                                          inputs=[*runs, *finals])
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from cartoondiff import attributes
 from cartoondiff.config import DATA_TARGETS, build
 from cartoondiff.diffusion import Sampler
@@ -36,6 +38,7 @@ from cartoondiff.evaluate.evaluator import (
     CONDITIONS,
     evaluate_generator,
     higher_is_better,
+    metric_names,
     model_generator,
     reference_set,
 )
@@ -49,7 +52,7 @@ from cartoondiff.inference import load_trained
 from cartoondiff.inference.checkpoint import CheckpointError
 from cartoondiff.runs import cli, tracking
 from cartoondiff.runs.devices import pick_device
-from cartoondiff.runs.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed
+from cartoondiff.runs.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed, require
 from cartoondiff.runs.files import check_output, write_text_atomic
 from cartoondiff.runs.folder import RunFolder
 from cartoondiff.sample import sampler_from_options
@@ -59,7 +62,6 @@ USAGE = ("python -m cartoondiff.evaluate checkpoint=PATH [n=256] [guidance=0,2] 
          "[wandb=offline]")
 EXAMPLE = ("python -m cartoondiff.evaluate checkpoint=outputs/DATE/TIME/model_ema.pt n=256 "
            "guidance=0,1,2")
-# sampler, steps, eta and guidance default to the run's own sampler (its config's `sampler`)
 OPTIONS: dict[str, Any] = {
     "checkpoint": cli.Option(None, "the checkpoint to evaluate (a run's model_ema.pt, "
                              "model_best.pt or checkpoints/*.pt); required", "PATH"),
@@ -94,9 +96,7 @@ OPTIONS: dict[str, Any] = {
                         "beside out; null: the training run's logger.mode"),
 }
 HEADLINE = ("hair_color", "face_color", "eye_color", "glasses", "hair")
-SUMMARY = ("faithfulness_mean", "faithfulness_relative", "frechet_classifier", "fid_inception",
-           "diversity_within", "diversity_across", "diversity_real", "diversity_within_features",
-           "diversity_across_features", "diversity_real_features", "coverage", "coverage_real")
+SUMMARY = [name for name in metric_names() if name not in attributes.NAMES]
 
 
 def as_list(value: Any, cast: type, key: str) -> list:
@@ -128,34 +128,34 @@ def settings_grid(opts: dict[str, Any], own: Sampler) -> list[Sampler]:
 
 def check_options(opts: dict[str, Any]) -> None:
     """Every option checked before the checkpoint is read or anything is sampled."""
-    def need(ok: bool, key: str, expected: str) -> None:
-        if not ok:
-            raise ArgumentError(key, opts[key], expected)
-
-    need(opts["checkpoint"] is not None and Path(str(opts["checkpoint"])).is_file(),
-         "checkpoint", "an existing checkpoint file")
+    checkpoint = opts["checkpoint"]
+    require(checkpoint is not None and Path(str(checkpoint)).is_file(), "checkpoint", checkpoint,
+            "an existing checkpoint file")
+    checkpoint = Path(str(checkpoint))
     for key, low in (("n", 2), ("batch_size", 1), ("diversity_groups", 1),
                      ("diversity_per_group", 2), ("classifier_epochs", 1)):
-        need(is_int(opts[key]) and opts[key] >= low, key, f"an integer >= {low}")
-    need(is_seed(opts["seed"]), "seed", SEED_RULE)
-    need(opts["classifier_epochs"] <= 1000, "classifier_epochs",
-         f"an integer in [1, 1000] (the default {TRAIN_DEFAULTS['epochs']})")
+        require(is_int(opts[key]) and opts[key] >= low, key, opts[key], f"an integer >= {low}")
+    require(is_seed(opts["seed"]), "seed", opts["seed"], SEED_RULE)
+    require(opts["classifier_epochs"] <= 1000, "classifier_epochs", opts["classifier_epochs"],
+            f"an integer in [1, 1000] (the default {TRAIN_DEFAULTS['epochs']})")
     for key, low in (("diversity_groups", 1), ("diversity_per_group", 2)):  # sampled at once
-        need(opts[key] <= 1000, key, f"an integer in [{low}, 1000]")
-    need(opts["conditions"] in CONDITIONS, "conditions", f"one of {CONDITIONS}")
+        require(opts[key] <= 1000, key, opts[key], f"an integer in [{low}, 1000]")
+    require(opts["conditions"] in CONDITIONS, "conditions", opts["conditions"],
+            f"one of {CONDITIONS}")
     if opts["out"] is None:  # beside what it evaluates; an earlier result is never replaced
-        opts["out"] = str(default_out(Path(str(opts["checkpoint"]))))
-        need(not Path(opts["out"]).exists(), "out", "the name of a new file: an earlier "
-             "evaluation is there (keep it: name another out=...; or delete it)")
+        opts["out"] = str(default_out(checkpoint))
+        require(not Path(opts["out"]).exists(), "out", opts["out"], "the name of a new file: an "
+                "earlier evaluation is there (keep it: name another out=...; or delete it)")
     # writable, before the judge is trained; never the checkpoint or its run's record
-    checkpoint = Path(str(opts["checkpoint"]))
     check_output("out", str(opts["out"]), (".json",),
                  inputs=[checkpoint, RunFolder.of_checkpoint(checkpoint).root])
     for key in ("classifier", "inception"):
-        need(opts[key] is None or Path(str(opts[key])).is_file(), key, "null or an existing file")
-    need(opts["data_root"] is None or Path(str(opts["data_root"])).is_dir(), "data_root",
-         "null or an existing folder")
-    need(opts["wandb"] in (None, *tracking.MODES), "wandb", f"one of {tracking.MODES}")
+        require(opts[key] is None or Path(str(opts[key])).is_file(), key, opts[key],
+                "null or an existing file")
+    require(opts["data_root"] is None or Path(str(opts["data_root"])).is_dir(), "data_root",
+            opts["data_root"], "null or an existing folder")
+    require(opts["wandb"] in (None, *tracking.MODES), "wandb", opts["wandb"],
+            f"one of {tracking.MODES}")
     settings_grid(opts, Sampler())  # the sampler options given, checked before loading
 
 
@@ -201,12 +201,10 @@ def format_table(result: dict[str, Any]) -> str:
         vals = "".join(f"{r['metrics'][name]:>{width}.3f}" for r in runs)
         lines.append(f"{name:<26}{chance[name]:>8.3f}{ceiling[name]:>8.3f}{vals}")
     lines.append("")
-    mean_chance = sum(chance.values()) / len(chance)
-    mean_ceiling = sum(ceiling.values()) / len(ceiling)
     for key in SUMMARY:
         if key not in runs[0]["metrics"]:
             continue
-        ref = {"faithfulness_mean": (f"{mean_chance:>8.3f}", f"{mean_ceiling:>8.3f}"),
+        ref = {"faithfulness_mean": (f"{_mean(chance):>8.3f}", f"{_mean(ceiling):>8.3f}"),
                "faithfulness_relative": ("", f"{1.0:>8.3f}")}.get(key, ("", ""))
         vals = "".join(f"{r['metrics'][key]:>{width}.3f}" for r in runs)
         lines.append(f"{key:<26}{ref[0]:>8}{ref[1]:>8}{vals}")
@@ -285,7 +283,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     return result
 
 
-def log_to_wandb(result: dict[str, Any], train_cfg: Any, out: Path,
+def log_to_wandb(result: dict[str, Any], train_cfg: DictConfig, out: Path,
                  opts: dict[str, Any]) -> None:
     """The evaluation as a W&B run (``job_type=eval``) in the training run's project and
     group, saved under ``out``'s folder; see the module docstring."""
@@ -302,7 +300,7 @@ def log_to_wandb(result: dict[str, Any], train_cfg: Any, out: Path,
                        "ceiling_mean": _mean(result["classifier"]["accuracy"])},
         "train_run": {"name": train_name,
                       "id": tracking.read_run_id(RunFolder.of_checkpoint(checkpoint).wandb_id)},
-        "train": tracking_config(train_cfg),
+        "train": OmegaConf.to_container(train_cfg, resolve=True),
     }
     run = tracking.start_wandb(
         out.parent, mode, project=logger.get("project") or "cartoondiff",
@@ -319,13 +317,6 @@ def log_to_wandb(result: dict[str, Any], train_cfg: Any, out: Path,
 
 def _mean(values: dict[str, float]) -> float:
     return sum(values.values()) / len(values)
-
-
-def tracking_config(cfg: Any) -> dict[str, Any]:
-    """A stored run config as plain data (W&B config)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
 
 
 def console() -> None:

@@ -159,12 +159,9 @@ def model_generator(
     batch_size: int = 256,
 ) -> Generate:
     """A diffusion model as ``generate(ids, seed) -> uint8 images`` (``inference.generate``)."""
-
-    def generate_for(ids: torch.Tensor, seed: int) -> torch.Tensor:
-        return generate(model, diffusion, ids, sampler, image_size=image_size,
-                        normalize=normalize, seed=seed, device=device, batch_size=batch_size)
-
-    return generate_for
+    return lambda ids, seed: generate(model, diffusion, ids, sampler, image_size=image_size,
+                                      normalize=normalize, seed=seed, device=device,
+                                      batch_size=batch_size)
 
 
 def quick_evaluate(

@@ -56,10 +56,9 @@ from cartoondiff.figures.pictures import (
     epoch_grids,
     forward_figure,
     grid_figure,
-    run_title,
 )
 from cartoondiff.runs import cli
-from cartoondiff.runs.errors import ArgumentError, is_int
+from cartoondiff.runs.errors import is_int, require
 from cartoondiff.runs.files import check_output, save_image_atomic
 from cartoondiff.runs.records import number, run_folders
 
@@ -67,7 +66,7 @@ from cartoondiff.runs.records import number, run_folders
 # the others read PNGs and JSON, and a chart should not wait for a tensor library.
 __all__ = ["attributes_figure", "blog_figures", "compare_figure", "console", "curves_figure",
            "epoch_grids", "forward_figure", "grid_figure", "loss_quality_figure", "main",
-           "run_title", "settings_figure"]
+           "settings_figure"]
 
 CHARTS = ("curves", "loss_quality", "attributes", "settings")  # matplotlib: png, svg or pdf
 USAGE = ("python -m cartoondiff.figures grid|compare|forward|curves|loss_quality|attributes|"
@@ -128,8 +127,9 @@ NEEDED = {"grid": 1, "compare": 2, "curves": 1, "loss_quality": 1, "forward": 0,
           "attributes": 1, "settings": 1}
 ONE_INPUT = ("grid", "blog", "attributes", "settings")
 EVALUATIONS = ("attributes", "settings")  # read an evaluation JSON, not run folders
-
-
+DRAW = {"grid": grid_figure, "compare": compare_figure, "curves": curves_figure,
+        "loss_quality": loss_quality_figure, "attributes": attributes_figure,
+        "settings": settings_figure}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -137,20 +137,18 @@ def check_options(command: str, opts: dict, inputs: Sequence[Path] = ()) -> Path
     """Every option checked before any run folder is read; returns the output path (a
     folder for ``blog``), which is none of the ``inputs`` (run folders and evaluation JSONs)
     nor part of a run's record."""
-    def need(ok: bool, key: str, expected: str) -> None:
-        if not ok:
-            raise ArgumentError(key, opts[key], expected)
-
-    need(opts["epoch"] is None or (is_int(opts["epoch"]) and opts["epoch"] >= 0), "epoch",
-         "an integer >= 0 (0-based, as the blog)")
-    need(number(opts["smooth"]) is not None and 0 <= opts["smooth"] < 1, "smooth",
-         "a number in [0, 1) (0: no smoothing)")
-    need(is_int(opts["from_step"]) and opts["from_step"] >= 0, "from_step", "an integer >= 0")
-    need(opts["key"] is None or (isinstance(opts["key"], str) and opts["key"] != ""), "key",
-         "a logged metric's name, e.g. train/loss")
+    epoch, smooth, from_step, key = opts["epoch"], opts["smooth"], opts["from_step"], opts["key"]
+    require(epoch is None or (is_int(epoch) and epoch >= 0), "epoch", epoch,
+            "an integer >= 0 (0-based, as the blog)")
+    require(number(smooth) is not None and 0 <= smooth < 1, "smooth", smooth,
+            "a number in [0, 1) (0: no smoothing)")
+    require(is_int(from_step) and from_step >= 0, "from_step", from_step, "an integer >= 0")
+    require(key is None or (isinstance(key, str) and key != ""), "key", key,
+            "a logged metric's name, e.g. train/loss")
     if command == "blog":
         out = Path(str(opts["out"] or "figures")).expanduser()
-        need(not out.exists() or out.is_dir(), "out", "a folder for the figures: it is a file")
+        require(not out.exists() or out.is_dir(), "out", opts["out"],
+                "a folder for the figures: it is a file")
         # the folder can be created and written, and is not part of the run's record
         check_output("out", out / "fig.png", given=out, inputs=inputs)
         return out
@@ -189,23 +187,11 @@ def main(argv: Sequence[str]) -> Path:
         written = blog_figures(runs[0], out)
         print("wrote " + ", ".join(map(str, written)))
         return written[0].parent
-    key = opts["key"]
-    if command == "grid":
-        figure = grid_figure(runs[0], opts["epoch"])
-    elif command == "compare":
-        figure = compare_figure(runs, opts["epoch"])
-    elif command == "curves":
-        figure = curves_figure(runs, str(key or "train/loss"), float(opts["smooth"]),
-                               int(opts["from_step"]), str(opts["x"] or "epoch"))
-    elif command == "loss_quality":
-        figure = loss_quality_figure(runs, str(key or "eval/faithfulness_mean"))
-    elif command == "attributes":
-        figure = attributes_figure(runs[0], str(opts["setting"]))
-    elif command == "settings":
-        figure = settings_figure(runs[0], str(key or "faithfulness_mean"),
-                                 str(opts["x"] or "auto"))
-    else:
+    if command == "forward":
         figure = forward_figure(args.overrides + [str(r) for r in runs])
+    else:  # the options given; those left null are the drawing function's defaults
+        given = {k: v for k, v in args.options.items() if k != "out" and v is not None}
+        figure = DRAW[command](runs[0] if command in ONE_INPUT else runs, **given)
     if isinstance(figure, charts.Figure):
         charts.save(figure, out)
     else:

@@ -29,7 +29,6 @@ from cartoondiff.runs.folder import RunFolder
 from cartoondiff.runs.naming import run_title
 from cartoondiff.runs.records import (
     RunFolderError,
-    Setting,
     metric_value,
     read_evaluation,
     read_run_metrics,
@@ -63,16 +62,13 @@ def save(figure: Figure, out: Path) -> Path:
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"{out}: a figure is written as one of {', '.join(FORMATS)}")
+    # No creation date in SVG/PDF: the same data draw the same file.
+    metadata = {"Date": None} if out.suffix.lower() in (".svg", ".pdf") else {}
     # SVG text stays text (editable in a paper's figure, searchable), not glyph outlines.
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cartoondiff"}):
         write_atomic(out, lambda f: figure.savefig(f, format=out.suffix.lower()[1:], dpi=150,
-                                                   bbox_inches="tight", metadata=_metadata(out)))
+                                                   bbox_inches="tight", metadata=metadata))
     return out
-
-
-def _metadata(out: Path) -> dict[str, str | None]:
-    # No creation date in SVG/PDF: the same data draw the same file.
-    return {"Date": None} if out.suffix.lower() in (".svg", ".pdf") else {}
 
 
 def style(index: int) -> dict[str, str]:
@@ -85,9 +81,8 @@ def mean_and_spread(runs: Sequence[Points]) -> tuple[list[float], list[float], l
     shared = set.intersection(*({round(x, 6) for x, _ in run} for run in runs))
     xs = sorted(shared)
     by_run = [{round(x, 6): y for x, y in run} for run in runs]
-    means = [statistics.fmean(r[x] for r in by_run) for x in xs]
-    sds = [statistics.stdev(r[x] for r in by_run) if len(runs) > 1 else 0.0 for x in xs]
-    return xs, means, sds
+    stats = [_mean_sd([r[x] for r in by_run]) for x in xs]
+    return xs, [mean for mean, _ in stats], [sd for _, sd in stats]
 
 
 def _legend(figure: Figure, n: int) -> None:
@@ -98,20 +93,15 @@ def _legend(figure: Figure, n: int) -> None:
                       fontsize="small")
 
 
-def line_chart(series: Mapping[str, Sequence[Points]], title: str, x_label: str = "epoch",
-               y_label: str = "", log_y: bool = False,
-               size: tuple[float, float] = (7.0, 4.2)) -> Figure:
+def line_chart(series: Mapping[str, Sequence[Points]], title: str, x_label: str, y_label: str,
+               log_y: bool = False) -> Figure:
     """One line per named series: the mean over its runs (seeds) with a band of ±1 sd where
     there are two or more; markers on the points (on about ``MAX_MARKERS`` of them for dense
     curves), so a series of one point shows as a marker."""
-    if not any(run for runs in series.values() for run in runs):
-        raise ValueError(f"nothing to plot for {title!r}")
-    figure = Figure(figsize=size, layout="constrained")
+    figure = Figure(figsize=(7.0, 4.2), layout="constrained")
     ax = figure.add_subplot()
     for i, (name, runs) in enumerate(series.items()):
-        xs, means, sds = mean_and_spread([r for r in runs if r])
-        if log_y and any(m <= 0 for m in means):
-            raise ValueError(f"{title!r}: a log axis needs positive values ({name})")
+        xs, means, sds = mean_and_spread(runs)
         label = f"{name} (mean ± sd of {len(runs)} seeds)" if len(runs) > 1 else name
         (line,) = ax.plot(xs, means, label=label, linewidth=1.6, markersize=4,
                           markevery=max(1, math.ceil(len(xs) / MAX_MARKERS)), **style(i))
@@ -138,14 +128,12 @@ def line_chart(series: Mapping[str, Sequence[Points]], title: str, x_label: str 
 
 
 def loss_quality_chart(series: Mapping[str, Sequence[tuple[int, float, float, float, float]]],
-                       metric: str, size: tuple[float, float] = (7.0, 4.6)) -> Figure:
+                       metric: str) -> Figure:
     """The blog's figures 17-18 as one chart: for each named experiment, its evaluated
     epochs as points (x: that epoch's mean training loss, y: ``metric``), joined in epoch
     order and labelled with the epoch. ``series``: name -> (epoch, loss, loss sd, metric,
     metric sd) rows; the sds (over seeds) draw error bars when positive."""
-    if not any(series.values()):
-        raise ValueError("nothing to plot: no evaluated epochs")
-    figure = Figure(figsize=size, layout="constrained")
+    figure = Figure(figsize=(7.0, 4.6), layout="constrained")
     ax = figure.add_subplot()
     for i, (name, rows) in enumerate(series.items()):
         rows = sorted(rows)
@@ -167,14 +155,14 @@ def loss_quality_chart(series: Mapping[str, Sequence[tuple[int, float, float, fl
 
 
 def attribute_bars(attributes: Sequence[str], bars: Mapping[str, Sequence[float | None]],
-                   chance: Sequence[float | None], ceiling: Sequence[float | None], title: str,
-                   size: tuple[float, float] | None = None) -> Figure:
+                   chance: Sequence[float | None], ceiling: Sequence[float | None], title: str
+                   ) -> Figure:
     """Horizontal bars of accuracy per attribute (one bar per named setting, side by side in
     the attribute's row), with chance (a uniform guess) and the judge's ceiling (its accuracy
     on held-out real avatars) marked on each row (None: no bar, no mark). The rows keep one
     height however many settings share them: 18 attributes fit a page."""
     n, k = len(attributes), max(1, len(bars))
-    figure = Figure(figsize=size or (7.0, 1.2 + 0.27 * n + 0.18 * math.ceil((k + 2) / 2)),
+    figure = Figure(figsize=(7.0, 1.2 + 0.27 * n + 0.18 * math.ceil((k + 2) / 2)),
                     layout="constrained")
     ax = figure.add_subplot()
     height = min(0.6, 0.84 / k)
@@ -294,10 +282,6 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def setting_label(setting: Setting) -> str:
-    return f"{setting.sampler} {setting.steps} steps, w={setting.guidance:g}"
-
-
 def attributes_figure(path: Path, setting: str = "all") -> Figure:
     """An evaluation's per-attribute faithfulness as bars beside chance and the ceiling."""
     from cartoondiff import attributes
@@ -305,7 +289,7 @@ def attributes_figure(path: Path, setting: str = "all") -> Figure:
     evaluation = read_evaluation(path)
     settings = evaluation.settings
     if setting != "all":
-        settings = [s for s in settings if s.index == cli_int(setting)]
+        settings = [s for s in settings if str(s.index) == str(setting)]
         if not settings:
             raise ArgumentError("setting", setting, "all or the index of a usable setting: "
                                 + ", ".join(str(s.index) for s in evaluation.settings))
@@ -313,7 +297,8 @@ def attributes_figure(path: Path, setting: str = "all") -> Figure:
         raise ArgumentError("setting", setting, f"an index: {path} holds {len(settings)} "
                             "settings")
     names = list(attributes.NAMES)
-    bars = {setting_label(s): [s.metrics.get(n) for n in names] for s in settings}
+    bars = {f"{s.sampler} {s.steps} steps, w={s.guidance:g}": [s.metrics.get(n) for n in names]
+            for s in settings}
     samples = f" ({evaluation.n} samples)" if evaluation.n is not None else ""
     return attribute_bars(names, bars, [evaluation.chance.get(n) for n in names],
                           [evaluation.ceiling.get(n) for n in names],
@@ -342,10 +327,3 @@ def settings_figure(path: Path, key: str = "faithfulness_mean", x: str = "auto")
             series.setdefault(name, []).append((float(getattr(s, x)), s.metrics[key]))
     return line_chart({k: [sorted(v)] for k, v in series.items()},
                       f"{key} against {x}", x_label=x, y_label=key)
-
-
-def cli_int(value: object) -> int | None:
-    try:
-        return int(str(value))
-    except ValueError:
-        return None

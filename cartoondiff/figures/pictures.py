@@ -37,15 +37,6 @@ def epoch_grids(run_dir: Path) -> dict[int, Path]:
     return found
 
 
-def pick_grid(run_dir: Path, epoch: int | None) -> tuple[int, Path]:
-    grids = epoch_grids(run_dir)
-    if epoch is None:
-        epoch = max(grids)
-    if epoch not in grids:
-        raise RunFolderError(f"{run_dir} has no grid for epoch {epoch}; it has {list(grids)}")
-    return epoch, grids[epoch]
-
-
 def wrap(text: str, font: ImageFont.FreeTypeFont, width: float) -> str:
     """``text`` in lines of at most ``width`` px, broken after spaces and commas (a run name
     such as ``attention=mha4,tau.projections=2x`` has no spaces); a longer word keeps its
@@ -81,23 +72,26 @@ def titled(image: Image.Image, title: str, scale: int = 2,
     return out
 
 
-def side_by_side(panels: Sequence[Image.Image], gap: int = 32) -> Image.Image:
-    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
-    out = Image.new("RGB", (width, max(p.height for p in panels)), "white")
+def grid_figure(run_dir: Path, epoch: int | None = None) -> Image.Image:
+    """The run's grid after ``epoch`` (None: its last), titled with the run and the epoch."""
+    grids = epoch_grids(run_dir)
+    epoch = max(grids) if epoch is None else epoch
+    if epoch not in grids:
+        raise RunFolderError(f"{run_dir} has no grid for epoch {epoch}; it has {list(grids)}")
+    return titled(open_image(grids[epoch]), f"{run_title(run_dir)} - epoch {epoch}")
+
+
+def compare_figure(run_dirs: Sequence[Path], epoch: int | None = None) -> Image.Image:
+    """Each run's ``grid_figure`` side by side, 32 px apart."""
+    panels = [grid_figure(Path(d), epoch) for d in run_dirs]
+    gap = 32
+    out = Image.new("RGB", (sum(p.width + gap for p in panels) - gap,
+                            max(p.height for p in panels)), "white")
     x = 0
     for p in panels:
         out.paste(p, (x, 0))
         x += p.width + gap
     return out
-
-
-def grid_figure(run_dir: Path, epoch: int | None = None) -> Image.Image:
-    epoch, path = pick_grid(run_dir, epoch)
-    return titled(open_image(path), f"{run_title(run_dir)} - epoch {epoch}")
-
-
-def compare_figure(run_dirs: Sequence[Path], epoch: int | None = None) -> Image.Image:
-    return side_by_side([grid_figure(Path(d), epoch) for d in run_dirs])
 
 
 def blog_figures(run_dir: Path, out_dir: Path) -> list[Path]:

@@ -137,7 +137,8 @@ def measure_peak(model: torch.nn.Module, diffusion: Diffusion, cfg: DictConfig, 
         step()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated"
-    tensors = [*model.parameters(), *model.buffers(), b.x0, *_state_tensors(optimizer)]
+    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    tensors = [*model.parameters(), *model.buffers(), b.x0, *state]
     if ema is not None:
         tensors += [*ema.shadow.parameters(), *ema.shadow.buffers()]
     live = sum(t.untyped_storage().nbytes() for t in tensors)  # held before the step
@@ -150,11 +151,6 @@ def measure_peak(model: torch.nn.Module, diffusion: Diffusion, cfg: DictConfig, 
                     key=lambda e: e.start_ns())
     peak = max(itertools.accumulate((e.nbytes() for e in events), initial=0))
     return live + peak, "cpu: live tensors + profiler allocation replay (rough)"
-
-
-def _state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [v for state in optimizer.state.values() for v in state.values()
-            if isinstance(v, torch.Tensor)]
 
 
 def format_table(a: Anatomy, measured: tuple[int, str] | None, title: str) -> str:

@@ -367,12 +367,11 @@ def load_or_train_classifier(
         raise ClassifierError(f"the {data.source} data has no attribute labels; the classifier "
                               "needs labeled avatars (data.labeled=true, or source=synthetic)")
     key = data_identity(data)
-    defaults = TRAIN_DEFAULTS
-    unknown = set(train_kwargs) - set(defaults)
+    unknown = set(train_kwargs) - set(TRAIN_DEFAULTS)
     if unknown:
         raise ClassifierError(f"unknown classifier setting(s) {sorted(unknown)}; "
-                              f"known: {sorted(defaults)}")
-    settings = {**defaults, **train_kwargs, "version": CLASSIFIER_VERSION}
+                              f"known: {sorted(TRAIN_DEFAULTS)}")
+    settings = {**TRAIN_DEFAULTS, **train_kwargs, "version": CLASSIFIER_VERSION}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = Path(cache_dir).expanduser() / "classifiers" / f"{key}-clf{digest}.pt"
     if path.is_file():

@@ -48,24 +48,23 @@ OPTIONS = {
 FOCUS = ("glasses", "facial_hair", "face_shape", "hair", "face_color", "hair_color")
 
 
-def robustness(clf: TrainedClassifier, images: Any, ids: Any, seed: int = 0,
-               kinds: tuple[str, ...] = KINDS) -> dict[str, dict[str, float]]:
+def robustness(clf: TrainedClassifier, images: Any, ids: Any, seed: int = 0
+               ) -> dict[str, dict[str, float]]:
     """Accuracy per attribute of ``clf`` on its held-out rows of (images, ids), under each
-    perturbation in ``kinds``: {kind: {attribute name: accuracy}}."""
+    perturbation in ``KINDS``: {kind: {attribute name: accuracy}}."""
     x, y = images[clf.heldout], ids[clf.heldout].long()
     return {kind: attribute_accuracy(clf.net.predict(perturb(x, kind, seed)), y)
-            for kind in kinds}
+            for kind in KINDS}
 
 
 def format_table(result: dict[str, dict[str, float]]) -> str:
     """Rows: attributes (the small ones first) and the mean; columns: perturbations."""
-    kinds = [k for k in KINDS if k in result]
-    head = f"{'attribute':<22}" + "".join(f"{k:>12}" for k in kinds)
+    head = f"{'attribute':<22}" + "".join(f"{k:>12}" for k in KINDS)
     order = list(FOCUS) + [n for n in attributes.NAMES if n not in FOCUS]
     lines = [head, "-" * len(head)]
-    lines += [f"{n:<22}" + "".join(f"{result[k][n]:>12.3f}" for k in kinds) for n in order]
+    lines += [f"{n:<22}" + "".join(f"{result[k][n]:>12.3f}" for k in KINDS) for n in order]
     lines.append(f"{'mean':<22}" + "".join(
-        f"{sum(result[k].values()) / len(result[k]):>12.3f}" for k in kinds))
+        f"{sum(result[k].values()) / len(result[k]):>12.3f}" for k in KINDS))
     return "\n".join(lines)
 
 

@@ -74,14 +74,13 @@ def perturb(images: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, max_shift: int = 2,
-            blur_p: float = 0.5, noise_p: float = 0.3,
-            noise_max: float = 2 * NOISE_SIGMA) -> torch.Tensor:
+            blur_p: float = 0.5, noise_p: float = 0.3) -> torch.Tensor:
     """Random training perturbations of a uint8 batch (B, 3, H, W) -> the same.
 
     Each image is shifted by (dx, dy) uniform in [-max_shift, max_shift]; with probability
     ``blur_p`` mixed with its 3x3 box blur (weight uniform in [0, 1]: from a hint of softness
     to the full box); with probability ``noise_p`` given Gaussian noise of sigma uniform in
-    [0, noise_max].
+    [0, 2 * NOISE_SIGMA].
     """
     B = len(images)
     if max_shift > 0:
@@ -94,7 +93,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, max_shift: int = 2
         a = torch.rand(B, generator=generator) * (torch.rand(B, generator=generator) < blur_p)
         x = x + a.view(B, 1, 1, 1) * (box_blur(images) - x)
     if noise_p > 0:
-        sigma = (torch.rand(B, generator=generator) * noise_max
+        sigma = (torch.rand(B, generator=generator) * (2 * NOISE_SIGMA)
                  * (torch.rand(B, generator=generator) < noise_p))
         x = x + sigma.view(B, 1, 1, 1) * torch.randn(x.shape, generator=generator)
     return _to_uint8(x)
