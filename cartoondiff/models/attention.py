@@ -62,6 +62,13 @@ class AttentionBlock(nn.Module):
         q = q.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, HW, C/nh)
         k = k.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, N, C/nh)
         v = v.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, N, C/nh)
-        o = F.scaled_dot_product_attention(q, k, v)  # (B, nh, HW, C/nh)
+        if self.is_cross:
+            # A few context tokens: written out, as torch's fused CPU kernel is built for long
+            # keys and its backward made this block a fifth of a bf16 training step
+            # (docs/benchmarks.md); same math, softmax in fp32.
+            scores = (q @ k.transpose(-2, -1)) * (C // nh) ** -0.5  # (B, nh, HW, N)
+            o = scores.softmax(-1, dtype=torch.float32).to(v.dtype) @ v  # (B, nh, HW, C/nh)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v)  # (B, nh, HW, C/nh)
         o = self.to_out(o.transpose(1, 2).flatten(2))  # (B, HW, C)
         return x + o.transpose(1, 2).unflatten(-1, (H, W))  # (B, C, H, W)
