@@ -164,24 +164,21 @@ def _cartoonset_entry(
     return cache.build_or_load_cache(cache_dir, f"cartoonset-{size}px", key, build)
 
 
+def _data_range(mode: str) -> tuple[float, float]:
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {mode!r}; use one of {tuple(NORMALIZATIONS)}")
+    return NORMALIZATIONS[mode]
+
+
 def normalize(images: torch.Tensor, mode: str) -> torch.Tensor:
     """uint8 images (B, 3, H, W) -> float32 in [-1, 1] ("pm1") or [0, 1] ("unit")."""
     if images.dtype != torch.uint8:
         raise ValueError(f"normalize expects uint8 images, got {images.dtype}")
-    x = images.float()  # the one new tensor; the in-place ops below avoid two more
-    if mode == "pm1":
-        return x.div_(127.5).sub_(1.0)
-    if mode == "unit":
-        return x.div_(255.0)
-    raise ValueError(f"unknown normalization {mode!r}; use one of {tuple(NORMALIZATIONS)}")
+    low, high = _data_range(mode)
+    return images.float().div_(255.0 / (high - low)).add_(low)  # in place: one new tensor
 
 
 def denormalize(x: torch.Tensor, mode: str) -> torch.Tensor:
     """Inverse of ``normalize``: float (B, 3, H, W) -> uint8, clamped and rounded."""
-    if mode == "pm1":
-        pixels = (x + 1.0) * 127.5
-    elif mode == "unit":
-        pixels = x * 255.0
-    else:
-        raise ValueError(f"unknown normalization {mode!r}; use one of {tuple(NORMALIZATIONS)}")
-    return pixels.clamp(0, 255).round().to(torch.uint8)
+    low, high = _data_range(mode)
+    return ((x - low) * (255.0 / (high - low))).clamp(0, 255).round().to(torch.uint8)
