@@ -59,20 +59,19 @@ def save_atomic(state: Mapping[str, Any], path: Path) -> None:
         ) from err
 
 
-def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: Path | str) -> dict[str, Any]:
     """Load a checkpoint of this version's ``FORMAT`` safely (``read_safely``); clear errors
     naming the file."""
-    state = read_safely(path, map_location)
+    state = read_safely(path)
     _check_format(Path(path), state)
     return state
 
 
-def read_safely(path: Path | str, map_location: str | torch.device = "cpu",
-                what: str = "checkpoint") -> dict[str, Any]:
-    """The dict in a file ``torch.save`` wrote, loaded with ``weights_only=True`` (it cannot
-    run code) after checking every zip member's CRC32. Any fault is one CheckpointError
-    naming the file (``what`` says what it should be); torch's warnings and its advice to
-    load with ``weights_only=False`` (which would run the file's code) are left out."""
+def read_safely(path: Path | str, what: str = "checkpoint") -> dict[str, Any]:
+    """The dict in a file ``torch.save`` wrote, loaded onto the CPU with ``weights_only=True``
+    (it cannot run code) after checking every zip member's CRC32. Any fault is one
+    CheckpointError naming the file (``what`` says what it should be); torch's warnings and its
+    advice to load with ``weights_only=False`` (which would run the file's code) are left out."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist")
@@ -82,7 +81,7 @@ def read_safely(path: Path | str, map_location: str | torch.device = "cpu",
     try:
         with warnings.catch_warnings():  # e.g. a raw pickle's protocol warning
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = _reason(err)
         if _UNSAFE.search(reason):

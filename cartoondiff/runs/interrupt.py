@@ -24,15 +24,10 @@ class Interrupted(Exception):  # noqa: N818 -- a request, not a failure
         self.signal = signal
 
 
-def request(signal: int) -> None:
-    """Ask every loop that calls ``check()`` to stop."""
+def _request(signal: int | None) -> None:
+    """Ask every loop that calls ``check()`` to stop (None: no longer)."""
     global _requested
     _requested = signal
-
-
-def clear() -> None:
-    global _requested
-    _requested = None
 
 
 def check() -> None:
@@ -53,7 +48,7 @@ class StopFlag:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
-        clear()
+        _request(None)
         for sig in (signals.SIGTERM, signals.SIGINT):
             with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signals.signal(sig, self._handle)
@@ -61,7 +56,7 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
         self.signal = signum
-        request(signum)  # grids, evaluations and the classifier stop within a step
+        _request(signum)  # grids, evaluations and the classifier stop within a step
         self._restore()
 
     def _restore(self) -> None:
@@ -71,4 +66,4 @@ class StopFlag:
 
     def __exit__(self, *exc: object) -> None:
         self._restore()
-        clear()
+        _request(None)
