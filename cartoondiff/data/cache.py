@@ -130,7 +130,6 @@ def build_or_load_cache(
 
     ``name`` is a readable folder prefix (e.g. ``"cartoonset-64px"``); ``key`` is every
     setting the arrays depend on (hashed into the folder name and kept in meta.json).
-    A stored cache that fails verification is discarded with a warning and rebuilt.
     """
     cache_dir = Path(cache_dir)
     final = cache_dir / f"{name}-{cache_key(key)}"

@@ -2,9 +2,8 @@
 ``checkpoints/ckpt-step*.pt``, is ``cartoondiff.runs.folder``'s).
 
 A checkpoint is a plain dict of tensors and Python primitives, so it loads with
-``torch.load(weights_only=True)`` and can never run code. Files are written to a temporary
-name in the same folder, fsynced, then renamed: a crash mid-write leaves at worst a stray
-``*.tmp`` file, never a half-written ``ckpt-*.pt``. Each carries ``FORMAT`` and the version
+``torch.load(weights_only=True)`` and can never run code. Files are written by
+``files.write_atomic`` (never half a ``ckpt-*.pt``). Each carries ``FORMAT`` and the version
 that wrote it; a file of another format is refused in one line. Loading checks every zip
 member's CRC32 first, because ``torch.load`` silently returns flipped bytes inside a tensor.
 """
@@ -42,13 +41,10 @@ class CheckpointError(UserError, RuntimeError):
 
 
 def save_atomic(state: Mapping[str, Any], path: Path) -> None:
-    """Write ``state`` and its ``format`` and ``cartoondiff`` version to ``path``: afterwards
-    ``path`` is the old file or the whole new one.
-
-    Through ``files.write_atomic``, the one writer of every file a run keeps (checkpoints,
-    exports, the attribute classifier, grids, configs). Raises CheckpointError (naming
-    ``path``) when the folder cannot be written or the disk fills up; the old file at
-    ``path`` and every other checkpoint are then left untouched.
+    """Write ``state`` and its ``format`` and ``cartoondiff`` version to ``path`` atomically
+    (``files.write_atomic``). Raises CheckpointError (naming ``path``) when the folder cannot
+    be written or the disk fills up; the old file at ``path`` and every other checkpoint are
+    then left untouched.
     """
     try:
         stamped = {**state, "format": FORMAT, "cartoondiff": __version__}

@@ -145,9 +145,7 @@ class SampleGrid:
              image_size: int, normalize: str, device: torch.device,
              asked_for: torch.Tensor | None = None) -> tuple[Path, list[str]]:
         """Sample the grid, save it to ``path`` (+ captions .txt); returns the path and rows.
-
-        A conditional model's grid gets row labels and, with ``asked_for`` (rows, 3, H, W)
-        uint8, the avatar each row asks for as its first column (``labeled_grid``)."""
+        A conditional model's grid is a ``labeled_grid`` (``asked_for``: its first column)."""
         ids = self.row_ids.repeat_interleave(self.cols, dim=0)  # (rows*cols, 18)
         images = generate(model, diffusion, ids, sampler, image_size=image_size,
                           normalize=normalize, seed=self.seed, device=device)

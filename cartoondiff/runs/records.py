@@ -29,9 +29,8 @@ class RunFolderError(UserError, FileNotFoundError):
 
 
 def open_image(path: Path) -> Image.Image:
-    """A PNG a run wrote, decoded and checked (``files.decode_image``): RunFolderError naming
-    it when it is not a regular file, truncated, empty, not an image or a decompression
-    bomb."""
+    """A PNG a run wrote, decoded and checked (``files.decode_image``); RunFolderError naming
+    it when a check fails."""
     try:
         return decode_image(path, "sample grid")
     except ImageError as err:
