@@ -94,12 +94,11 @@ def help_text(usage: str, options: Mapping[str, Option], about: str = "", exampl
                  "their defaults):")
     for name, meaning in rows:
         wrapped = textwrap.wrap(meaning, 96 - width) or [""]
-        if len(name) + 2 > width:
+        if len(name) + 2 > width:  # on a line of its own, the meaning below it
             lines.append(f"  {name}")
-            lines += [f"  {'':<{width}}{w}" for w in wrapped]
-        else:
-            lines.append(f"  {name:<{width}}{wrapped[0]}")
-            lines += [f"  {'':<{width}}{w}" for w in wrapped[1:]]
+            name = ""
+        lines.append(f"  {name:<{width}}{wrapped[0]}")
+        lines += [f"  {'':<{width}}{w}" for w in wrapped[1:]]
     if example:
         lines += ["", "example:", f"  {_as_typed(example)}"]
     return "\n".join(lines)
