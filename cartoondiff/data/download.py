@@ -199,15 +199,13 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
             raise DownloadError(f"{e}; delete {archive} and rerun to download it again") from None
         return archive
 
-    total: int | None = None
-    for _ in range(max(1, attempts)):
+    for _ in range(max(1, attempts)):  # at least one: total and size are set below
         total, moved = _fetch_once(url, part, filename, progress)
         size = part.stat().st_size if part.exists() else 0
         if (total is not None and size == total) or (total is None and moved and size > 0):
             break  # complete (or no size announced and the stream ended normally)
         if not moved:
             break  # no new bytes: retrying would not help
-    size = part.stat().st_size if part.exists() else 0
     if size == 0:
         raise DownloadError(f"no data received from {url}")
     if total is None:
