@@ -104,8 +104,7 @@ def short_value(value: str) -> str:
     plus a hash, and characters a file system or shell may dislike become ``_``."""
     text = str(value).strip("'\"")
     if "/" in text or "\\" in text:
-        text = [p for p in re.split(r"[/\\]+", text) if p][-1:] or ["root"]
-        text = text[0]
+        text = next((p for p in reversed(re.split(r"[/\\]+", text)) if p), "root")
     text = _UNSAFE.sub("_", text)
     if len(text) > MAX_VALUE:
         text = f"{text[:MAX_VALUE - 9]}~{_digest(value)}"

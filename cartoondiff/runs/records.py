@@ -80,22 +80,10 @@ def shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def distinct_folders(folders: Sequence[Path | str]) -> list[Path]:
-    """``folders`` without repeats (the same folder given twice, by another spelling or a
-    symlink, is one run, not two seeds), each repeat named in a warning."""
-    seen: dict[Path, Path] = {}
-    for folder in map(Path, folders):
-        key = folder.resolve()
-        if key in seen:
-            log.warning("%s is the same folder as %s: counted once", folder, seen[key])
-        else:
-            seen[key] = folder
-    return list(seen.values())
-
-
 def run_folders(paths: Sequence[Path | str]) -> list[Path]:
     """The run folders among ``paths`` as a shell glob lists them (``multirun/DATE/TIME/*``),
-    each once (``distinct_folders``). Among two or more paths, an existing file or folder that
+    each once (the same folder given twice, by another spelling or a symlink, is one run, not
+    two seeds: named in a warning). Among two or more paths, an existing file or folder that
     holds nothing a run writes (``multirun.yaml``, a log, ``.submitit``) is passed over with
     a warning naming it. A path given alone, a missing one and a folder holding part of a
     run's record are kept, so that reading it names what is wrong; none left is an error."""
@@ -108,7 +96,14 @@ def run_folders(paths: Sequence[Path | str]) -> list[Path]:
     if not kept:
         raise RunFolderError(f"none of the {len(given)} paths given is a run folder (one "
                              f"holds {RunFolder.METRICS}): {', '.join(map(str, given))}")
-    return distinct_folders(kept)
+    distinct: dict[Path, Path] = {}  # resolved -> as given first
+    for folder in kept:
+        key = folder.resolve()
+        if key in distinct:
+            log.warning("%s is the same folder as %s: counted once", folder, distinct[key])
+        else:
+            distinct[key] = folder
+    return list(distinct.values())
 
 
 def read_text(path: Path) -> str:
