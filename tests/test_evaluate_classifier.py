@@ -14,6 +14,7 @@ from cartoondiff.attributes import COUNTS, NAMES
 from cartoondiff.data.dataset import AvatarData, load_avatar_data
 from cartoondiff.evaluate import judge as C
 from cartoondiff.evaluate.evaluator import EvaluationError, evaluate_generator, reference_set
+from cartoondiff.runs.devices import autocast_dtype, precision_name
 from tests.faults import flip_a_tensor_bit
 
 # 16 px keeps the test cheap; the 32 px numbers of the default settings are in
@@ -144,6 +145,24 @@ def test_load_or_train_is_keyed_by_data_and_settings(cache_dir, tmp_path, monkey
                                   cache_dir=cache_dir, progress=False)
     assert C.load_or_train_classifier(other_data, tmp_path, epochs=1).path != first.path
     assert C.load_or_train_classifier(small, tmp_path, epochs=2).path != first.path
+
+
+def test_the_judge_records_and_is_filed_by_the_precision_it_trained_in(cache_dir, tmp_path):
+    """precision=auto (the default) is bf16 where this CPU computes it in hardware: the judge
+    records what it used, and a bf16 judge is never loaded as an fp32 one or back."""
+    small = load_avatar_data("synthetic", image_size=SIZE, crop=360, n=40, seed=5,
+                             cache_dir=cache_dir, progress=False)
+    here = precision_name(autocast_dtype("auto", torch.device("cpu")))
+    auto = C.load_or_train_classifier(small, tmp_path, epochs=1, progress=False)
+    fp32 = C.load_or_train_classifier(small, tmp_path, epochs=1, precision="fp32",
+                                      progress=False)
+    bf16 = C.load_or_train_classifier(small, tmp_path, epochs=1, precision="bf16",
+                                      progress=False)
+    assert (auto.settings["precision"], fp32.settings["precision"],
+            bf16.settings["precision"]) == (here, "fp32", "bf16")
+    assert fp32.path != bf16.path
+    assert auto.path == (bf16.path if here == "bf16" else fp32.path)
+    assert C.load_classifier(auto.path).settings["precision"] == here
 
 
 def test_bad_inputs_are_refused(trained, data):

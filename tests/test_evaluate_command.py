@@ -133,3 +133,39 @@ def test_an_evaluation_writes_beside_its_checkpoint_and_never_replaces_one(
     assert (run / "eval.json").read_bytes() == before
     main([*argv, f"out={run / 'eval-again.json'}"])  # out= names another file
     assert (run / "eval-again.json").is_file()
+
+
+def _with_judge_settings(tiny_checkpoint, folder, settings: dict):
+    """A copy of the tiny model whose stored config trains its judge with ``settings``."""
+    from cartoondiff.inference import checkpoint as ckpt
+
+    state = ckpt.load(tiny_checkpoint)
+    state["config"]["evaluate"]["classifier"] = settings
+    folder.mkdir()
+    ckpt.save_atomic(state, folder / "model_ema.pt")
+    return folder / "model_ema.pt"
+
+
+def test_the_evaluation_uses_the_judge_its_run_trained(tiny_checkpoint, tmp_path):
+    """The run's evaluate.classifier settings choose the judge (the cache file its training
+    used), so the command's numbers are the run's; classifier_epochs= overrides the epochs."""
+    checkpoint = _with_judge_settings(tiny_checkpoint, tmp_path / "run",
+                                      {"epochs": 1, "stem": 0, "precision": "fp32"})
+    common = [f"checkpoint={checkpoint}", "n=4", "steps=2", "diversity_groups=2",
+              "diversity_per_group=2", "device=cpu", "wandb=disabled",
+              f"cache_dir={tmp_path / 'cache'}"]
+    result = main([*common, f"out={tmp_path / 'a.json'}"])
+    assert {k: result["classifier"]["settings"][k] for k in ("epochs", "stem", "precision")} \
+        == {"epochs": 1, "stem": 0, "precision": "fp32"}
+    result = main([*common, "classifier_epochs=2", f"out={tmp_path / 'b.json'}"])
+    assert result["classifier"]["settings"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("settings", [{"epochs": "16"}, {"stem": 1.5}, {"unknown": 1},
+                                      {"precision": 16}])
+def test_unusable_judge_settings_in_a_checkpoint_are_one_line(tiny_checkpoint, tmp_path,
+                                                               settings):
+    checkpoint = _with_judge_settings(tiny_checkpoint, tmp_path / "run", settings)
+    with pytest.raises(UserError, match=r"evaluate.classifier has unusable settings"):
+        main([f"checkpoint={checkpoint}", "n=4", "steps=2", "device=cpu", "wandb=disabled",
+              f"cache_dir={tmp_path / 'cache'}"])

@@ -52,7 +52,15 @@ from cartoondiff.inference import load_trained
 from cartoondiff.inference.checkpoint import CheckpointError
 from cartoondiff.runs import cli, tracking
 from cartoondiff.runs.devices import pick_device
-from cartoondiff.runs.errors import SEED_RULE, ArgumentError, ConfigError, is_int, is_seed, require
+from cartoondiff.runs.errors import (
+    SEED_RULE,
+    ArgumentError,
+    ConfigError,
+    is_int,
+    is_number,
+    is_seed,
+    require,
+)
 from cartoondiff.runs.files import check_output, write_text_atomic
 from cartoondiff.runs.folder import RunFolder
 from cartoondiff.sample import sampler_from_options
@@ -84,8 +92,8 @@ OPTIONS: dict[str, Any] = {
     "diversity_per_group": cli.Option(4, "samples per diversity condition (>= 2)"),
     "classifier": cli.Option(None, "a saved attribute classifier (.pt); null: the one cached "
                              "for the checkpoint's data, trained on first use"),
-    "classifier_epochs": cli.Option(TRAIN_DEFAULTS["epochs"], "epochs of that training, when "
-                                    "it happens"),
+    "classifier_epochs": cli.Option(None, "epochs of that training, when it happens; null: "
+                                    "the run's own (its evaluate.classifier settings)"),
     "cache_dir": cli.Option(None, "data and classifier cache; null: $CARTOONDIFF_CACHE, else "
                             "the user cache (never a folder the checkpoint names)"),
     "data_root": cli.Option(None, "the Cartoon Set folder, where the checkpoint was trained on "
@@ -133,11 +141,12 @@ def check_options(opts: dict[str, Any]) -> None:
             "an existing checkpoint file")
     checkpoint = Path(str(checkpoint))
     for key, low in (("n", 2), ("batch_size", 1), ("diversity_groups", 1),
-                     ("diversity_per_group", 2), ("classifier_epochs", 1)):
+                     ("diversity_per_group", 2)):
         require(is_int(opts[key]) and opts[key] >= low, key, opts[key], f"an integer >= {low}")
     require(is_seed(opts["seed"]), "seed", opts["seed"], SEED_RULE)
-    require(opts["classifier_epochs"] <= 1000, "classifier_epochs", opts["classifier_epochs"],
-            f"an integer in [1, 1000] (the default {TRAIN_DEFAULTS['epochs']})")
+    epochs = opts["classifier_epochs"]
+    require(epochs is None or (is_int(epochs) and 1 <= epochs <= 1000), "classifier_epochs",
+            epochs, "null (the run's own) or an integer in [1, 1000]")
     for key, low in (("diversity_groups", 1), ("diversity_per_group", 2)):  # sampled at once
         require(opts[key] <= 1000, key, opts[key], f"an integer in [{low}, 1000]")
     require(opts["conditions"] in CONDITIONS, "conditions", opts["conditions"],
@@ -237,8 +246,18 @@ def main(argv: list[str]) -> dict[str, Any]:
     if opts["classifier"]:
         classifier = load_classifier(opts["classifier"], device)
     else:
+        # the run's own judge (its settings name the cache file): the one its training used
+        settings = dict(trained.cfg.get("evaluate", {}).get("classifier") or {})
+        kinds = {int: is_int, float: is_number, str: lambda v: isinstance(v, str)}
+        wrong = [k for k, v in settings.items()  # a checkpoint is data: its values are checked
+                 if k not in TRAIN_DEFAULTS or not kinds[type(TRAIN_DEFAULTS[k])](v)]
+        if wrong:
+            raise CheckpointError(f"checkpoint {opts['checkpoint']}: evaluate.classifier has "
+                                  f"unusable settings {wrong}; give classifier=PATH")
+        if opts["classifier_epochs"] is not None:
+            settings["epochs"] = opts["classifier_epochs"]
         classifier = load_or_train_classifier(data_module, data_module.cache_dir, device=device,
-                                              epochs=int(opts["classifier_epochs"]))
+                                              **settings)
     inception = InceptionFeatures(opts["inception"]).to(device) if opts["inception"] else None
     ref = reference_set(data_module.data, classifier, int(opts["n"]), int(opts["seed"]),
                         str(opts["conditions"]), inception)

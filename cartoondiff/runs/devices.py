@@ -39,6 +39,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def precision_name(amp: torch.dtype | None) -> str:
+    """The ``precision`` value that gives ``amp`` (``autocast_dtype``'s inverse): fp32, bf16
+    or fp16."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+
+
 def precision_label(amp: torch.dtype | None) -> str:
     """How a run computes, for its log: ``fp32`` or ``torch.bfloat16 autocast``."""
     return "fp32" if amp is None else f"{amp} autocast"

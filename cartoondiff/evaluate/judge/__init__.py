@@ -41,6 +41,7 @@ from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.evaluate.judge.perturb import augment
 from cartoondiff.inference.checkpoint import read_safely, save_atomic
 from cartoondiff.runs import interrupt
+from cartoondiff.runs.devices import autocast_dtype, precision_name
 from cartoondiff.runs.errors import UserError
 from cartoondiff.runs.progress import progress_bar
 
@@ -52,7 +53,7 @@ CLASSIFIER_VERSION = 2
 MIN_SIZE = 8
 # the train_classifier arguments that change the weights (and so the cache key)
 TRAIN_SETTINGS = ("epochs", "batch_size", "lr", "width", "feature_dim", "stem", "holdout",
-                  "max_shift", "blur_p", "noise_p", "seed")
+                  "max_shift", "blur_p", "noise_p", "precision", "seed")
 
 
 class ClassifierError(UserError, ValueError):
@@ -204,6 +205,7 @@ def train_classifier(
     max_shift: int = 2,
     blur_p: float = 0.5,
     noise_p: float = 0.3,
+    precision: str = "auto",
     seed: int = 0,
     device: torch.device | str = "cpu",
     data_key: str = "",
@@ -218,7 +220,9 @@ def train_classifier(
     generated avatar does that a rendered one does not: drawn a pixel or two off, soft, noisy.
     With them the judge reads a shifted avatar as it reads an aligned one; it needs the stem
     and twice the epochs of an unperturbed judge to stay sharp (docs/evaluation.md, "How
-    robust the judge is").
+    robust the judge is"). precision: ``trainer.precision``'s values; ``auto`` trains in bf16
+    autocast where the device computes bf16 in hardware (1.5x faster on such a CPU, the same
+    accuracies within two trainings' spread), and the judge records which it used.
     """
     if ids is None or len(ids) != len(images) or ids.shape[-1] != NUM_ATTRIBUTES:
         raise ClassifierError("classifier needs labeled data: ids (N, 18) matching the images "
@@ -227,9 +231,11 @@ def train_classifier(
     train_idx, test_idx = split_indices(len(images), holdout, seed)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "width": width,
                 "feature_dim": feature_dim, "stem": stem, "holdout": holdout,
-                "max_shift": max_shift, "blur_p": blur_p, "noise_p": noise_p, "seed": seed,
-                "version": CLASSIFIER_VERSION}
+                "max_shift": max_shift, "blur_p": blur_p, "noise_p": noise_p,
+                "precision": precision, "seed": seed, "version": CLASSIFIER_VERSION}
     device = torch.device(device)
+    amp = autocast_dtype(precision, device)
+    settings["precision"] = precision_name(amp)
     ids = ids.long()
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -250,7 +256,8 @@ def train_classifier(
                 x = augment(images[idx], g, max_shift, blur_p, noise_p)  # uint8 (B, 3, H, W)
                 x = x.to(device)
                 y = ids[idx].to(device)  # (B, 18)
-                loss = attribute_loss(net(x), y)
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    loss = attribute_loss([lg.float() for lg in net(x)], y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -372,6 +379,9 @@ def load_or_train_classifier(
         raise ClassifierError(f"unknown classifier setting(s) {sorted(unknown)}; "
                               f"known: {sorted(TRAIN_DEFAULTS)}")
     settings = {**TRAIN_DEFAULTS, **train_kwargs, "version": CLASSIFIER_VERSION}
+    # what "auto" means here names the file: a bf16 judge is never read as an fp32 one
+    settings["precision"] = precision_name(autocast_dtype(settings["precision"],
+                                                          torch.device(device)))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = Path(cache_dir).expanduser() / "classifiers" / f"{key}-clf{digest}.pt"
     if path.is_file():
