@@ -66,6 +66,15 @@ def test_resume_is_exact(make_cfg, tmp_path):
         assert torch.equal(tensor, b["ema"]["shadow"][name]), name
 
 
+def test_the_last_epoch_is_always_evaluated(make_cfg, tmp_path):
+    """every_epochs=2 over 3 epochs: after epoch 2, and after the last, whatever the period."""
+    train(make_cfg("data.n=16", "trainer.max_steps=null", "trainer.max_epochs=3",
+                   "evaluate.every_epochs=2", "evaluate.n=4", "evaluate.classifier.epochs=1",
+                   "trainer.sample_every_epochs=0"), run_dir=tmp_path)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in rows if "eval/faithfulness_mean" in r] == [2, 3]
+
+
 def test_wandb_offline_run_holds_losses_grids_and_config(make_cfg, tmp_path):
     cfg = make_cfg("logger.mode=offline", "trainer.max_steps=3", "data.n=24")
     train(cfg, run_dir=tmp_path)

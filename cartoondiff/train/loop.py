@@ -380,7 +380,7 @@ class Trainer:
             if drawn is not None:
                 self.tracker.log_image("samples", drawn[0], self.step, f"epoch {epoch}",
                                        drawn[1])
-        if self.evaluator.due(epochs_done):
+        if self.evaluator.due(epochs_done, last=self.step >= self.total_steps):
             scores = self.evaluator.evaluate(self.ema.shadow, self.step, self.config_dict)
             # eval/* against epochs; the training time so far, for time-to-quality curves
             self.tracker.log({**scores, "epoch": epochs_done,

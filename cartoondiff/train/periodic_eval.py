@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class PeriodicEvaluator:
-    """Runs ``quick_evaluate`` every ``every_epochs`` epochs; writes ``best_path`` (EMA
-    weights + config, like ``model_ema.pt``) whenever ``metric`` improves.
+    """Runs ``quick_evaluate`` every ``every_epochs`` epochs and after the last; writes
+    ``best_path`` (EMA weights + config, like ``model_ema.pt``) whenever ``metric`` improves.
 
     The attribute classifier is trained (or loaded from ``cache_dir``) at the first
     evaluation, so runs that never evaluate never pay for it. It learns from labeled
@@ -90,8 +90,11 @@ class PeriodicEvaluator:
                         "to train the evaluation's classifier on", self.every_epochs)
             self.every_epochs = 0
 
-    def due(self, epochs_done: int) -> bool:
-        return self.every_epochs > 0 and epochs_done > 0 and epochs_done % self.every_epochs == 0
+    def due(self, epochs_done: int, last: bool = False) -> bool:
+        """Every ``every_epochs`` epochs, and after the ``last`` epoch of the run: its final
+        model is always scored (and can be the best) whatever the period."""
+        return self.every_epochs > 0 and epochs_done > 0 and (
+            last or epochs_done % self.every_epochs == 0)
 
     def evaluate(self, model: nn.Module, step: int, config: dict[str, Any]) -> dict[str, float]:
         """Evaluate ``model`` (the EMA weights); export it when it is the best so far."""
