@@ -238,6 +238,7 @@ def test_damaged_classifier_file_is_one_error_naming_it(saved_classifier, tmp_pa
         C.load_classifier(path)
     msg = str(err.value)
     assert f"classifier file {path} is damaged" in msg and "\n" not in msg
+    assert "checkpoint" not in msg  # a judge file is named as what it is
     assert not Path("/tmp/cartoondiff-issue15-classifier-pwned").exists()
 
 

@@ -89,8 +89,8 @@ class AvatarDataModule:
                     f"of {image_size} px: {n:,} take {need / 2**30:.1f} GiB of memory, this "
                     f"machine has {have / 2**30:.1f} GiB")
         self.source, self.root, self.image_size, self.crop = source, root, image_size, crop
-        # the cache is written on first use (arrays, the judge): unusable, it is named now
         self.n, self.seed = n, seed
+        # the cache is written on first use (arrays, the judge): unusable, it is named now
         self.cache_dir = check_folder("cache_dir", resolve_cache_dir(cache_dir))
         self.on_error, self.normalize, self.batch_size = on_error, normalize, batch_size
         self.data: AvatarData | None = None

@@ -73,7 +73,7 @@ def read_safely(path: Path | str, what: str = "checkpoint") -> dict[str, Any]:
         raise CheckpointError(f"{what} {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{what} {path} is truncated or corrupt: the file is empty")
-    _check_crc(path)
+    _check_crc(path, what)
     try:
         with warnings.catch_warnings():  # e.g. a raw pickle's protocol warning
             warnings.simplefilter("ignore")
@@ -108,17 +108,18 @@ def _check_format(path: Path, state: dict[str, Any]) -> None:
                           f"format {found}); this version reads format {FORMAT}: train it again")
 
 
-def _check_crc(path: Path) -> None:
-    """Verify the CRC32 of every member of a zip-format checkpoint (torch.load does not)."""
+def _check_crc(path: Path, what: str) -> None:
+    """Verify the CRC32 of every member of a zip-format file (torch.load does not); errors name
+    it as ``what`` (checkpoint, classifier)."""
     if not zipfile.is_zipfile(path):
         return  # truncated, or the legacy format: torch.load reports it
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {err}") from err
+        raise CheckpointError(f"{what} {path} is truncated or corrupt: {err}") from err
     if bad is not None:
-        raise CheckpointError(f"checkpoint {path} is corrupt: {bad} fails its CRC32 check")
+        raise CheckpointError(f"{what} {path} is corrupt: {bad} fails its CRC32 check")
 
 
 def _reason(err: BaseException) -> str:
