@@ -125,10 +125,9 @@ class Pen:
 
     def shape(self, pts: np.ndarray, fill: Color, line: Color | None = None, width: float = 3.0,
               ) -> None:
-        xy = self._xy(pts)
-        self.draw.polygon(xy, fill=fill)
-        if line is not None:
-            self.draw.line(xy + xy[:4], fill=line, width=self._w(width), joint="curve")
+        self.draw.polygon(self._xy(pts), fill=fill)
+        if line is not None:  # once round and on to the second point: every corner is joined
+            self.stroke(np.concatenate([pts, pts[:2]]), line, width)
 
     def stroke(self, pts: np.ndarray, color: Color, width: float = 3.0) -> None:
         self.draw.line(self._xy(pts), fill=color, width=self._w(width), joint="curve")
@@ -353,11 +352,9 @@ def _lens(style: int) -> np.ndarray:
     """Right lens outline (K, 2) around (0, 0); +x is outward."""
     t = np.linspace(0, 2 * math.pi, 40, endpoint=False)
     c, s = np.cos(t), np.sin(t)
-    if style in (0, 8):
-        r = 26 if style == 0 else 18
-        return np.stack([r * c, r * s], 1)
-    if style == 1:
-        return np.stack([31 * c, 21 * s], 1)
+    if style in (0, 1, 8):  # round, oval, small round
+        rx, ry = {0: (26, 26), 1: (31, 21), 8: (18, 18)}[style]
+        return np.stack([rx * c, ry * s], 1)
     if style == 2:
         return np.array([[-30, -19], [30, -19], [30, 19], [-30, 19]], float)
     if style == 3:  # superellipse: a rounded rectangle

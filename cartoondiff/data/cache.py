@@ -233,10 +233,9 @@ def _is_locked(folder: Path) -> bool:
     if not (folder / LOCK_FILE).is_file():
         return False  # no lock file: the builder is gone or about to publish
     lock = try_lock(folder / LOCK_FILE)
-    if lock is None:
-        return True
-    lock.release()
-    return False
+    if lock is not None:
+        lock.release()
+    return lock is None
 
 
 def _discard(folder: Path, why: str) -> None:

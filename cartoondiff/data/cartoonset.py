@@ -135,8 +135,14 @@ def load_image(path: str | Path, crop: int | None = 360, size: int = 64) -> np.n
     try:
         with decode_image(path) as im:
             _fix_grey_key(im, path)
+            width, height = im.size
+            side = min(width, height) if crop is None else crop
+            if width < side or height < side:
+                raise DataError(f"{path}: image is {width}x{height}, smaller than the {side} px "
+                                "crop")
+            left, top = (width - side) // 2, (height - side) // 2
             # crop before compositing: less work than flattening the whole 500x500 frame
-            rgb = _flatten_onto_white(im.crop(_centre_box(path, im.size, crop)))
+            rgb = _flatten_onto_white(im.crop((left, top, left + side, top + side)))
     except ReadError as err:
         raise DataError(str(err)) from None
     out = rgb.resize((size, size), Image.Resampling.LANCZOS)
@@ -157,16 +163,6 @@ def _fix_grey_key(im: Image.Image, path: Path) -> None:
     depth = header[24] if len(header) == 26 else 8
     if depth in (1, 2, 4):
         im.info["transparency"] = key * 255 // ((1 << depth) - 1)
-
-
-def _centre_box(path: Path, image_size: tuple[int, int], crop: int | None) -> tuple[int, ...]:
-    """(left, top, right, bottom) of the centred crop; DataError if the image is too small."""
-    width, height = image_size
-    side = min(width, height) if crop is None else crop
-    if width < side or height < side:
-        raise DataError(f"{path}: image is {width}x{height}, smaller than the {side} px crop")
-    left, top = (width - side) // 2, (height - side) // 2
-    return left, top, left + side, top + side
 
 
 def _flatten_onto_white(im: Image.Image) -> Image.Image:
@@ -274,8 +270,3 @@ def decode_files(
     if not n:
         raise DataError(f"all {len(jobs)} files were bad; first: {skipped[0][1]}")
     return Decoded(images[:n], None if ids is None else ids[:n], skipped)
-
-
-def default_workers() -> int:
-    """Two decoding processes when the machine has two or more cores, else one."""
-    return 2 if (os.cpu_count() or 1) >= 2 else 1

@@ -10,6 +10,7 @@ uint8 array in memory is already faster than any worker pool.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from cartoondiff.data import cache
 from cartoondiff.data.cartoonset import (
     DataError,
     decode_files,
-    default_workers,
     find_images,
     label_path,
 )
@@ -83,13 +83,22 @@ def load_avatar_data(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    cache_dir = cache.resolve_cache_dir(cache_dir)
     if source == "synthetic":
-        entry = _synthetic_entry(n, seed, image_size, crop, cache_dir, progress)
+        from cartoondiff.data import synthesize  # lazy: the renderer is only needed to build
+
+        key = {"source": "synthetic", "n": n, "seed": seed, "size": image_size, "crop": crop,
+               "renderer": synthesize.RENDERER_VERSION}
+
+        def build() -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+            images, ids = synthesize.render_arrays(n, seed, image_size, crop=crop,
+                                                   progress=progress)
+            return images, ids, {}  # ids int64 (n, 18), checked by the cache like any source's
+
     elif source == "cartoonset":
         if root is None:
             raise DataError("source 'cartoonset' needs a root directory, got None")
-        files = find_images(Path(root).expanduser().resolve())
+        folder = Path(root).expanduser().resolve()
+        files = find_images(folder)
         if limit is not None:
             files = files[:limit]
         has_labels = label_path(files[0]).is_file()
@@ -100,10 +109,26 @@ def load_avatar_data(
                 "the unconditional ones train without them (experiment=fig01_02_vanilla_unit, "
                 "experiment=fig03_05_vanilla_pm1, or attention=none)")
         labeled = has_labels if labeled is None else labeled
-        entry = _cartoonset_entry(files, Path(root).expanduser().resolve(), image_size, crop,
-                                  labeled, cache_dir, on_error, progress)
+        # keyed by the files' names, sizes and mtimes; a missing CSV is reported by the
+        # decoder, with the file's name: here it just must not crash the fingerprint
+        csvs = [c for c in map(label_path, files) if c.exists()] if labeled else []
+        key = {"source": "cartoonset", "root": str(folder),
+               "files": cache.files_fingerprint(files, folder)
+               + cache.files_fingerprint(csvs, folder),
+               "size": image_size, "crop": crop, "labeled": labeled}
+
+        def build() -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+            decoded = decode_files(files, crop=crop, size=image_size, labeled=labeled,
+                                   on_error=on_error, workers=min(2, os.cpu_count() or 1),
+                                   progress=progress)  # a pool of two where two cores exist
+            info = {"skipped": len(decoded.skipped),
+                    "reasons": [reason for _, reason in decoded.skipped[:REPORTED_REASONS]]}
+            return decoded.images, decoded.ids, info
+
     else:
         raise ValueError(f"unknown data source {source!r}; use one of {SOURCES}")
+    entry = cache.build_or_load_cache(cache.resolve_cache_dir(cache_dir),
+                                      f"{source}-{image_size}px", key, build)
 
     skipped = int(entry.info.get("skipped", 0))
     if skipped:
@@ -116,52 +141,6 @@ def load_avatar_data(
     # ids were validated by the cache (cache._check_arrays, on writing and on every load)
     ids = torch.from_numpy(entry.ids) if labeled is not False and entry.ids is not None else None
     return AvatarData(images, ids, source, skipped=skipped, cache_path=entry.path)
-
-
-def _synthetic_entry(
-    n: int, seed: int, size: int, crop: int | None, cache_dir: Path, progress: bool
-) -> cache.CacheEntry:
-    """Rendered avatars, keyed by everything that changes the pixels."""
-    from cartoondiff.data import synthesize  # lazy: the renderer is only needed to build
-
-    key = {"source": "synthetic", "n": n, "seed": seed, "size": size, "crop": crop,
-           "renderer": synthesize.RENDERER_VERSION}
-
-    def build() -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        images, ids = synthesize.render_arrays(n, seed, size, crop=crop, progress=progress)
-        return images, ids, {}  # ids int64 (n, 18), checked by the cache like any source's
-
-    return cache.build_or_load_cache(cache_dir, f"synthetic-{size}px", key, build)
-
-
-def _cartoonset_entry(
-    files: list[Path],
-    root: Path,
-    size: int,
-    crop: int | None,
-    labeled: bool,
-    cache_dir: Path,
-    on_error: str,
-    progress: bool,
-) -> cache.CacheEntry:
-    """Decoded Cartoon Set ``files`` under ``root``, keyed by their names, sizes and mtimes."""
-    fingerprint = cache.files_fingerprint(files, root)
-    if labeled:
-        # a missing CSV is reported by the decoder, with the file's name; here it just
-        # must not crash the fingerprint
-        csvs = [label_path(f) for f in files]
-        fingerprint += cache.files_fingerprint([c for c in csvs if c.exists()], root)
-    key = {"source": "cartoonset", "root": str(root), "files": fingerprint, "size": size,
-           "crop": crop, "labeled": labeled}
-
-    def build() -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-        decoded = decode_files(files, crop=crop, size=size, labeled=labeled, on_error=on_error,
-                               workers=default_workers(), progress=progress)
-        info = {"skipped": len(decoded.skipped),
-                "reasons": [reason for _, reason in decoded.skipped[:REPORTED_REASONS]]}
-        return decoded.images, decoded.ids, info
-
-    return cache.build_or_load_cache(cache_dir, f"cartoonset-{size}px", key, build)
 
 
 def _data_range(mode: str) -> tuple[float, float]:

@@ -62,19 +62,6 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 # ----------------------------------------------------------------------------- download
 
 
-def _resolve(name_or_url: str, url: str | None) -> tuple[str, str]:
-    """Return (url, archive filename) for a table name or a plain URL."""
-    if name_or_url in SOURCES:
-        return url or SOURCES[name_or_url], f"{name_or_url}.tgz"
-    if urllib.parse.urlsplit(name_or_url).scheme in ("http", "https"):
-        filename = PurePosixPath(urllib.parse.urlsplit(name_or_url).path).name
-        if not filename:
-            raise DownloadError(f"cannot derive an archive name from URL {name_or_url!r}")
-        return url or name_or_url, filename
-    raise DownloadError(f"unknown dataset {name_or_url!r}: expected one of {sorted(SOURCES)} "
-                        "or an http(s) URL")
-
-
 def _one_line(err: BaseException) -> str:
     """An exception's message with its line breaks (tarfile lists one per method) folded."""
     return " ".join(str(err).split())
@@ -182,7 +169,16 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
     ``attempts`` requests are made while bytes keep arriving; what arrived stays in
     ``<name>.part`` so a later call resumes it.
     """
-    url, filename = _resolve(name_or_url, url)
+    given = urllib.parse.urlsplit(name_or_url)
+    if name_or_url in SOURCES:
+        url, filename = url or SOURCES[name_or_url], f"{name_or_url}.tgz"
+    elif given.scheme in ("http", "https"):
+        url, filename = url or name_or_url, PurePosixPath(given.path).name
+        if not filename:
+            raise DownloadError(f"cannot derive an archive name from URL {name_or_url!r}")
+    else:
+        raise DownloadError(f"unknown dataset {name_or_url!r}: expected one of "
+                            f"{sorted(SOURCES)} or an http(s) URL")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / filename
@@ -202,10 +198,10 @@ def download(name_or_url: str, dest: str | Path, url: str | None = None,
     for _ in range(max(1, attempts)):  # at least one: total and size are set below
         total, moved = _fetch_once(url, part, filename, progress)
         size = part.stat().st_size if part.exists() else 0
-        if (total is not None and size == total) or (total is None and moved and size > 0):
-            break  # complete (or no size announced and the stream ended normally)
-        if not moved:
-            break  # no new bytes: retrying would not help
+        # complete, or no size announced and the stream ended; or no new bytes: retrying
+        # would not help
+        if not moved or size == total or (total is None and size > 0):
+            break
     if size == 0:
         raise DownloadError(f"no data received from {url}")
     if total is None:
@@ -288,12 +284,12 @@ def _safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     def refuse(why: str) -> DownloadError:
         return DownloadError(f"unsafe archive member {member.name!r}: {why}")
 
-    name = member.name
+    name = PureWindowsPath(member.name)  # splits at "/" and "\\" both: stricter than POSIX
     if member.ischr() or member.isblk() or member.isfifo():
         raise refuse("device or fifo files are not allowed")
-    if name.startswith(("/", "\\")) or PureWindowsPath(name).anchor:
+    if name.anchor:  # "/x", "\\x", "C:x", "//host/share"
         raise refuse("absolute path")
-    if ".." in PurePosixPath(name).parts or ".." in PureWindowsPath(name).parts:
+    if ".." in name.parts:
         raise refuse("'..' path component")
     try:
         return tarfile.data_filter(member, dest)
@@ -328,7 +324,7 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
         if not entries:
             raise DownloadError(f"archive {archive} is empty")
         for entry in entries:
-            if (dest / entry).exists() or (dest / entry).is_symlink():
+            if os.path.lexists(dest / entry):  # a broken symlink too
                 raise DownloadError(f"{dest / entry} already exists; remove it to extract again")
         for entry in entries:
             os.replace(os.path.join(tmp, entry), dest / entry)

@@ -44,6 +44,7 @@ from cartoondiff.runs.files import check_folder
 from cartoondiff.runs.progress import progress_bar
 
 RENDERER_VERSION = 1  # part of the cache key: bump whenever the drawing changes
+MAX_N = 10**7  # the names' 7-digit index (avatar_name)
 
 
 class SynthesisError(UserError, ValueError):
@@ -102,7 +103,7 @@ def avatar_name(seed: int, index: int) -> str:
     Cartoon Set names are ``cs`` + digits; this keeps that form and stays unique across
     seeds (the index always takes the last 7 digits).
     """
-    if seed < 0 or not 0 <= index < 10**7:
+    if seed < 0 or not 0 <= index < MAX_N:
         raise SynthesisError(f"need seed >= 0 and 0 <= index < 10**7, got {seed}, {index}")
     return f"cs{seed}{index:07d}"
 
@@ -123,9 +124,6 @@ def write_cartoonset(out_dir: Path, n: int, seed: int, size: int = 500) -> None:
         (out_dir / f"{stem}.csv").write_text("".join(lines))
 
 
-MAX_N = 10**7  # the names' 7-digit index (avatar_name)
-
-
 def check_options(opts: dict) -> Path:
     """``out``, ``n``, ``seed`` and ``size`` checked before any file is written: integers,
     ``out`` a folder that can be written, ``n`` within the names' range and the disk's free
@@ -137,9 +135,7 @@ def check_options(opts: dict) -> Path:
     require(seed >= 0, "seed", seed, "an integer >= 0")
     _check(size, None)
     out = check_folder("out", opts["out"])
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
     # a PNG (measured: 17 kB at 500 px, 3 kB at 64 px with its CSV) and a CSV, each at least
     # one 4 kB block
     free, need = shutil.disk_usage(existing).free, n * (8192 + size * size // 10)
