@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import torch
 
@@ -47,7 +46,6 @@ ONEHOT_DIM = sum(COUNTS)  # 217
 # Start of each attribute's block inside the one-hot vector.
 OFFSETS: tuple[int, ...] = tuple(sum(COUNTS[:i]) for i in range(NUM_ATTRIBUTES))
 
-Encoding = Literal["raw", "onehot"]
 ENCODINGS: tuple[str, ...] = ("raw", "onehot")
 
 
@@ -62,12 +60,9 @@ def count(name: str) -> int:
 
 def index(name: str) -> int:
     """Position of ``name`` in the CSV order; a clear error for unknown names."""
-    try:
-        return INDEX[name]
-    except KeyError:
-        raise SchemaError(
-            f"unknown attribute {name!r}; known: {', '.join(NAMES)}"
-        ) from None
+    if name not in INDEX:
+        raise SchemaError(f"unknown attribute {name!r}; known: {', '.join(NAMES)}")
+    return INDEX[name]
 
 
 def encoded_dim(encoding: str) -> int:
@@ -92,15 +87,10 @@ def validate(ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
         raise SchemaError(
             f"attribute ids must have shape (18,) or (B, 18), got {tuple(ids.shape)}"
         )
-    counts = torch.tensor(COUNTS)
-    bad = (ids < 0) | (ids >= counts)
-    if bad.any():
-        where = bad.nonzero()[0]
-        col = int(where[-1])
-        value = int(ids[tuple(where)])
-        raise SchemaError(
-            f"attribute {NAMES[col]}={value} out of range 0..{COUNTS[col] - 1}"
-        )
+    bad = ((ids < 0) | (ids >= torch.tensor(COUNTS))).nonzero()  # (n_bad, ids.dim())
+    if len(bad):
+        col, value = int(bad[0, -1]), int(ids[tuple(bad[0])])
+        raise SchemaError(f"attribute {NAMES[col]}={value} out of range 0..{COUNTS[col] - 1}")
     return ids
 
 

@@ -27,7 +27,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cartoondiff.runs.errors import ArgumentError, ConfigError, UserError
+from cartoondiff.runs.errors import ArgumentError, ConfigError, UserError, first_line
 
 # Hydra's keys that change how a node is called; `_partial_` is the only one configs use.
 SPECIAL_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
@@ -60,7 +60,10 @@ def build(cfg: DictConfig, key: str, allowed: Collection[str] | None = None,
             raise ConfigError(f"{key} is missing from the config")
         plain = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
-        raise ConfigError(_omegaconf_message(err)) from None
+        where = getattr(err, "full_key", None) or ""
+        if "Missing mandatory value" in str(err):
+            raise ConfigError(f"{where} is required but not set (pass {where}=...)") from None
+        raise ConfigError(f"{where}: {first_line(err)}" if where else first_line(err)) from None
     return _build(cfg, plain, key, allowed, call_kwargs)
 
 
@@ -99,7 +102,7 @@ def _build(cfg: DictConfig, value: Any, key: str, allowed: Collection[str] | Non
         raise
     except (ValueError, TypeError) as err:  # third-party constructors (torch optimizers)
         where = _culprit(cfg, key, kwargs, str(err))
-        raise ConfigError(f"{where} is invalid: {_first_line(err)} ({target})") from None
+        raise ConfigError(f"{where} is invalid: {first_line(err)} ({target})") from None
 
 
 def build_model(cfg: DictConfig, allowed: Collection[str] | None = None) -> Any:
@@ -152,25 +155,11 @@ def origin(cfg: DictConfig, key: str) -> str:
     return key
 
 
-def _omegaconf_message(err: OmegaConfBaseException) -> str:
-    key = getattr(err, "full_key", None) or ""
-    if "Missing mandatory value" in str(err):
-        return f"{key} is required but not set (pass {key}=...)"
-    return f"{key}: {_first_line(err)}" if key else _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 @contextlib.contextmanager
-def named(key: str, node: bool = False) -> Iterator[None]:
+def named(key: str) -> Iterator[None]:
     """Inside: an ``ArgumentError`` becomes a ``ConfigError`` naming config ``key``, for a
-    value passed to a constructor by hand (``EMA(model, cfg.trainer.ema_decay)``); with
-    ``node``, ``key`` is the node whose keys were passed (``key.<the argument's name>``)."""
+    value passed to a constructor by hand (``EMA(model, cfg.trainer.ema_decay)``)."""
     try:
         yield
     except ArgumentError as err:
-        where = f"{key}.{err.name}" if node else key
-        raise ConfigError(f"{where}={err.value!r} is invalid: expected {err.expected}") from None
+        raise ConfigError(f"{key}={err.value!r} is invalid: expected {err.expected}") from None

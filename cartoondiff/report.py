@@ -1,8 +1,5 @@
 """Tables that compare training runs, grouped by experiment, averaged over seeds.
 
-    python -m cartoondiff.report RUN_DIR ... [keys=eval/hair_color,eval/faithfulness_mean]
-        [epochs=last] [loss_tail=0.2] [final=eval.json] [out=table.md]
-
 Each run directory is read from its ``metrics.jsonl`` and ``config.yaml``. Runs with the same
 W&B group (the experiment name) are one row; numbers are ``mean ± sd`` over their seeds (sd
 only where there are two or more). Columns: the final training loss (the mean of the last
@@ -91,9 +88,8 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
             run.evals.setdefault(step, {}).update(evals)
     if not run.losses:
         raise RunFolderError(f"{metrics_path}: no finite train/loss (is this a run folder?)")
-    path = run_dir / final if final else None
-    if path is not None and path.exists():  # not evaluated yet: its cells show "-"
-        first = read_evaluation(path).settings[0]
+    if final and (run_dir / final).exists():  # not evaluated yet: its cells show "-"
+        first = read_evaluation(run_dir / final).settings[0]
         if first.index == 0:  # a damaged first setting (named) shows "-"
             run.final = {f"eval/{k}": v for k, v in first.metrics.items()}
     return run
@@ -101,10 +97,8 @@ def summarize_run(run_dir: Path, final: str | None = None) -> RunSummary:
 
 def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     """``0.412 ± 0.013`` (sample standard deviation), or just the mean for one value."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    sd = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.{digits}f}{sd}"
 
 
 def metric_cell(key: str, values: Sequence[float]) -> str:
@@ -172,7 +166,7 @@ def comparison_table(runs: Sequence[RunSummary], keys: Sequence[str], loss_tail:
 
 
 USAGE = ("python -m cartoondiff.report RUN_DIR ... [keys=...] [epochs=last] [loss_tail=0.2] "
-         "[final=eval.json]")
+         "[final=eval.json] [out=table.md]")
 EXAMPLE = ("python -m cartoondiff.report multirun/DATE/TIME/* keys=hair_color,faithfulness_mean "
            "out=table.md")
 OPTIONS = {

@@ -1,8 +1,5 @@
 """Sample avatars from a trained checkpoint.
 
-    python -m cartoondiff.sample checkpoint=PATH n=16 attributes=random \\
-        sampler=ddim steps=50 eta=0 guidance=2.0 seed=0 out=samples.png
-
 ``attributes`` is ``random`` or ``"hair_color=3,glasses=11"`` (attributes not named are drawn
 at random per image). Writes a PNG grid and, beside it, a text file with each image's
 attributes. Every option is checked before the checkpoint is read.
@@ -22,10 +19,10 @@ import torch
 from cartoondiff import attributes
 from cartoondiff.diffusion import Sampler
 from cartoondiff.inference import generate, load_trained
-from cartoondiff.inference.grids import MAX_GRID_IMAGES, save_grid
+from cartoondiff.inference.grids import MAX_GRID_IMAGES, grid_image, save_grid
 from cartoondiff.runs import cli
 from cartoondiff.runs.devices import pick_device
-from cartoondiff.runs.errors import SEED_RULE, ArgumentError, is_int, is_seed
+from cartoondiff.runs.errors import SEED_RULE, ArgumentError, is_int, is_seed, require
 from cartoondiff.runs.files import check_output
 from cartoondiff.runs.folder import RunFolder
 
@@ -92,27 +89,22 @@ def is_captions(path: Path) -> bool:
 def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
     """Every option checked before the checkpoint is read: the ids, the device, the paths, and
     the sampler options given (completed with the defaults of ``Sampler``)."""
-    def need(ok: bool, key: str, expected: str) -> None:
-        if not ok:
-            raise ArgumentError(key, opts[key], expected)
-
-    need(opts["checkpoint"] is not None, "checkpoint", "the path of a checkpoint file")
-    need(Path(str(opts["checkpoint"])).is_file(), "checkpoint", "an existing checkpoint file")
-    need(is_int(opts["n"]) and 1 <= opts["n"] <= MAX_GRID_IMAGES, "n",
-         f"an integer in [1, {MAX_GRID_IMAGES}] (one grid; for more, sample again with another "
-         "seed)")
-    need(is_seed(opts["seed"]), "seed", SEED_RULE)
-    need(opts["nrow"] is None or (is_int(opts["nrow"]) and opts["nrow"] >= 1), "nrow",
-         "null or an integer >= 1")
+    checkpoint, n, nrow = opts["checkpoint"], opts["n"], opts["nrow"]
+    require(checkpoint is not None, "checkpoint", checkpoint, "the path of a checkpoint file")
+    path = Path(str(checkpoint))
+    require(path.is_file(), "checkpoint", checkpoint, "an existing checkpoint file")
+    require(is_int(n) and 1 <= n <= MAX_GRID_IMAGES, "n", n, f"an integer in [1, "
+            f"{MAX_GRID_IMAGES}] (one grid; for more, sample again with another seed)")
+    require(is_seed(opts["seed"]), "seed", opts["seed"], SEED_RULE)
+    require(nrow is None or (is_int(nrow) and nrow >= 1), "nrow", nrow, "null or an integer >= 1")
 
     # writable, before any work; never the checkpoint nor its run's record
-    checkpoint = Path(str(opts["checkpoint"]))
-    inputs = [checkpoint, RunFolder.of_checkpoint(checkpoint).root]
+    inputs = [path, RunFolder.of_checkpoint(path).root]
     out = check_output("out", str(opts["out"]), IMAGE_SUFFIXES, inputs=inputs)
     captions = check_output("out", out.with_suffix(".txt"), inputs=inputs)  # beside it
-    need(not captions.is_file() or is_captions(captions), "out",
-         f"a grid path whose {captions.name} is free or an earlier grid's captions: "
-         f"{captions} holds something else (choose another out=)")
+    require(not captions.is_file() or is_captions(captions), "out", opts["out"],
+            f"a grid path whose {captions.name} is free or an earlier grid's captions: "
+            f"{captions} holds something else (choose another out=)")
     sampler_from_options(opts, Sampler())
     ids = attribute_ids(str(opts["attributes"]), opts["n"], opts["seed"])
     return ids, pick_device(str(opts["device"]))
@@ -134,8 +126,8 @@ def main(argv: list[str]) -> Path:
                       seed=opts["seed"], device=device)
     captions = [f"{i}: {attributes.format_ids(r) if trained.conditional else 'unconditional'}"
                 for i, r in enumerate(ids)]
-    out = save_grid(images, Path(str(opts["out"])), opts["nrow"] or math.ceil(math.sqrt(len(ids))),
-                    captions)
+    nrow = opts["nrow"] or math.ceil(math.sqrt(len(ids)))
+    out = save_grid(grid_image(images, nrow), Path(str(opts["out"])), captions)
     print(f"wrote {out} and {out.with_suffix('.txt')}")
     return out
 

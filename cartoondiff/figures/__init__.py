@@ -1,16 +1,5 @@
-"""Blog-style figures from run directories and evaluations, one command each.
-
-    python -m cartoondiff.figures grid RUN_DIR [epoch=N] [out=fig.png]
-    python -m cartoondiff.figures compare RUN_DIR RUN_DIR ... [epoch=N] [out=fig.png]
-    python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]
-    python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] [from_step=0]
-        [x=epoch] [out=fig.png|fig.svg]
-    python -m cartoondiff.figures loss_quality RUN_DIR ... [key=eval/faithfulness_mean]
-        [out=fig.png]
-    python -m cartoondiff.figures attributes EVAL.json [setting=all] [out=fig.png]
-    python -m cartoondiff.figures settings EVAL.json [key=faithfulness_mean] [x=auto]
-        [out=fig.png]
-    python -m cartoondiff.figures blog RUN_DIR [out=DIR]
+"""Blog-style figures from run directories and evaluations, one command each (listed below,
+with their usage).
 
 ``grid`` takes a run's sample grid after epoch N (0-based, as the blog counts: "epoch 0" is
 the grid after the first pass over the data; default: the last epoch), adds a title and
@@ -69,8 +58,9 @@ __all__ = ["attributes_figure", "blog_figures", "compare_figure", "console", "cu
            "settings_figure"]
 
 CHARTS = ("curves", "loss_quality", "attributes", "settings")  # matplotlib: png, svg or pdf
-USAGE = ("python -m cartoondiff.figures grid|compare|forward|curves|loss_quality|attributes|"
-         "settings|blog RUN_DIR|EVAL.json ... [key=value]")
+PROG = "python -m cartoondiff.figures"
+USAGE = (f"{PROG} grid|compare|forward|curves|loss_quality|attributes|settings|blog "
+         "RUN_DIR|EVAL.json ... [key=value]")
 OPTIONS = {
     "epoch": cli.Option(None, "the epoch whose grid is drawn (0-based, as the blog counts); "
                         "null: the last"),
@@ -84,44 +74,32 @@ OPTIONS = {
                     "(default: whichever varies more)"),
     "setting": cli.Option("all", "all, or the index of one setting in the evaluation JSON"),
 }
-# Each command: its usage, what it draws, its options (of OPTIONS) and an example.
+# Each command: its arguments, what it draws, its options (of OPTIONS) and an example's
+# arguments (both after "python -m cartoondiff.figures COMMAND").
 COMMANDS = {
-    "grid": ("python -m cartoondiff.figures grid RUN_DIR [epoch=N] [out=fig.png]",
-             "A run's sample grid after one epoch, titled.", ("epoch", "out"),
-             "python -m cartoondiff.figures grid outputs/DATE/TIME epoch=9 out=fig13.png"),
-    "compare": ("python -m cartoondiff.figures compare RUN_DIR RUN_DIR ... [epoch=N] "
-                "[out=fig.png]",
-                "Several runs' grids at the same epoch side by side, titled.",
-                ("epoch", "out"),
-                "python -m cartoondiff.figures compare RUN_A RUN_B epoch=9 out=heads.png"),
-    "forward": ("python -m cartoondiff.figures forward [out=fig.png] [hydra overrides ...]",
-                "The forward process of a config (Hydra overrides), without training.",
-                ("out",),
-                "python -m cartoondiff.figures forward noise_schedule.beta_end=0.2 "
-                "out=noise.png"),
-    "curves": ("python -m cartoondiff.figures curves RUN_DIR ... [key=train/loss] [smooth=0.6] "
-               "[from_step=0] [x=epoch] [out=fig.png|fig.svg]",
+    "grid": ("RUN_DIR [epoch=N] [out=fig.png]", "A run's sample grid after one epoch, titled.",
+             ("epoch", "out"), "outputs/DATE/TIME epoch=9 out=fig13.png"),
+    "compare": ("RUN_DIR RUN_DIR ... [epoch=N] [out=fig.png]",
+                "Several runs' grids at the same epoch side by side, titled.", ("epoch", "out"),
+                "RUN_A RUN_B epoch=9 out=heads.png"),
+    "forward": ("[out=fig.png] [hydra overrides ...]",
+                "The forward process of a config (Hydra overrides), without training.", ("out",),
+                "noise_schedule.beta_end=0.2 out=noise.png"),
+    "curves": ("RUN_DIR ... [key=train/loss] [smooth=0.6] [from_step=0] [x=epoch] "
+               "[out=fig.png|fig.svg]",
                "A logged metric against epoch, one line per experiment (mean and sd over seeds).",
-               ("key", "smooth", "from_step", "x", "out"),
-               "python -m cartoondiff.figures curves multirun/DATE/TIME/* out=loss.svg"),
-    "loss_quality": ("python -m cartoondiff.figures loss_quality RUN_DIR ... "
-                     "[key=eval/faithfulness_mean] [out=fig.png]",
+               ("key", "smooth", "from_step", "x", "out"), "multirun/DATE/TIME/* out=loss.svg"),
+    "loss_quality": ("RUN_DIR ... [key=eval/faithfulness_mean] [out=fig.png]",
                      "Blog figures 17-18: each evaluated epoch at (its mean loss, the metric).",
-                     ("key", "out"),
-                     "python -m cartoondiff.figures loss_quality RUN_A RUN_B "
-                     "key=eval/hair_color out=loss_quality.png"),
-    "attributes": ("python -m cartoondiff.figures attributes EVAL.json [setting=all] "
-                   "[out=fig.png]",
+                     ("key", "out"), "RUN_A RUN_B key=eval/hair_color out=loss_quality.png"),
+    "attributes": ("EVAL.json [setting=all] [out=fig.png]",
                    "An evaluation's faithfulness per attribute beside chance and the ceiling.",
-                   ("setting", "out"),
-                   "python -m cartoondiff.figures attributes RUN_A/eval.json out=attributes.png"),
-    "settings": ("python -m cartoondiff.figures settings EVAL.json [key=faithfulness_mean] "
-                 "[x=auto] [out=fig.png]",
+                   ("setting", "out"), "RUN_A/eval.json out=attributes.png"),
+    "settings": ("EVAL.json [key=faithfulness_mean] [x=auto] [out=fig.png]",
                  "An evaluation's metric against guidance or steps.", ("key", "x", "out"),
-                 "python -m cartoondiff.figures settings RUN_A/eval.json out=guidance.png"),
-    "blog": ("python -m cartoondiff.figures blog RUN_DIR [out=DIR]",
-             "Every blog figure the run's experiment redraws, into a folder.", ("out",),
-             "python -m cartoondiff.figures blog outputs/DATE/TIME out=figures"),
+                 "RUN_A/eval.json out=guidance.png"),
+    "blog": ("RUN_DIR [out=DIR]", "Every blog figure the run's experiment redraws, into a folder.",
+             ("out",), "outputs/DATE/TIME out=figures"),
 }
 NEEDED = {"grid": 1, "compare": 2, "curves": 1, "loss_quality": 1, "forward": 0, "blog": 1,
           "attributes": 1, "settings": 1}
@@ -158,18 +136,18 @@ def check_options(command: str, opts: dict, inputs: Sequence[Path] = ()) -> Path
 
 def main(argv: Sequence[str]) -> Path:
     if argv and argv[0] in cli.HELP_FLAGS:
-        commands = "\n".join(f"  {name:<13}{about}" for name, (_, about, _, _)
-                              in COMMANDS.items())
+        commands = "\n".join(f"  {name} {arguments}\n      {about}"
+                             for name, (arguments, about, _, _) in COMMANDS.items())
         cli.exit_with_help(cli.help_text(
             USAGE, OPTIONS, f"{__doc__}\ncommands (COMMAND --help lists its options):\n"
-            f"{commands}", COMMANDS["grid"][3]))
+            f"{commands}", f"{PROG} grid {COMMANDS['grid'][3]}"))
     if not argv or argv[0] not in COMMANDS:
-        raise cli.UsageError(f"the first argument is one of {', '.join(COMMANDS)} "
-                             "(python -m cartoondiff.figures --help)")
+        raise cli.UsageError(f"the first argument is one of {', '.join(COMMANDS)} ({PROG} --help)")
     command = argv[0]
-    usage, about, keys, example = COMMANDS[command]
-    args = cli.parse(argv[1:], {k: OPTIONS[k] for k in keys}, usage,
-                     overrides=command == "forward", about=about, example=example)
+    arguments, about, keys, example = COMMANDS[command]
+    usage = f"{PROG} {command} {arguments}"
+    args = cli.parse(argv[1:], {k: OPTIONS[k] for k in keys}, usage, command == "forward",
+                     about=about, example=f"{PROG} {command} {example}")
     opts = {**{k: o.default for k, o in OPTIONS.items()}, **args.options}
     runs = [Path(p) for p in args.positional]
     if command in ("compare", "curves", "loss_quality"):

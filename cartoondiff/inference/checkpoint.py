@@ -10,7 +10,6 @@ member's CRC32 first, because ``torch.load`` silently returns flipped bytes insi
 
 from __future__ import annotations
 
-import logging
 import pickle
 import re
 import warnings
@@ -25,8 +24,6 @@ from torch import nn
 from cartoondiff import __version__
 from cartoondiff.runs.errors import UserError
 from cartoondiff.runs.files import write_atomic
-
-log = logging.getLogger(__name__)
 
 # Words in torch's weights_only refusals that mean "this pickle wants to build or call
 # something", as opposed to "these bytes are not a pickle".
@@ -57,10 +54,17 @@ def save_atomic(state: Mapping[str, Any], path: Path) -> None:
 
 def load(path: Path | str) -> dict[str, Any]:
     """Load a checkpoint of this version's ``FORMAT`` safely (``read_safely``); clear errors
-    naming the file."""
+    naming the file (another format: one line naming the version that wrote it)."""
+    path = Path(path)
     state = read_safely(path)
-    _check_format(Path(path), state)
-    return state
+    if state.get("format") == FORMAT:
+        return state
+    if "format" not in state and "config" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a cartoondiff checkpoint (a run's "
+                              "checkpoints/ckpt-step*.pt, model_ema.pt or model_best.pt)")
+    version, found = state.get("cartoondiff", "0.1"), state.get("format", 1)
+    raise CheckpointError(f"checkpoint {path} was written by cartoondiff {version} (checkpoint "
+                          f"format {found}); this version reads format {FORMAT}: train it again")
 
 
 def read_safely(path: Path | str, what: str = "checkpoint") -> dict[str, Any]:
@@ -73,7 +77,14 @@ def read_safely(path: Path | str, what: str = "checkpoint") -> dict[str, Any]:
         raise CheckpointError(f"{what} {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{what} {path} is truncated or corrupt: the file is empty")
-    _check_crc(path, what)
+    if zipfile.is_zipfile(path):  # else truncated, or the legacy format: torch.load reports it
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()  # every member's CRC32, which torch.load does not check
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            raise CheckpointError(f"{what} {path} is truncated or corrupt: {err}") from err
+        if bad is not None:
+            raise CheckpointError(f"{what} {path} is corrupt: {bad} fails its CRC32 check")
     try:
         with warnings.catch_warnings():  # e.g. a raw pickle's protocol warning
             warnings.simplefilter("ignore")
@@ -91,35 +102,8 @@ def read_safely(path: Path | str, what: str = "checkpoint") -> dict[str, Any]:
             f"{what} {path} is truncated or corrupt: {type(err).__name__}: {_reason(err)}"
         ) from err
     if not isinstance(state, dict):
-        kind = type(state).__name__
-        raise CheckpointError(f"{what} {path} does not hold a dict (got {kind})")
+        raise CheckpointError(f"{what} {path} does not hold a dict (got {type(state).__name__})")
     return state
-
-
-def _check_format(path: Path, state: dict[str, Any]) -> None:
-    """CheckpointError unless ``state`` is of ``FORMAT``: one line naming what wrote it."""
-    if state.get("format") == FORMAT:
-        return
-    if "format" not in state and "config" not in state:
-        raise CheckpointError(f"checkpoint {path} is not a cartoondiff checkpoint (a run's "
-                              "checkpoints/ckpt-step*.pt, model_ema.pt or model_best.pt)")
-    version, found = state.get("cartoondiff", "0.1"), state.get("format", 1)
-    raise CheckpointError(f"checkpoint {path} was written by cartoondiff {version} (checkpoint "
-                          f"format {found}); this version reads format {FORMAT}: train it again")
-
-
-def _check_crc(path: Path, what: str) -> None:
-    """Verify the CRC32 of every member of a zip-format file (torch.load does not); errors name
-    it as ``what`` (checkpoint, classifier)."""
-    if not zipfile.is_zipfile(path):
-        return  # truncated, or the legacy format: torch.load reports it
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{what} {path} is truncated or corrupt: {err}") from err
-    if bad is not None:
-        raise CheckpointError(f"{what} {path} is corrupt: {bad} fails its CRC32 check")
 
 
 def _reason(err: BaseException) -> str:
@@ -145,21 +129,12 @@ def apply_state_dict(
     ``note`` is appended to that message (e.g. ``config_changes`` of the two configs).
     """
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_few(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatch {_few(shapes)}")
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = [f"{what} {_few(items)}" for what, items in (
+        ("missing keys", sorted(set(own) - set(state))),
+        ("unexpected keys", sorted(set(state) - set(own))), ("shape mismatch", shapes)) if items]
+    if parts:
         raise CheckpointError(
             f"checkpoint {source} was saved from a different model configuration: "
             + "; ".join(parts) + (f"; {note}" if note else "")

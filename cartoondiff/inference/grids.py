@@ -68,10 +68,10 @@ def grid_image(images: torch.Tensor, nrow: int) -> Image.Image:
 MAX_GRID_IMAGES = 10_000
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int, captions: Sequence[str] = ()) -> Path:
-    """Save uint8 images (B, 3, H, W) as one PNG grid; ``captions`` go to a .txt beside it."""
-    path = Path(path)  # both files atomic: a crash never leaves a half grid to trip a resume
-    save_image_atomic(grid_image(images, nrow), path)
+def save_grid(picture: Image.Image, path: Path, captions: Sequence[str] = ()) -> Path:
+    """Save a grid picture (``grid_image``, ``labeled_grid``) and ``captions`` in a .txt beside
+    it, both atomically: a crash never leaves a half grid to trip a resume."""
+    path = save_image_atomic(picture, Path(path))
     if captions:
         write_text_atomic(path.with_suffix(".txt"), "".join(f"{c}\n" for c in captions))
     return path
@@ -136,11 +136,6 @@ class SampleGrid:
         g = torch.Generator().manual_seed(seed)
         self.row_ids = attributes.random_ids(rows, generator=g)  # (rows, 18)
 
-    def captions(self, conditional: bool) -> list[str]:
-        """One line per row: its attributes, or "unconditional"."""
-        return [f"row {i}: {attributes.format_ids(r) if conditional else 'unconditional'}"
-                for i, r in enumerate(self.row_ids)]
-
     def draw(self, model: nn.Module, diffusion: Diffusion, sampler: Sampler, path: Path, *,
              image_size: int, normalize: str, device: torch.device,
              asked_for: torch.Tensor | None = None) -> tuple[Path, list[str]]:
@@ -150,14 +145,11 @@ class SampleGrid:
         images = generate(model, diffusion, ids, sampler, image_size=image_size,
                           normalize=normalize, seed=self.seed, device=device)
         conditional = bool(getattr(model, "conditional", False))
-        captions = self.captions(conditional)
-        if not conditional:
-            return save_grid(images, path, self.cols, captions), captions
+        captions = [f"row {i}: {attributes.format_ids(r) if conditional else 'unconditional'}"
+                    for i, r in enumerate(self.row_ids)]  # one line per row
         picture = labeled_grid(images, self.cols, [row_label(r) for r in self.row_ids],
-                               asked_for)
-        path = save_image_atomic(picture, Path(path))
-        write_text_atomic(path.with_suffix(".txt"), "".join(f"{c}\n" for c in captions))
-        return path, captions
+                               asked_for) if conditional else grid_image(images, self.cols)
+        return save_grid(picture, path, captions), captions
 
 
 def forward_process_image(diffusion: Diffusion, images: torch.Tensor, normalize_mode: str,
