@@ -26,6 +26,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -140,24 +141,27 @@ def check_options(opts: dict[str, Any]) -> None:
     require(checkpoint is not None and Path(str(checkpoint)).is_file(), "checkpoint", checkpoint,
             "an existing checkpoint file")
     checkpoint = Path(str(checkpoint))
-    for key, low in (("n", 2), ("batch_size", 1), ("diversity_groups", 1),
-                     ("diversity_per_group", 2)):
-        require(is_int(opts[key]) and opts[key] >= low, key, opts[key], f"an integer >= {low}")
+    # the diversity samples are drawn at once, hence their upper bound
+    for key, low, high in (("n", 2, math.inf), ("batch_size", 1, math.inf),
+                           ("diversity_groups", 1, 1000), ("diversity_per_group", 2, 1000)):
+        require(is_int(opts[key]) and low <= opts[key] <= high, key, opts[key],
+                f"an integer >= {low}" if high == math.inf else f"an integer in [{low}, {high}]")
     require(is_seed(opts["seed"]), "seed", opts["seed"], SEED_RULE)
     epochs = opts["classifier_epochs"]
     require(epochs is None or (is_int(epochs) and 1 <= epochs <= 1000), "classifier_epochs",
             epochs, "null (the run's own) or an integer in [1, 1000]")
-    for key, low in (("diversity_groups", 1), ("diversity_per_group", 2)):  # sampled at once
-        require(opts[key] <= 1000, key, opts[key], f"an integer in [{low}, 1000]")
     require(opts["conditions"] in CONDITIONS, "conditions", opts["conditions"],
             f"one of {CONDITIONS}")
+    run = RunFolder.of_checkpoint(checkpoint).root
     if opts["out"] is None:  # beside what it evaluates; an earlier result is never replaced
-        opts["out"] = str(default_out(checkpoint))
+        # eval-<name>.json for a training checkpoint, so evaluations of two steps never share one
+        in_checkpoints = checkpoint.expanduser().resolve().parent.name == "checkpoints"
+        opts["out"] = str(run / (f"eval-{checkpoint.stem}.json" if in_checkpoints
+                                 else "eval.json"))
         require(not Path(opts["out"]).exists(), "out", opts["out"], "the name of a new file: an "
                 "earlier evaluation is there (keep it: name another out=...; or delete it)")
     # writable, before the judge is trained; never the checkpoint or its run's record
-    check_output("out", str(opts["out"]), (".json",),
-                 inputs=[checkpoint, RunFolder.of_checkpoint(checkpoint).root])
+    check_output("out", str(opts["out"]), (".json",), inputs=[checkpoint, run])
     for key in ("classifier", "inception"):
         require(opts[key] is None or Path(str(opts[key])).is_file(), key, opts[key],
                 "null or an existing file")
@@ -168,29 +172,14 @@ def check_options(opts: dict[str, Any]) -> None:
     settings_grid(opts, Sampler())  # the sampler options given, checked before loading
 
 
-def default_out(checkpoint: Path) -> Path:
-    """``eval.json`` in the checkpoint's run folder (``eval-<name>.json`` for a training
-    checkpoint, so evaluations of two steps never share a name)."""
-    run = RunFolder.of_checkpoint(checkpoint).root
-    if checkpoint.expanduser().resolve().parent.name == "checkpoints":
-        return run / f"eval-{checkpoint.stem}.json"
-    return run / "eval.json"
-
-
 def label(run: dict[str, Any]) -> str:
     return f"{run['sampler']}{run['steps']} w{run['guidance']:g}"
 
 
 def finite_or_null(value: Any) -> Any:
     """NaN / inf -> None, recursively: strict JSON has no NaN (e.g. a relative score with
-    no readable attribute)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite_or_null(v) for v in value]
-    return value
+    no readable attribute); json writes them as NaN / Infinity, read back here as None."""
+    return json.loads(json.dumps(value), parse_constant=lambda _: None)
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -213,7 +202,8 @@ def format_table(result: dict[str, Any]) -> str:
     for key in SUMMARY:
         if key not in runs[0]["metrics"]:
             continue
-        ref = {"faithfulness_mean": (f"{_mean(chance):>8.3f}", f"{_mean(ceiling):>8.3f}"),
+        ref = {"faithfulness_mean": (f"{fmean(chance.values()):>8.3f}",
+                                     f"{fmean(ceiling.values()):>8.3f}"),
                "faithfulness_relative": ("", f"{1.0:>8.3f}")}.get(key, ("", ""))
         vals = "".join(f"{r['metrics'][key]:>{width}.3f}" for r in runs)
         lines.append(f"{key:<26}{ref[0]:>8}{ref[1]:>8}{vals}")
@@ -234,12 +224,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     T = trained.diffusion.T
     for sampler in grid:
         sampler.check_steps(T)
-    data_cfg = trained.cfg
-    data_cfg.data.cache_dir = opts["cache_dir"]  # the user's, never one the checkpoint names
+    trained.cfg.data.cache_dir = opts["cache_dir"]  # the user's, never one the checkpoint names
     if opts["data_root"]:
-        data_cfg.data.root = opts["data_root"]
+        trained.cfg.data.root = opts["data_root"]
     try:  # the checkpoint's data section is data too: only the project's data module
-        data_module = build(data_cfg, "data", allowed=DATA_TARGETS)
+        data_module = build(trained.cfg, "data", allowed=DATA_TARGETS)
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {opts['checkpoint']}: its data config: {err}") from None
     data_module.setup(labeled=None)
@@ -316,7 +305,7 @@ def log_to_wandb(result: dict[str, Any], train_cfg: DictConfig, out: Path,
         "settings": [{k: r[k] for k in ("sampler", "steps", "guidance", "eta")}
                      for r in result["runs"]],
         "classifier": {"path": result["classifier"]["path"],
-                       "ceiling_mean": _mean(result["classifier"]["accuracy"])},
+                       "ceiling_mean": fmean(result["classifier"]["accuracy"].values())},
         "train_run": {"name": train_name,
                       "id": tracking.read_run_id(RunFolder.of_checkpoint(checkpoint).wandb_id)},
         "train": OmegaConf.to_container(train_cfg, resolve=True),
@@ -332,10 +321,6 @@ def log_to_wandb(result: dict[str, Any], train_cfg: DictConfig, out: Path,
                             lambda key: "max" if higher_is_better(key) else "min")
     run.finish()
     print(f"W&B run {run.id} ({mode}) in {out.parent / 'wandb'}", file=sys.stderr)
-
-
-def _mean(values: dict[str, float]) -> float:
-    return sum(values.values()) / len(values)
 
 
 def console() -> None:

@@ -75,9 +75,9 @@ def reference_set(
         raise EvaluationError(f"conditions={conditions!r} is not one of {CONDITIONS}")
     if n < 2:
         raise EvaluationError(f"n={n}: need at least 2 samples for a covariance")
-    if data.images.shape[-1] != classifier.image_size:
+    if data.images.shape[-1] != classifier.net.image_size:
         raise EvaluationError(f"data are {data.images.shape[-1]} px but the classifier was "
-                              f"trained at {classifier.image_size} px")
+                              f"trained at {classifier.net.image_size} px")
     g = torch.Generator().manual_seed(seed)
     same = classifier.data_key == data_identity(data)
     pool = classifier.heldout if same else torch.arange(len(data))

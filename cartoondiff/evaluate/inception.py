@@ -1,14 +1,9 @@
 """Optional Inception-v3 pool3 features, for the standard FID when the user has the weights.
 
 Nothing is downloaded: pass the path of torchvision's ImageNet Inception-v3 state dict
-(``inception_v3_google-0cc3c7bd.pth``, published by PyTorch at
-download.pytorch.org/models/). FID is then the Fréchet distance of ``metrics.py`` over
-these 2048-d features, images resized to 299x299 (bilinear) and scaled to [-1, 1], the
-input range those Google-trained weights expect.
-
-Papers' FID usually comes from the TensorFlow Inception graph (pytorch-fid ports it with a
-few changed blocks); torchvision's weights give numbers close to it but not identical, so
-compare FIDs from this module with each other, not with published tables.
+(``inception_v3_google-0cc3c7bd.pth``). Its FIDs are close to, not equal to, those of the
+TensorFlow graph papers use: compare them with each other (docs/evaluation.md, "Fréchet
+distance").
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.errors import UserError, first_line
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
@@ -47,7 +42,7 @@ class InceptionFeatures(nn.Module):
             net.load_state_dict(state)
         except (RuntimeError, OSError, EOFError) as err:
             raise InceptionError(f"{path} is not torchvision's Inception-v3 state dict: "
-                                 f"{str(err).splitlines()[0]}") from err
+                                 f"{first_line(err)}") from err
         net.fc = nn.Identity()  # the 2048-d average-pooled activations ("pool3")
         self.net = net.eval().requires_grad_(False)
 

@@ -7,10 +7,9 @@ Fréchet distance between Gaussians N(mu1, S1) and N(mu2, S2) fitted to two feat
 
     d^2 = |mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1^(1/2) S2 S1^(1/2))^(1/2))
 
-The last term equals Tr((S1 S2)^(1/2)), the form usually printed: S1 S2 is similar to the
-symmetric PSD matrix S1^(1/2) S2 S1^(1/2), so both have the same eigenvalues. We compute the
-symmetric form with two eigen-decompositions in float64 (no scipy ``sqrtm``, no complex
-round-off to discard), clamping round-off negative eigenvalues to 0.
+The last term equals the usual Tr((S1 S2)^(1/2)) (docs/evaluation.md says why); the symmetric
+form takes two eigen-decompositions in float64 (no scipy ``sqrtm``, no complex round-off to
+discard), round-off negative eigenvalues clamped to 0.
 """
 
 from __future__ import annotations
@@ -32,16 +31,7 @@ def feature_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if features.dim() != 2 or features.shape[0] < 2:
         raise MetricError(f"feature_stats needs (N >= 2, D) features, got {tuple(features.shape)}")
     x = features.double()
-    mu = x.mean(0)
-    xc = x - mu
-    return mu, xc.T @ xc / (x.shape[0] - 1)
-
-
-def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
-    """Square root of a symmetric positive semi-definite matrix (D, D) via eigh."""
-    a = (a + a.T) / 2  # exact symmetry for eigh
-    w, v = torch.linalg.eigh(a)
-    return (v * w.clamp_min(0).sqrt()) @ v.T
+    return x.mean(0), torch.cov(x.T)  # rows are variables to torch.cov
 
 
 def frechet_distance(
@@ -55,7 +45,8 @@ def frechet_distance(
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (*mu1.shape, *mu1.shape):
         raise MetricError(f"frechet_distance: shapes disagree: mu {tuple(mu1.shape)}, "
                           f"{tuple(mu2.shape)}; sigma {tuple(s1.shape)}, {tuple(s2.shape)}")
-    r1 = sqrtm_psd(s1)
+    w, v = torch.linalg.eigh((s1 + s1.T) / 2)  # exact symmetry for eigh
+    r1 = (v * w.clamp_min(0).sqrt()) @ v.T  # S1^(1/2)
     inner = r1 @ s2 @ r1  # S1^(1/2) S2 S1^(1/2), symmetric PSD
     cross = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0).sqrt().sum()
     d2 = (mu1 - mu2).square().sum() + torch.trace(s1) + torch.trace(s2) - 2 * cross
@@ -119,9 +110,8 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
     """Mean Euclidean distance over all pairs i < j of rows of x (N, D); 0 for N < 2."""
     if x.shape[0] < 2:
         return 0.0
-    d = _cdist(x)  # (N, N)
     n = x.shape[0]
-    return float(d.sum() / (n * (n - 1)))  # the zero diagonal adds nothing
+    return float(_cdist(x).sum() / (n * (n - 1)))  # the zero diagonal adds nothing
 
 
 def diversity(groups: torch.Tensor) -> tuple[float, float]:
@@ -129,9 +119,8 @@ def diversity(groups: torch.Tensor) -> tuple[float, float]:
 
     groups: (G, K, D): K samples (rows) for each of G conditions, as flat vectors.
     within: mean over conditions of the mean distance between two samples of one condition;
-    across: mean distance between two samples of different conditions.
-    Identical samples give within = 0; a generator that ignores the condition gives
-    within ~= across; mode collapse gives both far below the real data's pairwise distance.
+    across: mean distance between two samples of different conditions. How to read them:
+    docs/evaluation.md, "Diversity and coverage".
     """
     if groups.dim() != 3:
         raise MetricError(f"diversity expects (G, K, D) groups, got {tuple(groups.shape)}")
@@ -140,8 +129,7 @@ def diversity(groups: torch.Tensor) -> tuple[float, float]:
     within = sum(mean_pairwise_distance(x[g]) for g in range(G)) / G if K > 1 else 0.0
     if G < 2:
         return within, float("nan")
-    flat = x.reshape(G * K, -1)
-    d = _cdist(flat)  # (GK, GK)
+    d = _cdist(x.reshape(G * K, -1))  # (GK, GK)
     same = torch.arange(G).repeat_interleave(K)
     other = same[:, None] != same[None, :]
     return within, float(d[other].mean())
@@ -153,9 +141,8 @@ def pixel_vectors(images: torch.Tensor) -> torch.Tensor:
 
     (RMS rather than the raw L2 norm, so the number does not grow with the image size.)
     """
-    lead = images.shape[:-3]
-    n = images.shape[-3] * images.shape[-2] * images.shape[-1]
-    return images.reshape(*lead, n).double() / 255.0 / math.sqrt(n)
+    n = math.prod(images.shape[-3:])
+    return images.flatten(-3).double() / 255.0 / math.sqrt(n)
 
 
 def coverage(pred: torch.Tensor) -> dict[str, float]:

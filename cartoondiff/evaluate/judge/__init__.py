@@ -2,20 +2,10 @@
 
 This package holds the judge (here), the perturbations it trains with and is measured under
 (``perturb``), and the command that measures it (``python -m cartoondiff.evaluate.judge``).
-
-A small CNN with one linear head per attribute (18 heads, sized from ``attributes.COUNTS``),
-trained on labeled avatars at the diffusion model's image size. Its held-out accuracy per
-attribute is the ceiling for every faithfulness score: a generator cannot be judged more
-accurately than the judge itself reads real images.
-
-Input convention (one for every path): uint8 images (B, 3, H, W), exactly what the data
-cache holds and what ``denormalize`` makes of generated samples; the network scales them to
-[-1, 1] itself, so real and generated images can never be scaled differently.
-
-A trained classifier is saved as a plain dict (state dict + metadata) and loaded with
-``torch.load(weights_only=True)``; ``load_or_train_classifier`` keys the file by the data it
-was trained on (the data cache's folder name, which hashes source, files, size and crop)
-and by the training settings.
+Its held-out accuracy per attribute is the ceiling for every faithfulness score. It takes
+uint8 images (B, 3, H, W), real or generated, and scales them itself, so the two can never be
+scaled differently. Saved judges are plain dicts (``torch.load(weights_only=True)``), cached by
+data identity and training settings. See docs/evaluation.md, "The judge".
 """
 
 from __future__ import annotations
@@ -42,7 +32,7 @@ from cartoondiff.evaluate.judge.perturb import augment
 from cartoondiff.inference.checkpoint import read_safely, save_atomic
 from cartoondiff.runs import interrupt
 from cartoondiff.runs.devices import autocast_dtype, precision_name
-from cartoondiff.runs.errors import UserError
+from cartoondiff.runs.errors import UserError, first_line
 from cartoondiff.runs.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -107,16 +97,13 @@ class AttributeClassifier(nn.Module):
         # still reads the map in (C, H, W) order, so the function is the same.
         self.to(memory_format=torch.channels_last)
 
-    def _check(self, images: torch.Tensor) -> None:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, 3, H, W) -> penultimate features (B, feature_dim)."""
         if images.dtype != torch.uint8:
             raise ClassifierError(f"classifier expects uint8 images, got {images.dtype}")
         if images.dim() != 4 or tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
             raise ClassifierError(f"classifier expects images (B, 3, {self.image_size}, "
                                   f"{self.image_size}), got {tuple(images.shape)}")
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images (B, 3, H, W) -> penultimate features (B, feature_dim)."""
-        self._check(images)
         x = images.float() / 127.5 - 1.0  # [-1, 1], whatever made the pixels
         return self.hidden(self.trunk(x))  # (B, feature_dim)
 
@@ -163,21 +150,6 @@ class TrainedClassifier:
     data_key: str
     settings: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-
-    @property
-    def image_size(self) -> int:
-        return self.net.image_size
-
-
-def split_indices(n: int, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random split of range(n) into (train, held-out) index tensors."""
-    if not 0 < holdout < 1:
-        raise ClassifierError(f"classifier holdout must lie in (0, 1), got {holdout}")
-    n_test = max(1, round(n * holdout))
-    if n - n_test < 1:
-        raise ClassifierError(f"classifier needs at least 2 labeled images, got {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_test:].sort().values, perm[:n_test].sort().values
 
 
 def attribute_accuracy(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -227,12 +199,17 @@ def train_classifier(
     if ids is None or len(ids) != len(images) or ids.shape[-1] != NUM_ATTRIBUTES:
         raise ClassifierError("classifier needs labeled data: ids (N, 18) matching the images "
                               "(set data.labeled=true or train it on source=synthetic)")
-    size = images.shape[-1]
-    train_idx, test_idx = split_indices(len(images), holdout, seed)
-    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "width": width,
-                "feature_dim": feature_dim, "stem": stem, "holdout": holdout,
-                "max_shift": max_shift, "blur_p": blur_p, "noise_p": noise_p,
-                "precision": precision, "seed": seed, "version": CLASSIFIER_VERSION}
+    # the arguments named in TRAIN_SETTINGS, as given
+    settings = {**{k: v for k, v in locals().items() if k in TRAIN_SETTINGS},
+                "version": CLASSIFIER_VERSION}
+    if not 0 < holdout < 1:
+        raise ClassifierError(f"classifier holdout must lie in (0, 1), got {holdout}")
+    n, size = len(images), images.shape[-1]
+    n_test = max(1, round(n * holdout))
+    if n - n_test < 1:
+        raise ClassifierError(f"classifier needs at least 2 labeled images, got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # a seeded split
+    train_idx, test_idx = perm[n_test:].sort().values, perm[:n_test].sort().values
     device = torch.device(device)
     amp = autocast_dtype(precision, device)
     settings["precision"] = precision_name(amp)
@@ -253,8 +230,7 @@ def train_classifier(
             for i in range(0, len(order), batch_size):
                 interrupt.check()  # a preempted run must not wait for the whole training
                 idx = order[i:i + batch_size]
-                x = augment(images[idx], g, max_shift, blur_p, noise_p)  # uint8 (B, 3, H, W)
-                x = x.to(device)
+                x = augment(images[idx], g, max_shift, blur_p, noise_p).to(device)  # uint8
                 y = ids[idx].to(device)  # (B, 18)
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     loss = attribute_loss([lg.float() for lg in net(x)], y)
@@ -302,23 +278,15 @@ def load_classifier(path: Path | str, device: torch.device | str = "cpu") -> Tra
     try:
         clf = _from_state(read_safely(path, what="classifier file"), path)
     except Exception as err:  # any failure to interpret the file is the file's fault
-        reason = _first_line(err).replace(f"classifier file {path} ", "").replace(str(path), "it")
+        reason = first_line(err).replace(f"classifier file {path} ", "").replace(str(path), "it")
         raise ClassifierError(f"classifier file {path} is damaged or not a cartoondiff "
                               f"classifier ({reason}); replace or delete it") from err
     clf.net.to(device)
     return clf
 
 
-def _first_line(err: BaseException) -> str:
-    """The first line of an exception's message, or its type when it has none."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _from_state(state: Any, path: Path) -> TrainedClassifier:
+def _from_state(state: dict[str, Any], path: Path) -> TrainedClassifier:
     """Rebuild a TrainedClassifier from a loaded dict, checking every field's type."""
-    if not isinstance(state, dict):
-        raise ClassifierError(f"holds a {type(state).__name__}, not a dict")
     missing = {"state_dict", "image_size", "width", "feature_dim", "accuracy", "heldout",
                "data_key", "settings"} - set(state)
     if missing:
@@ -390,7 +358,7 @@ def load_or_train_classifier(
             clf = load_classifier(path, device)
             stale = _mismatch(clf, key, settings, data.images.shape[-1])
         except ClassifierError as err:
-            clf, stale = None, f"damaged ({_first_line(err.__cause__ or err)})"
+            clf, stale = None, f"damaged ({first_line(err.__cause__ or err)})"
         if not stale:
             return clf
         log.warning("cached classifier %s is %s; retraining it", path, stale)
@@ -409,7 +377,7 @@ def _mismatch(clf: TrainedClassifier, key: str, settings: dict[str, Any], size: 
     """Why a loaded cached classifier does not fit the request ("" if it does)."""
     if clf.data_key != key:
         return f"for other data ({clf.data_key}, not {key})"
-    if clf.image_size != size:
-        return f"made for {clf.image_size} px images, the data has {size} px"
+    if clf.net.image_size != size:
+        return f"made for {clf.net.image_size} px images, the data has {size} px"
     differ = sorted(k for k in settings if clf.settings.get(k) != settings[k])
     return f"for other settings ({', '.join(differ)})" if differ else ""

@@ -31,7 +31,7 @@ from cartoondiff.evaluate.judge import (
 from cartoondiff.evaluate.judge.perturb import KINDS, NOISE_SIGMA, perturb
 from cartoondiff.runs import cli
 from cartoondiff.runs.devices import pick_device
-from cartoondiff.runs.errors import SEED_RULE, ArgumentError, is_seed
+from cartoondiff.runs.errors import SEED_RULE, is_seed, require
 from cartoondiff.runs.files import check_output, write_text_atomic
 
 USAGE = ("python -m cartoondiff.evaluate.judge [out=judge.json] [seed=0] [classifier=PATH] "
@@ -74,10 +74,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
     opts = args.options
     out = check_output("out", str(opts["out"]), (".json",))  # writable, before the judge trains
-    if not is_seed(opts["seed"]):
-        raise ArgumentError("seed", opts["seed"], SEED_RULE)
-    if opts["classifier"] is not None and not Path(str(opts["classifier"])).is_file():
-        raise ArgumentError("classifier", opts["classifier"], "null or an existing file")
+    require(is_seed(opts["seed"]), "seed", opts["seed"], SEED_RULE)
+    require(opts["classifier"] is None or Path(str(opts["classifier"])).is_file(), "classifier",
+            opts["classifier"], "null or an existing file")
     cfg = cli.compose(args.overrides)
     device = pick_device(str(opts["device"]))
     data_module = build(cfg, "data", allowed=DATA_TARGETS).setup(labeled=True)

@@ -6,10 +6,6 @@ Two uses of the same operations on uint8 images (B, 3, H, W):
   image (``python -m cartoondiff.evaluate.judge`` measures the judge's accuracy under each);
 - ``augment(images, generator, ...)``: random perturbations of a training batch, so the judge
   learns that a pair of glasses one pixel off or a little soft is still that pair of glasses.
-
-Shifts fill the uncovered border with white (the avatars' ground); blur is a 3x3 box (the
-weights 1/9 each, edges replicated); noise is Gaussian in pixel units, clamped and rounded
-back to uint8.
 """
 
 from __future__ import annotations
@@ -23,7 +19,8 @@ KINDS = ("clean", "shift1", "shift2", "blur", "noise", "shift1_blur")
 
 
 def shift(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Translate image b by (dx[b], dy[b]) px (right, down), filling with white."""
+    """Translate image b by (dx[b], dy[b]) px (right, down), filling with white (the
+    avatars' ground)."""
     B, _, H, W = images.shape
     s = int(max(dx.abs().max(), dy.abs().max())) if B else 0
     if s == 0:
@@ -43,13 +40,6 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
-def _ring(k: int) -> torch.Tensor:
-    """The offsets (dx, dy) at Chebyshev distance exactly k: (8k, 2)."""
-    r = torch.arange(-k, k + 1)
-    grid = torch.cartesian_prod(r, r)
-    return grid[grid.abs().amax(1) == k]
-
-
 def perturb(images: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor:
     """One test perturbation of every image, seeded: uint8 (B, 3, H, W) -> the same.
 
@@ -63,7 +53,9 @@ def perturb(images: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor:
     if kind == "clean":
         return images
     if kind.startswith("shift"):
-        ring = _ring(int(kind[5]))
+        k = int(kind[5])
+        grid = torch.cartesian_prod(torch.arange(-k, k + 1), torch.arange(-k, k + 1))
+        ring = grid[grid.abs().amax(1) == k]  # the 8k offsets (dx, dy) at distance exactly k
         d = ring[torch.randint(len(ring), (len(images),), generator=g)]  # (B, 2)
         out = shift(images, d[:, 0], d[:, 1])
         return perturb(out, "blur") if kind.endswith("_blur") else out
