@@ -41,8 +41,6 @@ def linear_betas(
             "a number in (0, 1)")
     require(is_number(beta_end) and beta_start <= beta_end < 1, "beta_end", beta_end,
             f"a number in [beta_start={beta_start}, 1)")
-    if T == 1:
-        return torch.tensor([beta_start], dtype=torch.float64)
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
 
 

@@ -58,10 +58,9 @@ class AttentionBlock(nn.Module):
             k, v = self.to_kv(context).chunk(2, dim=-1)  # (B, N, C) each
         else:
             q, k, v = self.to_qkv(h).chunk(3, dim=-1)  # (B, HW, C) each
-        # Split heads as strided views; SDPA accepts them without a copy.
-        q = q.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, HW, C/nh)
-        k = k.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, N, C/nh)
-        v = v.unflatten(-1, (nh, C // nh)).transpose(1, 2)  # (B, nh, N, C/nh)
+        # Split heads as strided views; SDPA accepts them without a copy. q: (B, nh, HW, C/nh),
+        # k and v: (B, nh, N, C/nh) (N = HW for self-attention).
+        q, k, v = (z.unflatten(-1, (nh, C // nh)).transpose(1, 2) for z in (q, k, v))
         if self.is_cross:
             # A few context tokens: written out, as torch's fused CPU kernel is built for long
             # keys and its backward made this block a fifth of a bf16 training step

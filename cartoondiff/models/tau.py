@@ -58,7 +58,6 @@ class Tau(nn.Module):
                             ("n_tokens", n_tokens)):
             require(is_int(value) and value >= 1, name, value, "an integer >= 1")
         self.encoding = encoding
-        self.projections = projections
         self.n_tokens = n_tokens
         self.context_dim = context_dim
         layers: list[nn.Module] = []

@@ -181,9 +181,7 @@ class UNet(nn.Module):
             if i < levels - 1:
                 self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
         # Middle: res + attention (when the lowest level has it) + res, at the lowest resolution.
-        self.mid = nn.ModuleList(
-            [stage(c, c, attend[-1]), stage(c, c, False)]
-        )
+        self.mid = nn.ModuleList([stage(c, c, attend[-1]), stage(c, c, False)])
         self.up = nn.ModuleList()  # per level (deepest first): stages, then upsampling conv
         self.upsample = nn.ModuleList()
         for i in reversed(range(levels)):

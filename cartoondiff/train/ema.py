@@ -14,25 +14,19 @@ class EMA:
     """Keeps ``shadow = decay * shadow + (1 - decay) * weights`` after every optimizer step.
 
     The shadow is a full copy of the model (buffers included), so it can be called directly
-    for sampling. With ``use_warmup`` the decay ramps up from 0 so that early samples are not
-    dominated by the random initialisation: decay_t = min(decay, (1 + t) / (10 + t)).
+    for sampling. The decay ramps up from 0 so that early samples are not dominated by the
+    random initialisation: decay_t = min(decay, (1 + t) / (10 + t)).
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, use_warmup: bool = True) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         require(is_number(decay) and 0.0 <= decay < 1.0, "decay", decay, "a number in [0, 1)")
         self.decay = decay
-        self.use_warmup = use_warmup
         self.num_updates = 0
         self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
 
-    def current_decay(self) -> float:
-        if not self.use_warmup:
-            return self.decay
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        decay = self.current_decay()
+        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         self.num_updates += 1
         ema_params = list(self.shadow.parameters())
         params = [p.detach() for p in model.parameters()]

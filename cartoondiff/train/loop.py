@@ -7,7 +7,7 @@ the step (``batches seen = step * grad_accum``).
 
 ``Trainer.fit`` reads as the loop it is: a step, the logging window, the end of an epoch
 (grid, evaluation), a checkpoint, a stop signal. Everything is built and checked in
-``Trainer.preflight`` before the run folder is touched or any data is read.
+``Trainer.__init__`` before the run folder is touched or any data is read.
 """
 
 from __future__ import annotations
@@ -67,10 +67,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the message names the step."""
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
     """Train the model described by ``cfg``; returns the final metrics.
 
@@ -90,28 +86,21 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
 
 class Trainer:
-    """One training run: built and checked by ``preflight``, run by ``fit``."""
+    """One training run: built and checked by the constructor, run by ``fit``."""
 
     def __init__(self, cfg: DictConfig, settings: TrainerSettings, run_dir: Path | str | None,
                  ddp: distributed.Distributed, device_name: str) -> None:
-        self.cfg, self.settings, self.ddp = cfg, settings, ddp
-        self.preflight(device_name, run_dir)
-        self.lock = RunFolderLock(self.run_dir)
-        self.resume_changes: list[str] = []
-        self.resumed_name: str | None = None
-        self.step = 0
-        self.train_seconds = 0.0  # wall time in optimizer steps alone (train/seconds)
-
-    def preflight(self, device_name: str, run_dir: Path | str | None) -> None:
         """Everything the run needs, built in order before its folder is touched or any data
         read. Each constructor checks its own arguments, so a mistake stops the run here with
         one line naming its config key, and nothing is written."""
-        cfg, s, ddp = self.cfg, self.settings, self.ddp
+        self.cfg, self.settings, self.ddp = cfg, settings, ddp
         with named("trainer.device"):
             self.device = pick_device(device_name)
         with named("trainer.precision"):
-            self.amp_dtype = autocast_dtype(s.precision, self.device)
-        require_seed_and_resume(cfg)
+            self.amp_dtype = autocast_dtype(settings.precision, self.device)
+        if not is_seed(seed := OmegaConf.select(cfg, "seed")):  # a run-level key: no constructor
+            raise ConfigError(f"seed={seed!r} is invalid: expected {SEED_RULE}")
+        check_resume_keys(cfg)  # the run folder's rules: what may be resumed, and with what changes
         seed_everything(cfg.seed)  # before the model: its initial weights come from the seed
         self.model = build_model(cfg).to(self.device)
         self.diffusion = build_diffusion(cfg)
@@ -123,7 +112,7 @@ class Trainer:
             raise ConfigError(f"data.batch_size={self.data.batch_size} is invalid: expected a "
                               f"multiple of the {ddp.world_size} processes (the global batch)")
         with named("trainer.ema_decay"):
-            self.ema = EMA(self.model, s.ema_decay)
+            self.ema = EMA(self.model, settings.ema_decay)
         self.optimizer = build(cfg, "optim.optimizer", params=self.model.parameters())
         self.schedule = build(cfg, "optim.scheduler")  # given the run's length once data is read
         self.wandb_settings = build(cfg, "logger")
@@ -133,9 +122,14 @@ class Trainer:
         self.ckpt_dir = self.folder.checkpoints
         self.evaluator = build(cfg, "evaluate", diffusion=self.diffusion, sampler=self.sampler,
                                device=self.device, best_path=self.folder.model_best)
-        self.grid = SampleGrid(s.sample_rows, s.sample_cols, s.sample_seed)
+        self.grid = SampleGrid(settings.sample_rows, settings.sample_cols, settings.sample_seed)
         self.hydra_record = hydra_record(cfg)  # .hydra/, written once the folder is this run's
         self._asked_for: torch.Tensor | None = None  # the rows' rendered avatars, if synthetic
+        self.lock = RunFolderLock(self.run_dir)
+        self.resume_changes: list[str] = []
+        self.resumed_name: str | None = None
+        self.step = 0
+        self.train_seconds = 0.0  # wall time in optimizer steps alone (train/seconds)
 
     # ------------------------------------------------------------------ setting up
 
@@ -149,7 +143,7 @@ class Trainer:
         if ddp.is_main:
             self.lock.acquire()
             self.folder.check_start(cfg.resume)
-        if not ddp.is_main:
+        else:
             ddp.barrier()  # rank 0 builds the data cache first; the others then read it
         # labels: required by a conditional model; read when present for the vanilla one
         # (its evaluation's classifier learns from them), which also trains on PNGs alone
@@ -179,8 +173,7 @@ class Trainer:
     def _restore(self, path: Path, state: dict) -> None:
         """Continue from a checkpoint: weights, optimizer, schedule, RNG streams, step. It
         must be this run's (``same_run_changes``); named changes are logged and sent to W&B."""
-        changes = same_run_changes(path, state, self.cfg)
-        self.resume_changes = changes
+        self.resume_changes = changes = same_run_changes(path, state, self.cfg)
         self.resumed_name = (state.get("config") or {}).get("logger", {}).get("name")
         model_changes = [c for c in changes if is_under(c, ("model", "tau"))]
         note = f"config changes since: {', '.join(model_changes)}" if model_changes else ""
@@ -202,7 +195,7 @@ class Trainer:
         print(f"resumed from {path} at step {self.step}")
 
     def _start_tracking(self, resumed: bool) -> None:
-        self.n_params = count_parameters(self.model)
+        self.n_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         # The sweep's or experiment's name, group and tags (runs/naming.py) fill in the
         # logger's where it leaves them null, in the saved config too: run folders then
         # group in the report and the curves as runs group in W&B.
@@ -255,19 +248,10 @@ class Trainer:
                     return {"step": self.step, "run_dir": str(self.run_dir)}
             self._start_tracking(resumed is not None)
             if resumed is not None:
-                self._catch_up_epoch_end()
+                self._end_of_epoch(catching_up=True)
             return self._loop()
         finally:
             self.lock.release()
-
-    def _catch_up_epoch_end(self) -> None:
-        """A stop at an epoch's end cuts its grid and evaluation short (the step is saved
-        first): the resumed run draws them, so every epoch has its grid."""
-        epochs = int(self.step / self.steps_per_epoch)
-        at_epoch_end = self.step > 0 and epochs > int((self.step - 1) / self.steps_per_epoch)
-        if at_epoch_end and not self.folder.grid(RunFolder.epoch_grid_name(epochs - 1)).exists():
-            with contextlib.suppress(interrupt.Interrupted):
-                self._end_of_epoch(epochs)
 
     def _loop(self) -> dict[str, Any]:
         s = self.settings
@@ -287,14 +271,9 @@ class Trainer:
                     self.step += 1  # a skipped step consumes its batch too: resume stays exact
                     bar.update(1)
                     self._log_window(loss, grad_norm, bar)
-                    if int(self.step / self.steps_per_epoch) > int((self.step - 1)
-                                                                   / self.steps_per_epoch):
-                        # a stop request cuts the grid or evaluation short; training is saved
-                        with contextlib.suppress(interrupt.Interrupted):
-                            self._end_of_epoch(int(self.step / self.steps_per_epoch))
-                    saved = None
-                    if self.step % s.checkpoint_every == 0 or self.step == self.total_steps:
-                        saved = self._save()
+                    self._end_of_epoch()
+                    due = self.step % s.checkpoint_every == 0 or self.step == self.total_steps
+                    saved = self._save() if due else None
                     if self.ddp.any(stop.signal is not None, self.device):
                         return self._stopped(stop.signal, saved)
                 try:
@@ -368,39 +347,40 @@ class Trainer:
                         img_s=f"{self.metrics['train/images_per_s']:.0f}", refresh=False)
         self._window = [0.0, 0, time.perf_counter()]
 
-    def _end_of_epoch(self, epochs_done: int) -> None:
-        """The epoch's sample grid (0-based name, as the blog counts) and, when due, the
-        evaluation that keeps ``model_best.pt``."""
-        s = self.settings
-        if not self.ddp.is_main:
+    def _end_of_epoch(self, catching_up: bool = False) -> None:
+        """When this step ends an epoch: its sample grid (0-based name, as the blog counts)
+        and, when due, the evaluation that keeps ``model_best.pt``. A stop request cuts them
+        short (the step is saved first); a run resumed there (``catching_up``) draws them if
+        the epoch's grid is missing, so every epoch has its grid."""
+        s, epochs_done = self.settings, int(self.step / self.steps_per_epoch)
+        ended = self.step > 0 and epochs_done > int((self.step - 1) / self.steps_per_epoch)
+        grid_name = RunFolder.epoch_grid_name(epochs_done - 1)
+        if not (ended and self.ddp.is_main) or catching_up and self.folder.grid(grid_name).exists():
             return
-        if s.sample_every_epochs and epochs_done % s.sample_every_epochs == 0:
-            epoch = epochs_done - 1
-            drawn = self._draw_grid(RunFolder.epoch_grid_name(epoch))
-            if drawn is not None:
-                self.tracker.log_image("samples", drawn[0], self.step, f"epoch {epoch}",
-                                       drawn[1])
-        if self.evaluator.due(epochs_done, last=self.step >= self.total_steps):
-            scores = self.evaluator.evaluate(self.ema.shadow, self.step, self.config_dict)
-            # eval/* against epochs; the training time so far, for time-to-quality curves
-            self.tracker.log({**scores, "epoch": epochs_done,
-                              "train/seconds": self.train_seconds}, self.step)
+        with contextlib.suppress(interrupt.Interrupted):
+            if s.sample_every_epochs and epochs_done % s.sample_every_epochs == 0:
+                self._draw_grid(grid_name, "samples", f"epoch {epochs_done - 1}")
+            if self.evaluator.due(epochs_done, last=self.step >= self.total_steps):
+                scores = self.evaluator.evaluate(self.ema.shadow, self.step, self.config_dict)
+                # eval/* against epochs; the training time so far, for time-to-quality curves
+                self.tracker.log({**scores, "epoch": epochs_done,
+                                  "train/seconds": self.train_seconds}, self.step)
 
-    def _draw_grid(self, name: str) -> tuple[Path, list[str]] | None:
-        """The sample grid ``samples/NAME.png``; None, with a warning naming it, when it cannot
-        be written (a by-product never stops the training)."""
+    def _draw_grid(self, name: str, key: str, caption: str) -> None:
+        """The sample grid ``samples/NAME.png``, logged under ``key``; skipped with a warning
+        naming it when it cannot be written (a by-product never stops the training)."""
         if self._asked_for is None and self.data.source == "synthetic" and self.model.conditional:
             # the built-in avatars: the renderer draws what each row asks for
             self._asked_for = rendered(self.grid.row_ids, self.data.image_size, self.data.crop)
         try:
-            return self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
-                                  self.folder.grid(name),
-                                  image_size=self.data.image_size,
-                                  normalize=self.data.normalize, device=self.device,
-                                  asked_for=self._asked_for)
+            path, labels = self.grid.draw(self.ema.shadow, self.diffusion, self.sampler,
+                                          self.folder.grid(name), image_size=self.data.image_size,
+                                          normalize=self.data.normalize, device=self.device,
+                                          asked_for=self._asked_for)
         except WriteError as err:
             log.warning("%s; the grid is skipped, training goes on", err)
-            return None
+            return
+        self.tracker.log_image(key, path, self.step, caption, labels)
 
     def _save(self) -> Path | None:
         """A full checkpoint of this step (rank 0), then prune to ``keep_checkpoints``."""
@@ -437,10 +417,8 @@ class Trainer:
             self.tracker.log({"ddp/max_param_diff": metrics["ddp/max_param_diff"]}, self.step)
         if not self.ddp.is_main:
             return metrics
-        drawn = self._draw_grid("final")
-        if drawn is not None:
-            # Its own key: under "samples" at this step it would replace the last epoch's grid.
-            self.tracker.log_image("samples_final", drawn[0], self.step, "final", drawn[1])
+        # Its own key: under "samples" at this step it would replace the last epoch's grid.
+        self._draw_grid("final", "samples_final", "final")
         export = self.folder.model_ema
         ckpt.save_atomic({"model": self.ema.shadow.state_dict(), "config": self.config_dict},
                          export)
@@ -459,14 +437,6 @@ def eval_summary(key: str) -> str:
     if key == "eval/best":
         return "last"  # already the best so far
     return "max,last" if higher_is_better(key) else "min,last"
-
-
-def require_seed_and_resume(cfg: DictConfig) -> None:
-    """The run-level keys that belong to no constructor: seed, resume, resume_changes."""
-    seed = OmegaConf.select(cfg, "seed")
-    if not is_seed(seed):
-        raise ConfigError(f"seed={seed!r} is invalid: expected {SEED_RULE}")
-    check_resume_keys(cfg)  # the run folder's rules: what may be resumed, and with what changes
 
 
 def _nonfinite_message(loss: float, step: int, ckpt_dir: Path) -> str:

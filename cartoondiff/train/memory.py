@@ -22,6 +22,7 @@ sees torch's allocations only, not the allocator's or the libraries' own buffers
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -179,12 +180,10 @@ def format_table(a: Anatomy, measured: tuple[int, str] | None, title: str) -> st
 
 def _available_bytes() -> int | None:
     """MemAvailable from /proc/meminfo (Linux), or None."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
-    except OSError:
-        return None
     return None
 
 
@@ -211,15 +210,13 @@ def main(argv: Sequence[str]) -> tuple[Anatomy, tuple[int, str] | None]:
         raise ConfigError(f"data.image_size={size!r} is invalid: expected an integer in "
                           f"[8, {MAX_IMAGE_SIZE}]")
     a = estimate(model, diffusion, batch, size, amp, ema=bool(cfg.trainer.ema_decay))
-    measured = None
-    free = _available_bytes() if device.type == "cpu" else None
-    if measure and free is not None and a.total > 0.6 * free:
+    free = _available_bytes() if measure and device.type == "cpu" else None
+    if free is not None and a.total > 0.6 * free:
         print(f"not measuring: the estimate ({a.total / MiB:,.0f} MiB) is over 60% of this "
               f"machine's available memory ({free / MiB:,.0f} MiB); run with a smaller "
               "data.batch_size, or on a GPU")
         measure = False
-    if measure:
-        measured = measure_peak(model, diffusion, cfg, batch, amp)
+    measured = measure_peak(model, diffusion, cfg, batch, amp) if measure else None
     title = (f"memory anatomy of one training step: {' '.join(overrides) or 'defaults'} "
              f"({size}x{size}, batch {batch}, {precision_label(amp)}, {device.type})")
     print(format_table(a, measured, title))

@@ -33,13 +33,9 @@ class TrainingRandomness:
     and the global-generator state that dropout draws from inside ``active()``."""
 
     def __init__(self, seed: int, device: torch.device) -> None:
-        self.device = device
+        self.device, self._cuda = device, device.type == "cuda"
         self.noise = torch.Generator(device)
         self.reseed(seed)
-
-    @property
-    def _cuda(self) -> bool:
-        return self.device.type == "cuda"
 
     def reseed(self, seed: int) -> None:
         """Both streams from ``seed`` (a fresh run, or a DDP rank > 0 after a resume)."""
@@ -51,20 +47,15 @@ class TrainingRandomness:
         """Inside: torch's global generator (on ``device``) is the training's own; outside,
         it is whatever it was before, untouched by what ran inside."""
         with torch.random.fork_rng(devices=[self.device] if self._cuda else []):
-            self._set_global(self._global)
+            if self._cuda:
+                torch.cuda.set_rng_state(self._global, self.device)
+            else:
+                torch.set_rng_state(self._global)
             try:
                 yield
             finally:
-                self._global = self._get_global()
-
-    def _get_global(self) -> torch.Tensor:
-        return torch.cuda.get_rng_state(self.device) if self._cuda else torch.get_rng_state()
-
-    def _set_global(self, state: torch.Tensor) -> None:
-        if self._cuda:
-            torch.cuda.set_rng_state(state, self.device)
-        else:
-            torch.set_rng_state(state)
+                self._global = (torch.cuda.get_rng_state(self.device) if self._cuda
+                                else torch.get_rng_state())
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors only, so a checkpoint loads with ``weights_only``."""
