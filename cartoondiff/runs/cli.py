@@ -81,10 +81,8 @@ def help_text(usage: str, options: Mapping[str, Option], about: str = "", exampl
               ) -> str:
     """``--help``: usage, ``about`` (e.g. the module docstring), every option with its default
     and meaning, and ``example``."""
-    rows = []
-    for key, option in options.items():
-        shown = option.value if option.value and option.default is None else _shown(option.default)
-        rows.append((f"{key}={shown}", option.help))
+    rows = [(f"{key}={o.value if o.value and o.default is None else _shown(o.default)}", o.help)
+            for key, o in options.items()]
     rows.append(("-h, --help", "show this help and exit"))
     width = min(max(len(r[0]) for r in rows) + 2, 28)
     lines = [f"usage: {_as_typed(usage)}", ""]
@@ -154,23 +152,19 @@ def parse(argv: Sequence[str], options: Mapping[str, Option], usage: str,
         given[key] = text
         args.options[key] = value(text)
 
-    items = list(argv)
-    while items:
-        item = items.pop(0)
-        if item.startswith("--") and len(item) > 2:
-            key, sep, text = item[2:].partition("=")
+    items = iter(argv)
+    for item in items:
+        dashed = item.startswith("--") and len(item) > 2
+        key, sep, text = (item[2:] if dashed else item).partition("=")
+        if dashed:
             key = key.replace("-", "_")
             if key not in options:
                 raise UsageError(f"unknown option --{key}; options: {', '.join(options)}"
                                  f" (usage: {usage})")
-            if not sep:
-                if not items:
-                    raise UsageError(f"--{key} needs a value (usage: {usage})")
-                text = items.pop(0)
+            if not sep and (text := next(items, None)) is None:
+                raise UsageError(f"--{key} needs a value (usage: {usage})")
             set_option(key, text)
-            continue
-        key, sep, text = item.partition("=")
-        if sep and key in options:
+        elif sep and key in options:
             set_option(key, text)
         elif sep and _KEY.match(key) and not os.path.exists(item):
             if not overrides:

@@ -55,29 +55,22 @@ def read_regular(path: Path | str, what: str = "file") -> bytes:
     """The bytes of the regular file ``path`` (a symlink to one is followed); ``what`` names
     it in errors ("label file"). Anything else is refused without blocking (a FIFO with no
     writer would hang a plain read): ReadError naming the file and what is wrong with it."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        broken = " (broken symlink)" if os.path.islink(path) else ""
-        raise ReadError(f"{path}: {what} missing{broken}") from None
-    except OSError as err:
-        why = "symlink loop" if err.errno == errno.ELOOP else err.strerror
-        raise ReadError(f"{path}: cannot read {what} ({why})") from None
-    if stat.S_ISDIR(mode):
-        raise ReadError(f"{path}: is a directory, not a {what}")
-    try:  # opened without blocking and checked again: a FIFO may have been swapped in
-        with open(path, "rb", opener=_open_nonblocking) as f:
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    try:  # opened without blocking, then checked: what is there may not be a regular file
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | nonblocking)) as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise ReadError(f"{path}: not a regular file (a FIFO, socket or device)")
             return f.read()
+    except ReadError:
+        raise
+    except FileNotFoundError:
+        broken = " (broken symlink)" if os.path.islink(path) else ""
+        raise ReadError(f"{path}: {what} missing{broken}") from None
+    except IsADirectoryError:  # open() refuses a folder itself
+        raise ReadError(f"{path}: is a directory, not a {what}") from None
     except OSError as err:
-        if isinstance(err, ReadError):
-            raise
-        raise ReadError(f"{path}: cannot read {what} ({err.strerror or err})") from None
-
-
-def _open_nonblocking(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+        why = "symlink loop" if err.errno == errno.ELOOP else err.strerror or err
+        raise ReadError(f"{path}: cannot read {what} ({why})") from None
 
 
 class ImageError(ReadError):
@@ -131,7 +124,12 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        fsync_dir(path.parent)
+        with contextlib.suppress(OSError):  # the rename made durable; not every platform
+            fd = os.open(path.parent, os.O_RDONLY)  # can open a folder
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     finally:  # Ctrl-C included: never leave the temporary file behind
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -163,16 +161,6 @@ def save_image_atomic(image: Any, path: Path) -> Path:
     if fmt is None:
         raise WriteError(f"could not write {path}: not an image file name (.png, .jpg, ...)")
     return _write_named(path, lambda f: image.save(f, format=fmt))
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename itself durable (a power cut could otherwise undo it)."""
-    with contextlib.suppress(OSError):  # not every platform can open a directory
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def try_lock(path: Path) -> FileLock | None:

@@ -289,23 +289,19 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
     A resumed run is the same run; a weights-only export is no training checkpoint."""
     from cartoondiff.inference import checkpoint as ckpt  # torch: not for run names
 
-    missing = [k for k in TRAINING_STATE if k not in state]
-    if missing:
+    if missing := [k for k in TRAINING_STATE if k not in state]:
         raise ckpt.CheckpointError(
             f"resume={path} is not a training checkpoint (it has no {missing[0]!r}; a "
             "model_ema.pt or model_best.pt export holds weights only): resume from "
             "checkpoints/ckpt-step*.pt, or pass it to python -m cartoondiff.sample")
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
     current = OmegaConf.to_container(cfg, resolve=True)
-    changes = [c for key in sorted(set(saved) | set(current), key=str)
-               for c in ckpt.config_changes(saved.get(key), current.get(key), str(key))
-               if not is_under(c, CONTINUABLE)]
-    fixed = [c for c in changes if is_under(c, NOT_CHANGEABLE)]  # named via a parent key
-    if fixed:
+    changes = [c[1:] for c in ckpt.config_changes(saved, current, "")  # ".key: old -> new"
+               if not is_under(c[1:], CONTINUABLE)]
+    if fixed := [c for c in changes if is_under(c, NOT_CHANGEABLE)]:  # named via a parent key
         raise ConfigError(f"resume: {_not_changeable(fixed[0].split(':')[0])}")
     allowed = tuple(OmegaConf.select(cfg, "resume_changes") or ())
-    refused = [c for c in changes if not is_under(c, allowed)]
-    if refused:
+    if refused := [c for c in changes if not is_under(c, allowed)]:
         keys = ",".join(c.split(":")[0] for c in refused)
         raise ConfigError(
             f"resume: {path} is from a run with other settings ({'; '.join(refused)}); a "
@@ -327,13 +323,11 @@ def check_resume_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"resume_changes={listed!r} is invalid: expected a list of config "
                           "keys, e.g. resume_changes=[optim.optimizer.lr]")
     listed = list(listed)
-    unknown = [k for k in listed if not (isinstance(k, str) and k and OmegaConf.select(
-        cfg, k, default=_ABSENT, throw_on_missing=False) is not _ABSENT)]
-    if unknown:
+    if unknown := [k for k in listed if not (isinstance(k, str) and k and OmegaConf.select(
+            cfg, k, default=_ABSENT, throw_on_missing=False) is not _ABSENT)]:
         raise ConfigError(f"resume_changes={listed!r} is invalid: expected keys of the config "
                           f"(e.g. optim.optimizer.lr); {unknown[0]!r} is none")
-    fixed = [k for k in listed if is_under(k, NOT_CHANGEABLE)]
-    if fixed:
+    if fixed := [k for k in listed if is_under(k, NOT_CHANGEABLE)]:
         raise ConfigError(f"resume_changes={listed!r} is invalid: {_not_changeable(fixed[0])}")
 
 

@@ -50,7 +50,7 @@ MAX_TAG = 64       # W&B refuses longer tags
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+\-\[\]@~]")
 JOB_TYPE = "train"  # W&B job type of a training run ("eval": an evaluation's run)
 PLAIN = "run"      # a plain run without overrides: run@STAMP
-STAMP = re.compile(r"@\d{4}-\d{6}-[0-9a-f]{4}$")  # what plain_name appends
+STAMP = re.compile(rf"(^{PLAIN})?@\d{{4}}-\d{{6}}-[0-9a-f]{{4}}$")  # plain_name's (with a bare run)
 SWEEP_GROUP = "sweep-"  # + DATE_TIME: the W&B group of a plain sweep's runs
 _NAME_PARTS = re.compile(r",(?=[\w.+~/-]+=)")  # "a=1,b=[1,2]" -> "a=1", "b=[1,2]"
 
@@ -62,9 +62,8 @@ def plain_name(base: str | None) -> str:
 
 
 def strip_stamp(name: str) -> str:
-    """A plain run's name without its time stamp (``run`` alone: empty)."""
-    base = STAMP.sub("", name)
-    return "" if base == PLAIN and base != name else base
+    """A plain run's name without its time stamp (``run@...`` alone: empty)."""
+    return STAMP.sub("", name)
 
 
 @dataclass(frozen=True)
@@ -86,17 +85,16 @@ class RunLabels:
 class _Item:
     key: str    # config key or group, without +/~ prefixes
     value: str  # as typed (a sweep's job gets one value of the sweep)
+    swept: bool = False  # a sweep: a,b, range(), choice()...
 
 
-def _parse(overrides: Iterable[str]) -> list[tuple[_Item, bool]]:
-    """(key, value) of each override, and whether it is a sweep (``a,b``, ``range()``...)."""
+def _parse(overrides: Iterable[str]) -> list[_Item]:
+    """Each override, parsed by Hydra."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    out = []
-    for o in OverridesParser.create().parse_overrides(list(overrides)):
-        value = f"~{o.key_or_group}" if o.is_delete() else o.get_value_string()
-        out.append((_Item(o.key_or_group, value), o.is_sweep_override()))
-    return out
+    return [_Item(o.key_or_group, f"~{o.key_or_group}" if o.is_delete() else
+                  o.get_value_string(), o.is_sweep_override())
+            for o in OverridesParser.create().parse_overrides(list(overrides))]
 
 
 def short_value(value: str) -> str:
@@ -105,23 +103,20 @@ def short_value(value: str) -> str:
     text = str(value).strip("'\"")
     if "/" in text or "\\" in text:
         text = next((p for p in reversed(re.split(r"[/\\]+", text)) if p), "root")
-    text = _UNSAFE.sub("_", text)
-    if len(text) > MAX_VALUE:
-        text = f"{text[:MAX_VALUE - 9]}~{_digest(value)}"
-    return text
+    return _cut(_UNSAFE.sub("_", text), MAX_VALUE, value)
 
 
-def _digest(text: str, n: int = 8) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:n]
+def _cut(text: str, limit: int, whole: str) -> str:
+    """``text``, or past ``limit`` characters its start plus a hash of ``whole``."""
+    digest = hashlib.sha1(whole.encode()).hexdigest()[:8]
+    return text if len(text) <= limit else f"{text[:limit - 9]}~{digest}"
 
 
 def describe(items: Sequence[_Item]) -> str:
     """``key=value,key=value`` with short values, cut to ``MAX_NAME`` characters (plus a hash
     of the whole when cut, so two long names still differ)."""
     text = ",".join(f"{i.key}={short_value(i.value)}" for i in items)
-    if len(text) > MAX_NAME:
-        text = f"{text[:MAX_NAME - 9]}~{_digest(text)}"
-    return text
+    return _cut(text, MAX_NAME, text)
 
 
 def swept_items(job_overrides: Sequence[str], sweep_overrides: Sequence[str] | None
@@ -131,10 +126,10 @@ def swept_items(job_overrides: Sequence[str], sweep_overrides: Sequence[str] | N
     ``sweep_overrides`` is the sweep's command line (None when unknown: then every override
     but the plumbing counts, as in Hydra's own folder names).
     """
-    job = [item for item, _ in _parse(job_overrides)]
+    job = _parse(job_overrides)
     if sweep_overrides is None:
         return [i for i in job if not _plumbing(i.key)]
-    swept = [item.key for item, is_sweep in _parse(sweep_overrides) if is_sweep]
+    swept = [i.key for i in _parse(sweep_overrides) if i.swept]
     return [i for i in job if i.key in swept and not i.key.startswith(("hydra.", "hydra/"))]
 
 
@@ -167,24 +162,22 @@ def labels_for(
       option, e.g. ``choices.attention=mha4``), so the dashboard can filter and group on them.
     """
     choices = {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}
-    job = [item for item, _ in _parse(job_overrides)]
-    user_keys = {i.key for i in job}
+    job = _parse(job_overrides)
     experiment = choices.get("experiment")
     scale = choices.get("scale") or (NO_SCALE if experiment else None)
 
     swept = swept_items(job_overrides, sweep_overrides) if multirun else []
+    rest = describe([i for i in job if not (_plumbing(i.key) or i.key.startswith(IN_GROUP))])
     if name:
         pass
-    elif multirun and swept:
+    elif swept:
         name = describe(swept)
+    elif experiment or multirun:
+        name = rest or experiment
     else:
-        rest = [i for i in job if not (_plumbing(i.key) or i.key.startswith(IN_GROUP))]
-        if experiment or multirun:
-            name = describe(rest) if rest else experiment
-        else:
-            name = plain_name(describe(rest) if rest else None)
+        name = plain_name(rest)
 
-    if "logger.group" in user_keys and group:
+    if group and any(i.key == "logger.group" for i in job):
         pass  # the user's own group, as typed
     elif experiment:
         group = f"{group or experiment}-{scale}"
@@ -216,11 +209,9 @@ def run_title(run_dir: Path, config: dict | None = None) -> str:
                    for v in (logger.get("group"), logger.get("name")))
     if group and not str(group).startswith(SWEEP_GROUP):
         return str(group)
-    if name:  # a plain run's time stamp names the run, not the experiment: left out
-        base = strip_stamp(str(name))
-        return ",".join(p for p in _NAME_PARTS.split(base)
-                        if not p.startswith("seed=")) or str(group or base or Path(run_dir).name)
-    return str(group or Path(run_dir).name)
+    base = strip_stamp(str(name)) if name else ""  # a time stamp names the run, not the experiment
+    title = ",".join(p for p in _NAME_PARTS.split(base) if not p.startswith("seed="))
+    return title or str(group or base or Path(run_dir).name)
 
 
 def read_sweep_overrides(sweep_dir: str | Path) -> list[str] | None:
@@ -266,8 +257,8 @@ def sweep_subdir(num: int, job_overrides: Sequence[str], sweep_dir: str) -> str:
     varies none (``-m`` with one job), of its overrides but the plumbing, as its W&B name
     (``NUM_run`` with none). ``hydra.sweep.subdir`` in conf/config.yaml calls it, as the
     resolver ``${cartoondiff.sweep_subdir:NUM,OVERRIDES,SWEEP_DIR}``."""
-    swept = swept_items(list(job_overrides), read_sweep_overrides(sweep_dir)) or [
-        item for item, _ in _parse(job_overrides) if not _plumbing(item.key)]
+    swept = (swept_items(list(job_overrides), read_sweep_overrides(sweep_dir))
+             or swept_items(list(job_overrides), None))
     return f"{num}_{describe(swept) if swept else PLAIN}"
 
 

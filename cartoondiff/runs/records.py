@@ -98,18 +98,28 @@ def run_folders(paths: Sequence[Path | str]) -> list[Path]:
                              f"holds {RunFolder.METRICS}): {', '.join(map(str, given))}")
     distinct: dict[Path, Path] = {}  # resolved -> as given first
     for folder in kept:
-        key = folder.resolve()
-        if key in distinct:
-            log.warning("%s is the same folder as %s: counted once", folder, distinct[key])
-        else:
-            distinct[key] = folder
+        if (first := distinct.setdefault(folder.resolve(), folder)) is not folder:
+            log.warning("%s is the same folder as %s: counted once", folder, first)
     return list(distinct.values())
 
 
 def read_text(path: Path) -> str:
     """A run folder's text file (UTF-8, undecodable bytes replaced), only if it is a regular
-    file; ReadError naming it otherwise."""
-    return read_regular(path).decode("utf-8", errors="replace")
+    file; RunFolderError naming it otherwise."""
+    try:
+        return read_regular(path).decode("utf-8", errors="replace")
+    except ReadError as err:
+        raise RunFolderError(str(err)) from None
+
+
+def _json(text: str) -> tuple[Any, str]:
+    """``text`` as JSON and ""; or None and why it is not JSON."""
+    try:
+        return json.loads(text), ""
+    except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
+        return None, f"not JSON: {first_line(err)}"
+    except RecursionError:  # nested deeper than the parser goes
+        return None, "nested too deeply"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -128,23 +138,15 @@ def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows of a metrics file (each a JSON object with an integer ``step`` >= 0) and its
     damaged lines, each named in a warning with its line number; OSError names the file."""
-    try:
-        text = read_text(path)
-    except ReadError as err:
-        raise RunFolderError(str(err)) from None
     rows, damaged = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-            problem = ("not a JSON object" if not isinstance(row, dict) else
-                       "no integer step >= 0" if not (is_int(row.get("step"))
-                                                      and row["step"] >= 0) else "")
-        except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
-            problem = f"not JSON ({first_line(err)})"
-        except RecursionError:  # nested deeper than the parser goes
-            problem = "nested too deeply"
+        row, problem = _json(line)
+        if not problem and not isinstance(row, dict):
+            problem = "not a JSON object"
+        elif not problem and not (is_int(row.get("step")) and row["step"] >= 0):
+            problem = "no integer step >= 0"
         if problem:
             log.warning("%s line %d: skipping a damaged row (%s): %r", path, number, problem,
                         line[:80])
@@ -182,17 +184,9 @@ def read_evaluation(path: Path) -> Evaluation:
     number are skipped, each named in a warning (a null, written for NaN, silently).
     RunFolderError naming the file when it is not a regular file, not an evaluation JSON or
     holds no usable setting."""
-    try:
-        result = json.loads(read_text(path))
-    except ReadError as err:
-        raise RunFolderError(str(err)) from None
-    except ValueError as err:  # JSONDecodeError, or a number JSON cannot hold
-        raise RunFolderError(f"{path}: not an evaluation JSON (not JSON: "
-                             f"{first_line(err)})") from None
-    except RecursionError:
-        raise RunFolderError(f"{path}: not an evaluation JSON (nested too deeply)") from None
-    if not isinstance(result, dict) or not isinstance(result.get("runs"), list):
-        raise RunFolderError(f"{path}: not an evaluation JSON (no list of runs)")
+    result, problem = _json(read_text(path))
+    if problem or not isinstance(result, dict) or not isinstance(result.get("runs"), list):
+        raise RunFolderError(f"{path}: not an evaluation JSON ({problem or 'no list of runs'})")
     settings = []
     for i, run in enumerate(result["runs"]):
         where = f"{path} setting {i}"

@@ -31,8 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cartoondiff import attributes
-from cartoondiff.runs.errors import ArgumentError, first_line, require
-from cartoondiff.runs.files import ReadError, write_text_atomic
+from cartoondiff.runs.errors import first_line, require
+from cartoondiff.runs.files import write_text_atomic
 from cartoondiff.runs.folder import RunFolder
 from cartoondiff.runs.records import RunFolderError, open_image, read_rows, read_text
 
@@ -69,8 +69,7 @@ def start_wandb(folder: Path, mode: str, **init_args: Any) -> Any:
     is ``disabled``. W&B never fails a command: ``online`` without a network or a login logs
     ``offline`` instead, and a run W&B cannot start at all (its folder damaged, say) goes on
     without it, each with one warning."""
-    if mode not in MODES:
-        raise ArgumentError("mode", mode, f"one of {MODES}")
+    require(mode in MODES, "mode", mode, f"one of {MODES}")
     if mode == "disabled":
         return None
     import wandb
@@ -102,13 +101,8 @@ def start_wandb(folder: Path, mode: str, **init_args: Any) -> Any:
 
 @dataclass(frozen=True)
 class WandbSettings:
-    """The ``logger`` config node (conf/config.yaml): how a training run appears in W&B.
-
-    mode: offline (no account, no network; ``wandb sync`` later), online or disabled; the
-    run folder's metrics.jsonl is written in every mode. name, group, tags, job_type: null
-    fills them in from the sweep or experiment (``runs.naming``). log_model: the final and
-    best models become versions of the W&B artifact ``model-<run id>``.
-    """
+    """The ``logger`` config node: how a training run appears in W&B (its keys are explained
+    in conf/config.yaml, its modes in docs/wandb.md)."""
 
     mode: str = "offline"
     project: str = "cartoondiff"
@@ -161,16 +155,15 @@ class Tracker:
         self._defined: set[str] = set()
         self._tables: set[tuple[str, ...]] = set()  # rows tables already logged
         self._superseded: list[Path] = []  # earlier offline folders of this run, replayed
-        self._truncate_after(resume_step)
+        if resume_step is None:  # a new run: what an earlier attempt logged here is not its own
+            self.metrics_path.unlink(missing_ok=True)
+        elif self.metrics_path.exists():
+            self._truncate_after(resume_step)
         self._file = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
         self.wandb = self._init_wandb(settings.mode, resume_step, config=dict(config),
                                       **settings.wandb_args())
 
-    def _truncate_after(self, step: int | None) -> None:
-        if step is None or not self.metrics_path.exists():
-            if step is None:
-                self.metrics_path.unlink(missing_ok=True)
-            return
+    def _truncate_after(self, step: int) -> None:
         rows, damaged = read_rows(self.metrics_path)
         kept = [json.dumps(row) for row in rows if row["step"] <= step]
         if damaged:  # set aside, not deleted: the file then reads as one clean run
@@ -189,14 +182,13 @@ class Tracker:
         # gave it (WANDB_RUN_ID), else a new one: what an earlier attempt logged is not this run.
         resuming = resume_step is not None
         run_id = read_run_id(id_file) if resuming else None
-        known = run_id is not None
-        agent_id = os.environ.get("WANDB_RUN_ID", "")
-        run_id = run_id or (agent_id if _RUN_ID.match(agent_id) else secrets.token_hex(4))
-        write_text_atomic(id_file, run_id)
         # W&B names a folder offline-run-TIME-ID, adding -1, -2 ... when TIME repeats
         wandb_dir = RunFolder(self.run_dir).wandb_dir
         earlier = sorted({*wandb_dir.glob(f"offline-run-*-{run_id}"),
-                          *wandb_dir.glob(f"offline-run-*-{run_id}-*")}) if known else []
+                          *wandb_dir.glob(f"offline-run-*-{run_id}-*")}) if run_id else []
+        agent_id = os.environ.get("WANDB_RUN_ID", "")
+        run_id = run_id or (agent_id if _RUN_ID.match(agent_id) else secrets.token_hex(4))
+        write_text_atomic(id_file, run_id)
         os.environ["WANDB_RUN_ID"] = run_id  # W&B takes it over id= (an agent sets it)
         try:
             run = start_wandb(self.run_dir, mode, **init_args, id=run_id, resume="allow")
@@ -224,8 +216,7 @@ class Tracker:
             images = [k[: -len("_path")] for k in row if k.endswith("_path")]
             image_keys = {f"{key}_{part}" for key in images for part in ("path", "caption", "rows")}
             for key in images:
-                path = self._replayable_image(row[f"{key}_path"])
-                if path is not None:
+                if (path := self._replayable_image(row[f"{key}_path"])) is not None:
                     caption, rows = row.get(f"{key}_caption", ""), row.get(f"{key}_rows", ())
                     self._wandb_image(run, key, path, at, str(caption),
                                       [str(r) for r in rows] if isinstance(rows, list) else [])
@@ -360,22 +351,19 @@ def log_evaluation(
         metrics = {wandb_key(f"eval/{k}"): v for k, v in s["metrics"].items()}
         run.log({SETTING: i, **{f"setting/{k}": s[k] for k in head}, **metrics}, step=i)
         rows.append([s[k] for k in head] + [s["metrics"].get(k) for k in names])
-    table = wandb.Table(columns=head + names, data=rows)
-    media: dict[str, Any] = {"settings": table}
-    for x, lines in (("guidance", ("sampler", "steps")), ("steps", ("sampler", "guidance"))):
-        series: dict[str, list[tuple[float, float]]] = {}
+    media: dict[str, Any] = {"settings": wandb.Table(columns=head + names, data=rows)}
+    for x, other in (("guidance", "steps"), ("steps", "guidance")):
+        series: dict[str, list[tuple[float, float]]] = {}  # "ddim steps=50" -> [(x, value)]
         for s in settings:
-            value = s["metrics"].get("faithfulness_mean")
-            if value is not None:
-                label = " ".join(f"{k}={s[k]:g}" if k != "sampler" else str(s[k])
-                                 for k in lines)
-                series.setdefault(label, []).append((float(s[x]), float(value)))
+            if (value := s["metrics"].get("faithfulness_mean")) is not None:
+                series.setdefault(f"{s['sampler']} {other}={s[other]:g}", []).append(
+                    (float(s[x]), float(value)))
         if len({px for pts in series.values() for px, _ in pts}) > 1:
-            keys = list(series)
+            lines = [sorted(pts) for pts in series.values()]
             media[f"faithfulness_vs_{x}"] = wandb.plot.line_series(
-                xs=[[px for px, _ in sorted(series[k])] for k in keys],
-                ys=[[py for _, py in sorted(series[k])] for k in keys],
-                keys=keys, title=f"faithfulness against {x}", xname=x)
+                xs=[[px for px, _ in pts] for pts in lines],
+                ys=[[py for _, py in pts] for pts in lines],
+                keys=list(series), title=f"faithfulness against {x}", xname=x)
     run.log(media, step=len(settings) - 1)
 
 
@@ -386,7 +374,7 @@ def read_run_id(id_file: Path) -> str | None:
         return None
     try:
         run_id = read_text(id_file).strip()
-    except ReadError as err:  # a FIFO or a device in its place: not read, never waited on
+    except RunFolderError as err:  # a FIFO or a device in its place: not read, never waited on
         run_id, problem = "", str(err)
     else:
         problem = "empty" if not run_id else "not a W&B run id"
