@@ -86,13 +86,13 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None) -> dict[str, Any]:
 
 
 class Trainer:
-    """One training run: built and checked by the constructor, run by ``fit``."""
+    """One training run: built and checked by the constructor (the preflight), run by ``fit``."""
 
     def __init__(self, cfg: DictConfig, settings: TrainerSettings, run_dir: Path | str | None,
                  ddp: distributed.Distributed, device_name: str) -> None:
-        """Everything the run needs, built in order before its folder is touched or any data
-        read. Each constructor checks its own arguments, so a mistake stops the run here with
-        one line naming its config key, and nothing is written."""
+        """The preflight: everything the run needs, built in order before its folder is
+        touched or any data read. Each constructor checks its own arguments, so a mistake
+        stops the run here with one line naming its config key, and nothing is written."""
         self.cfg, self.settings, self.ddp = cfg, settings, ddp
         with named("trainer.device"):
             self.device = pick_device(device_name)
