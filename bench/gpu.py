@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench.common import count_params, option_combo, project_config, sync  # noqa: E402
 from cartoondiff.config import build, build_diffusion, build_model  # noqa: E402
-from cartoondiff.diffusion.samplers import sample  # noqa: E402
+from cartoondiff.diffusion import Sampler  # noqa: E402
 from cartoondiff.runs.devices import pick_device  # noqa: E402
 from cartoondiff.train.ema import EMA  # noqa: E402
 
@@ -219,9 +219,9 @@ def sampling_row(args: argparse.Namespace, amp: torch.dtype | None, device: torc
 
     def run() -> torch.Tensor:
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            return sample(diffusion, model, shape, ids, sampler="ddim", steps=args.sample_steps,
-                          guidance=2.0, generator=torch.Generator().manual_seed(1),
-                          device=device)
+            return Sampler("ddim", args.sample_steps, guidance=2.0)(
+                diffusion, model, shape, ids, generator=torch.Generator().manual_seed(1),
+                device=device)
 
     run()  # warm-up: kernels, allocator
     sync(device)

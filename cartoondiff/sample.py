@@ -23,7 +23,7 @@ from cartoondiff.inference.grids import MAX_GRID_IMAGES, grid_image, save_grid
 from cartoondiff.runs import cli
 from cartoondiff.runs.devices import pick_device
 from cartoondiff.runs.errors import SEED_RULE, ArgumentError, is_int, is_seed, require
-from cartoondiff.runs.files import check_output
+from cartoondiff.runs.files import IMAGE_SUFFIXES, check_output
 from cartoondiff.runs.folder import RunFolder
 
 USAGE = ("python -m cartoondiff.sample checkpoint=PATH [n=16] [attributes=random|NAME=V,...] "
@@ -49,7 +49,6 @@ OPTIONS = {
     "device": cli.Option("auto", "auto | cpu | cuda"),
     "nrow": cli.Option(None, "images per grid row; null: a square grid"),
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def attribute_ids(spec: str, n: int, seed: int) -> torch.Tensor:
@@ -111,9 +110,7 @@ def check_options(opts: dict) -> tuple[torch.Tensor, torch.device]:
 
 
 def main(argv: list[str]) -> Path:
-    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__, example=EXAMPLE)
-    if args.positional:
-        raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
+    args = cli.parse(argv, OPTIONS, USAGE, positional=False, about=__doc__, example=EXAMPLE)
     opts = args.options
     ids, device = check_options(opts)
     trained = load_trained(opts["checkpoint"], device)

@@ -12,11 +12,11 @@ import torch
 from cartoondiff import attributes
 from cartoondiff.diffusion import (
     Diffusion,
+    Sampler,
     cosine_betas,
     guided_eps,
     linear_betas,
     logsnr_timesteps,
-    sample,
     timesteps,
 )
 from cartoondiff.inference.grids import forward_process_image
@@ -190,7 +190,8 @@ def test_samplers_recover_a_single_data_point(sampler, kwargs):
     d = _diffusion100()
     target = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) - 0.5
     g = torch.Generator().manual_seed(1)
-    out = sample(d, _point_oracle(d, target), target.shape, None, sampler, generator=g, **kwargs)
+    draw = Sampler(sampler, guidance=0.0, **kwargs)
+    out = draw(d, _point_oracle(d, target), target.shape, None, generator=g)
     torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
 
 
@@ -219,17 +220,8 @@ def _ode_solution(d: Diffusion, x_T: torch.Tensor) -> torch.Tensor:  # noqa: N80
 def test_stochastic_samplers_reproduce_a_gaussian(sampler, kwargs):
     d = Diffusion(linear_betas(1000))
     g = torch.Generator().manual_seed(2)
-    out = sample(
-        d,
-        _gaussian_oracle(d),
-        (16, 3, 16, 16),
-        None,
-        sampler,
-        steps=1000,
-        generator=g,
-        clip_range=None,
-        **kwargs,
-    )
+    draw = Sampler(sampler, steps=1000, guidance=0.0, **kwargs)
+    out = draw(d, _gaussian_oracle(d), (16, 3, 16, 16), None, generator=g, clip_range=None)
     assert abs(out.mean().item() - MU) < 0.02
     assert abs(out.std().item() / SD - 1) < 0.03
 
@@ -238,7 +230,8 @@ def test_stochastic_samplers_reproduce_a_gaussian(sampler, kwargs):
 def test_deterministic_samplers_follow_the_ode(sampler, steps):
     d = Diffusion(linear_betas(1000))
     x_T = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    out = sample(d, _gaussian_oracle(d), x_T.shape, None, sampler, steps, x_T=x_T, clip_range=None)
+    draw = Sampler(sampler, steps, guidance=0.0)
+    out = draw(d, _gaussian_oracle(d), x_T.shape, None, x_T=x_T, clip_range=None)
     assert (out - _ode_solution(d, x_T)).abs().max() < 0.05
 
 
@@ -249,9 +242,8 @@ def test_solver_orders():
     exact = _ode_solution(d, x_T)
 
     def error(sampler, steps):
-        out = sample(
-            d, _gaussian_oracle(d), x_T.shape, None, sampler, steps, x_T=x_T, clip_range=None
-        )
+        draw = Sampler(sampler, steps, guidance=0.0)
+        out = draw(d, _gaussian_oracle(d), x_T.shape, None, x_T=x_T, clip_range=None)
         return (out - exact).abs().max().item()
 
     ddim_ratio = error("ddim", 100) / error("ddim", 50)
@@ -283,7 +275,7 @@ def test_samplers_deterministic_for_a_seed(sampler, kwargs):
 
     def draw(seed):
         g = torch.Generator().manual_seed(seed)
-        return sample(d, model, (2, 3, 16, 16), ids, sampler, guidance=2.0, generator=g, **kwargs)
+        return Sampler(sampler, guidance=2.0, **kwargs)(d, model, (2, 3, 16, 16), ids, generator=g)
 
     a, b = draw(0), draw(0)
     assert torch.equal(a, b)
@@ -298,18 +290,9 @@ def test_ddim_eta0_deterministic_given_x_T():  # noqa: N802 -- the papers' x_T
     _randomize(model)
     ids = attributes.random_ids(2, torch.Generator().manual_seed(0))
     x_T = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    draw = Sampler("ddim", steps=5, eta=0.0, guidance=0.0)
     outs = [
-        sample(
-            d,
-            model,
-            x_T.shape,
-            ids,
-            "ddim",
-            steps=5,
-            eta=0.0,
-            x_T=x_T,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        draw(d, model, x_T.shape, ids, x_T=x_T, generator=torch.Generator().manual_seed(seed))
         for seed in (0, 1)
     ]
     assert torch.equal(outs[0], outs[1])
@@ -342,15 +325,15 @@ def test_guidance_ignored_by_unconditional_model():
     assert calls == [2, 2]  # one un-doubled pass each
 
 
-def test_sample_rejects_bad_arguments():
+def test_sampler_rejects_bad_arguments():
     d = Diffusion(cosine_betas(10))
     model = _point_oracle(d, torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="method='euler'"):
-        sample(d, model, (1, 3, 4, 4), sampler="euler")
+        Sampler("euler", guidance=0.0)(d, model, (1, 3, 4, 4))
     with pytest.raises(ValueError, match="steps=20"):
-        sample(d, model, (1, 3, 4, 4), sampler="ddim", steps=20)
+        Sampler("ddim", steps=20, guidance=0.0)(d, model, (1, 3, 4, 4))
     with pytest.raises(ValueError, match="ids must have shape"):
-        sample(d, model, (1, 3, 4, 4), ids=torch.zeros(2, 18, dtype=torch.long), steps=5)
+        Sampler(steps=5, guidance=0.0)(d, model, (1, 3, 4, 4), torch.zeros(2, 18, dtype=torch.long))
 
 
 # --- learning ---------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from cartoondiff.diffusion.samplers import (
     Sampler,
     guided_eps,
     logsnr_timesteps,
-    sample,
     timesteps,
 )
 from cartoondiff.diffusion.schedules import ScheduleError, check_betas, cosine_betas, linear_betas
@@ -22,6 +21,5 @@ __all__ = [
     "guided_eps",
     "linear_betas",
     "logsnr_timesteps",
-    "sample",
     "timesteps",
 ]

@@ -2,10 +2,9 @@
 
 Each sampler is one function over a ``Diffusion`` and a ``denoise(x, t)`` closure that already
 applies guidance; a ``Sampler`` (a ``conf/sampler`` option) checks its settings and wires them
-together, ``sample`` is the same call with the settings as arguments. Steps are 0-indexed (t in
-[0, T)). DDPM visits all T steps; DDIM visits ``steps`` steps evenly spaced in t from T-1 down
-to 0, DPM-Solver++ ``steps`` steps evenly spaced in log-SNR; both then jump to clean data
-(alpha_bar = 1).
+together. Steps are 0-indexed (t in [0, T)). DDPM visits all T steps; DDIM visits ``steps``
+steps evenly spaced in t from T-1 down to 0, DPM-Solver++ ``steps`` steps evenly spaced in
+log-SNR; both then jump to clean data (alpha_bar = 1).
 """
 
 from __future__ import annotations
@@ -255,23 +254,3 @@ class Sampler:
         finally:
             if was_training:
                 model.train()
-
-
-def sample(
-    diffusion: Diffusion,
-    model: Model,
-    shape: Sequence[int],
-    ids: torch.Tensor | None = None,
-    sampler: str = "ddim",
-    steps: int | None = 50,
-    eta: float = 0.0,
-    guidance: float = 0.0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    clip_range: tuple[float, float] | None = (-1.0, 1.0),
-    x_T: torch.Tensor | None = None,  # noqa: N803 -- the papers' symbol
-) -> torch.Tensor:
-    """``Sampler(sampler, steps, eta, guidance)`` drawing (B, C, H, W) float32 samples of
-    ``shape``; the other arguments as ``Sampler.__call__``'s. ``steps`` is unused by ddpm."""
-    return Sampler(sampler, steps, eta, guidance)(diffusion, model, shape, ids, generator,
-                                                  device, clip_range, x_T)

@@ -213,9 +213,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    args = cli.parse(argv, OPTIONS, USAGE, about=__doc__, example=EXAMPLE)
-    if args.positional:
-        raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
+    args = cli.parse(argv, OPTIONS, USAGE, positional=False, about=__doc__, example=EXAMPLE)
     opts = args.options
     check_options(opts)
     device = pick_device(str(opts["device"]))

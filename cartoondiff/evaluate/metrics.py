@@ -63,6 +63,13 @@ def chance_accuracy() -> dict[str, float]:
     return {name: 1.0 / n for name, n in zip(NAMES, COUNTS)}
 
 
+def attribute_accuracy(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Fraction of rows where pred == target, per attribute (counted in float64); pred,
+    target (N, 18) ids. The judge's accuracy on its held-out avatars and faithfulness."""
+    acc = (pred.long() == target.long()).double().mean(0)  # (18,)
+    return {name: float(a) for name, a in zip(NAMES, acc)}
+
+
 def relative_to_ceiling(
     accuracy: Mapping[str, float], ceiling: Mapping[str, float]
 ) -> dict[str, float]:
@@ -89,8 +96,7 @@ def faithfulness(
     if pred.shape != target.shape or pred.dim() != 2 or pred.shape[1] != len(NAMES):
         raise MetricError(f"faithfulness: pred {tuple(pred.shape)} and target "
                           f"{tuple(target.shape)} must both be (N, 18)")
-    acc = (pred.long() == target.long()).double().mean(0)  # (18,)
-    accuracy = {name: float(a) for name, a in zip(NAMES, acc)}
+    accuracy = attribute_accuracy(pred, target)
     relative = relative_to_ceiling(accuracy, ceiling)
     accuracy["mean"] = sum(accuracy[n] for n in NAMES) / len(NAMES)
     relative["mean"] = sum(relative.values()) / len(relative) if relative else float("nan")

@@ -48,7 +48,7 @@ from cartoondiff.figures.pictures import (
 )
 from cartoondiff.runs import cli
 from cartoondiff.runs.errors import is_int, require
-from cartoondiff.runs.files import check_output, save_image_atomic
+from cartoondiff.runs.files import IMAGE_SUFFIXES, check_output, save_image_atomic
 from cartoondiff.runs.records import number, run_folders
 
 # torch (2 s to import) is imported by the two commands that need it, forward and attributes:
@@ -108,7 +108,6 @@ EVALUATIONS = ("attributes", "settings")  # read an evaluation JSON, not run fol
 DRAW = {"grid": grid_figure, "compare": compare_figure, "curves": curves_figure,
         "loss_quality": loss_quality_figure, "attributes": attributes_figure,
         "settings": settings_figure}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def check_options(command: str, opts: dict, inputs: Sequence[Path] = ()) -> Path:

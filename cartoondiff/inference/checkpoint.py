@@ -126,7 +126,7 @@ def apply_state_dict(
 ) -> None:
     """``module.load_state_dict`` with a readable message when the architectures differ.
 
-    ``note`` is appended to that message (e.g. ``config_changes`` of the two configs).
+    ``note`` is appended to that message (e.g. a resumed run's config changes).
     """
     own = module.state_dict()
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -140,18 +140,6 @@ def apply_state_dict(
             + "; ".join(parts) + (f"; {note}" if note else "")
         )
     module.load_state_dict(state)
-
-
-def config_changes(saved: object, current: object, prefix: str) -> list[str]:
-    """``key: saved -> current`` for each leaf where two nested config dicts differ."""
-    if isinstance(saved, Mapping) and isinstance(current, Mapping):
-        return [change for key in sorted(set(saved) | set(current), key=str)
-                for change in config_changes(saved.get(key), current.get(key),
-                                             f"{prefix}.{key}")]
-    if saved == current:
-        return []
-    short = [("{...}" if isinstance(v, Mapping) else repr(v)) for v in (saved, current)]
-    return [f"{prefix}: {short[0]} -> {short[1]}"]
 
 
 def _few(items: list[str], n: int = 4) -> str:

@@ -137,10 +137,11 @@ def value(text: str) -> Any:
 
 
 def parse(argv: Sequence[str], options: Mapping[str, Option], usage: str,
-          overrides: bool = False, *, about: str = "", example: str = "") -> Arguments:
-    """Split ``argv`` into options (named in ``options``), positional arguments and, if
-    ``overrides``, Hydra overrides. ``usage`` ends each error message; ``-h``/``--help``
-    anywhere prints ``help_text`` and exits 0."""
+          overrides: bool = False, *, positional: bool = True, about: str = "",
+          example: str = "") -> Arguments:
+    """Split ``argv`` into options (named in ``options``), positional arguments (a
+    UsageError unless ``positional``) and, if ``overrides``, Hydra overrides. ``usage`` ends
+    each error message; ``-h``/``--help`` anywhere prints ``help_text`` and exits 0."""
     if any(item in HELP_FLAGS for item in argv):
         exit_with_help(help_text(usage, options, about, example))
     args = Arguments({key: option.default for key, option in options.items()})
@@ -173,6 +174,8 @@ def parse(argv: Sequence[str], options: Mapping[str, Option], usage: str,
             args.overrides.append(item)
         else:
             args.positional.append(item)
+    if args.positional and not positional:
+        raise UsageError(f"unexpected argument(s) {args.positional} (usage: {usage})")
     return args
 
 

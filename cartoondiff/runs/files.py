@@ -198,6 +198,9 @@ def _unwritable(folder: Path, what: str) -> str | None:
     return None
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # an image out= (sample, figures)
+
+
 def check_output(key: str, path: Path | str, suffixes: tuple[str, ...] = (),
                  given: object = None, inputs: Sequence[Path | str] = ()) -> Path:
     """The output path of option ``key``, checked before any work: its suffix is one of

@@ -32,7 +32,7 @@ import re
 import shlex
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,6 +150,18 @@ def is_under(change_or_key: str, keys: tuple[str, ...]) -> bool:
     key boundaries (``trainer.sample_`` is a prefix on purpose: every sample_* key)."""
     key = change_or_key.split(":")[0]
     return any(key == k or key.startswith(k if k.endswith("_") else k + ".") for k in keys)
+
+
+def config_changes(saved: object, current: object, prefix: str) -> list[str]:
+    """``key: saved -> current`` for each leaf where two nested config dicts differ."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        return [change for key in sorted(set(saved) | set(current), key=str)
+                for change in config_changes(saved.get(key), current.get(key),
+                                             f"{prefix}.{key}")]
+    if saved == current:
+        return []
+    short = [("{...}" if isinstance(v, Mapping) else repr(v)) for v in (saved, current)]
+    return [f"{prefix}: {short[0]} -> {short[1]}"]
 
 
 # --- the checkpoint store: RUN_DIR/checkpoints/ckpt-step{step:09d}.pt -------------------------
@@ -296,7 +308,7 @@ def same_run_changes(path: Path, state: dict, cfg: DictConfig) -> list[str]:
             "checkpoints/ckpt-step*.pt, or pass it to python -m cartoondiff.sample")
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
     current = OmegaConf.to_container(cfg, resolve=True)
-    changes = [c[1:] for c in ckpt.config_changes(saved, current, "")  # ".key: old -> new"
+    changes = [c[1:] for c in config_changes(saved, current, "")  # ".key: old -> new"
                if not is_under(c[1:], CONTINUABLE)]
     if fixed := [c for c in changes if is_under(c, NOT_CHANGEABLE)]:  # named via a parent key
         raise ConfigError(f"resume: {_not_changeable(fixed[0].split(':')[0])}")

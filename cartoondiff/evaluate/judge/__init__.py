@@ -29,6 +29,7 @@ from cartoondiff.attributes import COUNTS, NAMES, NUM_ATTRIBUTES
 from cartoondiff.data.dataset import AvatarData
 from cartoondiff.data.module import AvatarDataModule
 from cartoondiff.evaluate.judge.perturb import augment
+from cartoondiff.evaluate.metrics import attribute_accuracy
 from cartoondiff.inference.checkpoint import read_safely, save_atomic
 from cartoondiff.runs import interrupt
 from cartoondiff.runs.devices import autocast_dtype, precision_name
@@ -150,12 +151,6 @@ class TrainedClassifier:
     data_key: str
     settings: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-
-
-def attribute_accuracy(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """Fraction of rows where pred == target, per attribute; pred, target (N, 18) long."""
-    acc = (pred == target).float().mean(0)  # (18,)
-    return {name: float(a) for name, a in zip(NAMES, acc)}
 
 
 def attribute_loss(logits: list[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:

@@ -23,12 +23,12 @@ from cartoondiff.config import DATA_TARGETS, build
 from cartoondiff.evaluate.judge import (
     ClassifierError,
     TrainedClassifier,
-    attribute_accuracy,
     data_identity,
     load_classifier,
     load_or_train_classifier,
 )
 from cartoondiff.evaluate.judge.perturb import KINDS, NOISE_SIGMA, perturb
+from cartoondiff.evaluate.metrics import attribute_accuracy
 from cartoondiff.runs import cli
 from cartoondiff.runs.devices import pick_device
 from cartoondiff.runs.errors import SEED_RULE, is_seed, require
@@ -69,9 +69,8 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    args = cli.parse(argv, OPTIONS, USAGE, overrides=True, about=__doc__, example=EXAMPLE)
-    if args.positional:
-        raise cli.UsageError(f"unexpected argument(s) {args.positional} (usage: {USAGE})")
+    args = cli.parse(argv, OPTIONS, USAGE, overrides=True, positional=False, about=__doc__,
+                     example=EXAMPLE)
     opts = args.options
     out = check_output("out", str(opts["out"]), (".json",))  # writable, before the judge trains
     require(is_seed(opts["seed"]), "seed", opts["seed"], SEED_RULE)
