@@ -10,6 +10,7 @@ nothing into the current folder but the run's ``outputs/``.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import os
@@ -204,3 +205,42 @@ def test_progress_off_a_terminal_is_a_line_every_10_percent(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert 2 <= len(lines) <= 12 and "\r" not in "".join(lines)
     assert lines[-1].startswith("rendering avatars: 100%")
+
+
+def _imported_parts() -> dict[str, set[str]]:
+    """Each part of the package (a subpackage or a top-level module) -> the other parts it
+    imports, at module level or inside a function."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((REPO / "cartoondiff").rglob("*.py")):
+        parts = path.relative_to(REPO / "cartoondiff").with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        me = parts[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                     if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                     else [])
+            graph.setdefault(me, set()).update(
+                name.split(".")[1] for name in names
+                if name.startswith("cartoondiff.") and name.split(".")[1] != me)
+    return graph
+
+
+def test_no_two_parts_of_the_package_import_each_other():
+    graph = _imported_parts()
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    reach = {part: reachable(part) for part in graph}
+    loops = sorted({tuple(sorted((a, b))) for a in graph for b in reach[a]
+                    if b in graph and a in reach[b] and a != b})
+    assert graph["runs"] == set(), graph["runs"]  # the run plumbing imports no science
+    assert not loops, loops

@@ -24,7 +24,7 @@ from cartoondiff.runs import folder as run_folder
 from cartoondiff.runs import tracking
 from cartoondiff.runs.errors import ConfigError, UserError
 from cartoondiff.runs.records import read_metrics
-from cartoondiff.train import train
+from cartoondiff.train import resume, train
 from cartoondiff.train.loop import NonFiniteLossError
 from tests.conftest import REPO, checkpoint_steps, compose_tiny, on_step
 from tests.faults import flip_a_tensor_bit
@@ -123,9 +123,9 @@ def test_resume_auto_skips_damaged_and_hostile_checkpoints(run_copy, make_cfg, t
     _hostile(middle, tmp_path / "marker")
     with open(run_copy / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": 3, "train/lo')  # a row cut short by the crash
-    with caplog.at_level(logging.WARNING, logger=run_folder.__name__):  # the checkpoint store
+    with caplog.at_level(logging.WARNING, logger=resume.__name__):  # what a resume continues
         metrics = train(make_cfg("trainer.max_steps=4", "resume=auto"), run_dir=run_copy)
-    warnings = [r.getMessage() for r in caplog.records if r.name == run_folder.__name__]
+    warnings = [r.getMessage() for r in caplog.records if r.name == resume.__name__]
     assert any(str(newest) in w and "truncated or corrupt" in w for w in warnings), warnings
     assert any(str(middle) in w and "refusing" in w for w in warnings), warnings
     assert all("falling back" in w for w in warnings)

@@ -10,6 +10,7 @@ from cartoondiff.evaluate.evaluator import (
     higher_is_better,
     metric_names,
     quick_evaluate,
+    wandb_name,
 )
 
-__all__ = ["BestTracker", "higher_is_better", "metric_names", "quick_evaluate"]
+__all__ = ["BestTracker", "higher_is_better", "metric_names", "quick_evaluate", "wandb_name"]

@@ -42,6 +42,7 @@ from cartoondiff.evaluate.evaluator import (
     metric_names,
     model_generator,
     reference_set,
+    wandb_name,
 )
 from cartoondiff.evaluate.inception import InceptionFeatures
 from cartoondiff.evaluate.judge import (
@@ -316,7 +317,7 @@ def log_to_wandb(result: dict[str, Any], train_cfg: DictConfig, out: Path,
     if run is None:
         return
     tracking.log_evaluation(run, finite_or_null(result["runs"]),
-                            lambda key: "max" if higher_is_better(key) else "min")
+                            lambda key: "max" if higher_is_better(key) else "min", wandb_name)
     run.finish()
     print(f"W&B run {run.id} ({mode}) in {out.parent / 'wandb'}", file=sys.stderr)
 

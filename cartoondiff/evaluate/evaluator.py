@@ -200,6 +200,18 @@ def metric_names(prefix: str = "") -> list[str]:
     return [prefix + n for n in names]
 
 
+ATTR_SECTION = "eval/attr/"  # W&B section of the per-attribute accuracies
+
+
+def wandb_name(key: str) -> str:
+    """A logged key's name in W&B: ``eval/glasses`` -> ``eval/attr/glasses`` (the 18
+    accuracies get their own dashboard section), any other key as it is."""
+    prefix, _, name = key.partition("/")
+    if prefix == "eval" and name in attributes.NAMES:
+        return ATTR_SECTION + name
+    return key
+
+
 def higher_is_better(metric: str) -> bool:
     """Direction of a metric: Fréchet distances and losses go down, the rest go up."""
     return not any(word in metric for word in LOWER_IS_BETTER)

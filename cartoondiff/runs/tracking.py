@@ -5,10 +5,12 @@ is readable without W&B. W&B never fails a run: ``online`` without a network fal
 ``offline`` with one warning, and ``disabled`` skips it entirely.
 
 Evaluation metrics (``eval/*``) are plotted against ``epoch`` and their W&B summary keeps the
-best and the last value. The 18 per-attribute accuracies, ``eval/<attribute>`` in the JSONL
-file (the report and the figures read them there), go to W&B under ``eval/attr/<attribute>``,
-their own dashboard section beside the means. A grid's rows table is logged once (the rows are
-fixed for a run: the epoch grids and the final grid share it), not with every grid.
+best and the last value. A key may have another name in W&B than in the JSONL file (the
+report and the figures read that): the caller's ``wandb_name`` gives it (training and
+evaluation pass ``evaluate.wandb_name``, which puts the 18 per-attribute accuracies in their
+own dashboard section, ``eval/attr/<attribute>``), so this module knows no science. A grid's
+rows table is logged once (the rows are fixed for a run: the epoch grids and the final grid
+share it), not with every grid.
 
 A resumed run continues the same W&B run id; offline, where W&B cannot append to an earlier
 offline run, the new run replays the JSONL file up to the resume step and replaces
@@ -30,7 +32,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cartoondiff import attributes
 from cartoondiff.runs.errors import first_line, require
 from cartoondiff.runs.files import write_text_atomic
 from cartoondiff.runs.folder import RunFolder
@@ -41,15 +42,6 @@ log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # W&B refuses empty ids and :;,#?/'"
 WANDB_URL = "https://api.wandb.ai"  # W&B's own server; WANDB_BASE_URL names a self-hosted one
-ATTR_SECTION = "eval/attr/"  # W&B section of the per-attribute accuracies
-
-
-def wandb_key(key: str) -> str:
-    """The W&B name of a logged key: ``eval/glasses`` -> ``eval/attr/glasses``, else as is."""
-    prefix, _, name = key.partition("/")
-    if prefix == "eval" and name in attributes.NAMES:
-        return ATTR_SECTION + name
-    return key
 
 
 def network_reachable(timeout: float = 3.0) -> bool:
@@ -127,9 +119,9 @@ class Tracker:
     """Logs scalars and images to ``run_dir/metrics.jsonl`` and to a W&B run.
 
     ``settings``: the ``logger`` config node; with what ``train`` knows at run time:
-    ``run_dir``, ``config``, ``resume_step`` and ``eval_summary``, which says for each
+    ``run_dir``, ``config``, ``resume_step``, ``eval_summary``, which says for each
     ``eval/*`` metric what its W&B summary keeps: ``"max"``, ``"min"`` or ``"last"``
-    (``"max,last"``: both).
+    (``"max,last"``: both), and ``wandb_name``, a logged key's name in W&B (default: the key).
 
     On resume (``resume_step`` set) rows logged after that step by the interrupted process
     are dropped from the JSONL file, so the file reads as one uninterrupted run; so is a
@@ -146,12 +138,14 @@ class Tracker:
         settings: WandbSettings | None = None,
         resume_step: int | None = None,
         eval_summary: Callable[[str], str] | None = None,
+        wandb_name: Callable[[str], str] | None = None,
     ) -> None:
         settings = settings or WandbSettings()
         self.run_dir = Path(run_dir)
         self.metrics_path = RunFolder(self.run_dir).metrics
         self.log_model_enabled = settings.log_model
         self._eval_summary = eval_summary or (lambda key: "last")  # noqa: ARG005
+        self._wandb_name = wandb_name or (lambda key: key)
         self._defined: set[str] = set()
         self._tables: set[tuple[str, ...]] = set()  # rows tables already logged
         self._superseded: list[Path] = []  # earlier offline folders of this run, replayed
@@ -251,7 +245,7 @@ class Tracker:
         return path
 
     def _wandb_log(self, run: Any, metrics: Mapping[str, Any], step: int) -> None:
-        named = {wandb_key(k): v for k, v in metrics.items()}
+        named = {self._wandb_name(k): v for k, v in metrics.items()}
         for key, logged in zip(metrics, named, strict=True):
             if logged.startswith(self.EVAL_PREFIX) and logged not in self._defined:
                 summary = self._eval_summary(key)
@@ -327,28 +321,29 @@ def log_evaluation(
     run: Any,
     settings: Sequence[Mapping[str, Any]],
     summary: Callable[[str], str],
+    wandb_name: Callable[[str], str],
 ) -> None:
     """An evaluation's results into its own W&B run (``start_wandb`` with ``job_type=eval``).
 
     ``settings``: one mapping per evaluated sampler setting, ``{"sampler", "steps",
     "guidance", "eta", "seconds", "metrics": {name: value}}`` (the evaluation JSON's ``runs``).
-    Logs one history step per setting (``eval/*`` against ``setting``, per-attribute
-    accuracies under ``eval/attr/``; ``summary(key)`` says what the run summary keeps over
-    the settings), one ``wandb.Table`` with a row per setting, and line plots of
-    faithfulness against guidance (one line per sampler and steps) and against steps (one
-    line per sampler and guidance) where more than one value was evaluated.
+    Logs one history step per setting (``eval/*`` against ``setting``, each named in W&B by
+    ``wandb_name``; ``summary(key)`` says what the run summary keeps over the settings), one
+    ``wandb.Table`` with a row per setting, and line plots of faithfulness against guidance (one
+    line per sampler and steps) and against steps (one line per sampler and guidance) where more
+    than one value was evaluated.
     """
     import wandb
 
     run.define_metric(SETTING)
     names = list(dict.fromkeys(k for s in settings for k in s["metrics"]))
     for key in names:
-        run.define_metric(wandb_key(f"eval/{key}"), step_metric=SETTING,
+        run.define_metric(wandb_name(f"eval/{key}"), step_metric=SETTING,
                           summary=summary(f"eval/{key}"))
     head = ["sampler", "steps", "guidance", "eta", "seconds"]
     rows = []
     for i, s in enumerate(settings):
-        metrics = {wandb_key(f"eval/{k}"): v for k, v in s["metrics"].items()}
+        metrics = {wandb_name(f"eval/{k}"): v for k, v in s["metrics"].items()}
         run.log({SETTING: i, **{f"setting/{k}": s[k] for k in head}, **metrics}, step=i)
         rows.append([s[k] for k in head] + [s["metrics"].get(k) for k in names])
     media: dict[str, Any] = {"settings": wandb.Table(columns=head + names, data=rows)}

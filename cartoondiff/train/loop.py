@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from cartoondiff.config import build, build_diffusion, build_model, named
-from cartoondiff.evaluate import higher_is_better
+from cartoondiff.evaluate import higher_is_better, wandb_name
 from cartoondiff.inference import checkpoint as ckpt
 from cartoondiff.inference.grids import SampleGrid, forward_process_image, rendered
 from cartoondiff.runs import interrupt
@@ -37,7 +37,6 @@ from cartoondiff.runs.files import WriteError, save_image_atomic, write_text_ato
 from cartoondiff.runs.folder import (
     RunFolder,
     RunFolderLock,
-    check_resume_keys,
     checkpoint_path,
     hydra_record,
     is_under,
@@ -45,8 +44,6 @@ from cartoondiff.runs.folder import (
     prune,
     resolve_run_dir,
     resume_command,
-    resume_state,
-    same_run_changes,
 )
 from cartoondiff.runs.naming import run_labels
 from cartoondiff.runs.progress import progress_bar
@@ -55,6 +52,7 @@ from cartoondiff.train import distributed
 from cartoondiff.train.batches import BatchOrder
 from cartoondiff.train.ema import EMA
 from cartoondiff.train.lr import apply_optim_settings
+from cartoondiff.train.resume import check_resume_keys, resume_state, same_run_changes
 from cartoondiff.train.seeding import TrainingRandomness, seed_everything
 from cartoondiff.train.settings import TrainerSettings
 
@@ -218,7 +216,7 @@ class Trainer:
                                               "parameters": self.n_params},
                                dataclasses.replace(self.wandb_settings, **labels.wandb_args()),
                                resume_step=self.step if resumed else None,
-                               eval_summary=eval_summary)
+                               eval_summary=eval_summary, wandb_name=wandb_name)
         if self.resume_changes:  # a deliberate change stays on the record
             self.tracker.log({"resume/changes": "; ".join(self.resume_changes)}, self.step)
         if not resumed:  # the parameter count is a number, not a chart: config and summary
